@@ -1,0 +1,1 @@
+"""Benchmarks for chatd, with the same load against a reference IRC server."""

@@ -1,0 +1,451 @@
+"""The scenarios. Each one starts a fresh server of the target, drives it, and
+returns a flat dict of figures plus the server's CPU seconds and peak RSS.
+
+Every loop here is bounded in count and time; every connection goes to 127.0.0.1.
+"""
+
+import asyncio
+import itertools
+import random
+import re
+import resource
+import time
+
+from bench.clients import (Deliveries, Heartbeat, close_all, latency_summary, marked_text,
+                           open_sessions)
+
+FANOUT_CHANNEL = "bench"
+HISTORY_CHANNEL = "history"
+_run_tags = itertools.count(1)
+
+
+def user_name(index):
+    return f"u{index:05d}"
+
+
+def room_name(index):
+    return f"room{index:03d}"
+
+
+def new_tag(prefix):
+    """A prefix unique to one run, so the log check finds exactly that run's messages."""
+    return f"{prefix}{next(_run_tags)}-"
+
+
+async def send_paced(senders, send, rate, duration, window=None, probe=None):
+    """Send as `rate` messages/s for `duration` s (open loop), round-robin over senders.
+
+    With rate None the load is closed-loop instead: as fast as the server relays,
+    with at most `window` messages sent but not yet seen by `probe`.
+    Returns (messages sent, elapsed seconds).
+    """
+    start = time.monotonic()
+    deadline = start + duration
+    sent = 0
+    while (now := time.monotonic()) < deadline:
+        if rate is not None:
+            due = int((now - start) * rate) - sent
+        else:
+            due = window - (sent - probe.received)
+        for _ in range(max(0, due)):
+            send(senders[sent % len(senders)], sent)
+            sent += 1
+        await asyncio.sleep(0.002)
+    return sent, time.monotonic() - start
+
+
+async def wait_for_deliveries(deliveries, expected, quiet_timeout=5.0, limit=60.0):
+    """Wait until `expected` deliveries arrived, or none arrived for `quiet_timeout` s."""
+    deadline = time.monotonic() + limit
+    last_count, last_change = len(deliveries), time.monotonic()
+    while len(deliveries) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        if len(deliveries) != last_count:
+            last_count, last_change = len(deliveries), time.monotonic()
+        elif time.monotonic() - last_change > quiet_timeout:
+            break
+    return time.monotonic()
+
+
+async def wait_for_log(target, tag, expected, limit=60.0):
+    """Poll chatd's database until `expected` messages tagged `tag` are logged.
+
+    Returns (monotonic time when they all were, or None, sequence numbers missing).
+    """
+    database = target.db
+    deadline = time.monotonic() + limit
+    pattern = re.compile(re.escape(tag) + r"(\d+) ")
+    while True:
+        count = await asyncio.to_thread(database.logged_count, tag)
+        if count >= expected or time.monotonic() > deadline:
+            all_logged_at = time.monotonic()
+            bodies = await asyncio.to_thread(database.logged_bodies, tag)
+            found = {int(m.group(1)) for m in map(pattern.match, bodies) if m}
+            missing = sorted(set(range(expected)) - found)
+            return (None if missing else all_logged_at), missing
+        await asyncio.sleep(0.25)
+
+
+def phase_figures(prefix, deliveries, sent, recipients, elapsed, since, until=None):
+    """deliveries/s over the sending time, and latency, for one phase."""
+    summary = deliveries.summary(since, until)
+    return {
+        f"{prefix}_messages_sent": sent,
+        f"{prefix}_deliveries_expected": sent * recipients,
+        f"{prefix}_deliveries": summary["count"],
+        f"{prefix}_deliveries_per_s": round(summary["count"] / elapsed) if elapsed else 0,
+        f"{prefix}_p50_ms": summary["p50_ms"],
+        f"{prefix}_p99_ms": summary["p99_ms"],
+        f"{prefix}_max_ms": summary["max_ms"],
+    }
+
+
+def client_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_busy_and_total():
+    """(busy, total) jiffies over all CPUs since boot, from the first line of /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class Run:
+    """One scenario on one target: a fresh server, measured from just before the load."""
+
+    def __init__(self, target, label):
+        self.target = target
+        self.label = label
+        self.server = None
+        self.clients = []
+        self.heartbeat = None
+        self.cpu_at_load = 0.0
+        self.figures = {}
+
+    async def __aenter__(self):
+        self.server = await self.target.start(self.label)
+        return self
+
+    async def __aexit__(self, *exc_info):
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        if self.target.profiler is not None:
+            self.figures.update(await self.target.profiler.detach())
+        if self.server.process.poll() is None:
+            stats = self.server.stats()
+            self.figures["server_cpu_s"] = round(stats["cpu_s"] - self.cpu_at_load, 2)
+            self.figures["server_peak_rss_mib"] = stats["peak_rss_mib"]
+        else:
+            self.figures["server_crashed"] = True
+        close_all(self.clients)
+        await self.server.stop()
+
+    async def open(self, names, channel_of, deliveries=None, concurrency=100):
+        clients, failures, retries = await open_sessions(
+            self.target.client_class, self.server.port, names, channel_of, deliveries,
+            concurrency=concurrency)
+        self.clients.extend(clients)
+        if retries:
+            self.figures["setup_reconnects"] = self.figures.get("setup_reconnects", 0) + retries
+        if failures:
+            self.figures["setup_failures"] = self.figures.get("setup_failures", 0) + len(failures)
+            self.figures["first_setup_failure"] = failures[0]
+        return clients
+
+    def start_heartbeat(self):
+        self.heartbeat = Heartbeat(self.clients)
+        self.heartbeat.start()
+
+    async def load_starts(self):
+        """CPU seconds are counted from here: setup (logins, joins) is not the scenario."""
+        await self.settle()
+        self.cpu_at_load = self.server.stats()["cpu_s"]
+        if self.target.profiler is not None:
+            self.target.profiler.attach(self.server.process.pid, self.label)
+
+    def cpu_meter(self, prefix):
+        """Call the result at the end of a phase to record server and bench CPU use in %.
+
+        A server near 100% is saturated; a bench near 100% means the load
+        generator, not the server, set the pace.
+        """
+        server_start, client_start = self.server.stats()["cpu_s"], client_cpu_seconds()
+        machine_busy, machine_total = machine_busy_and_total()
+        started = time.monotonic()
+
+        def stop():
+            elapsed = time.monotonic() - started
+            server_cpu = self.server.stats()["cpu_s"] - server_start
+            self.figures[f"{prefix}_server_cpu_pct"] = round(100 * server_cpu / elapsed)
+            self.figures[f"{prefix}_bench_cpu_pct"] = round(
+                100 * (client_cpu_seconds() - client_start) / elapsed)
+            busy, total = machine_busy_and_total()
+            self.figures[f"{prefix}_machine_busy_pct"] = round(
+                100 * (busy - machine_busy) / max(1, total - machine_total))
+        return stop
+
+    async def settle(self, limit=60.0, quiet_share=0.1, sample=0.3):
+        """Wait until the server and the bench are both nearly idle.
+
+        Joining N viewers makes O(N²) member notifications that keep both sides
+        busy after the last join returns; a phase that starts before they are
+        out measures them, not the scenario.
+        """
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            server_before, bench_before = self.server.stats()["cpu_s"], client_cpu_seconds()
+            await asyncio.sleep(sample)
+            server_busy = self.server.stats()["cpu_s"] - server_before
+            bench_busy = client_cpu_seconds() - bench_before
+            if max(server_busy, bench_busy) < quiet_share * sample:
+                return
+
+    def server_errors(self):
+        errors = [error for client in self.clients for error in client.errors]
+        closed = [client for client in self.clients if client.closed]
+        if errors:
+            self.figures["server_errors"] = len(errors)
+            self.figures["first_server_error"] = errors[0]
+        if closed:
+            self.figures["clients_closed_by_server"] = len(closed)
+            self.figures["first_close_reason"] = closed[0].close_reason
+
+
+async def fanout(target, viewers, senders, rate, duration, max_duration, window, check_log):
+    """N clients look at one channel; S of them send: at a set rate, then as fast as relayed."""
+    async with Run(target, "fanout") as run:
+        steady = Deliveries()
+        clients = await run.open([user_name(i) for i in range(viewers)],
+                                 lambda name: FANOUT_CHANNEL, steady)
+        run.start_heartbeat()
+        recipients = len(clients) - (0 if target.echoes_sender else 1)
+        tag = new_tag("f")
+
+        def send(client, sequence):
+            client.send_channel_message(FANOUT_CHANNEL, marked_text(tag, sequence))
+
+        await run.load_starts()
+        since = time.monotonic_ns()
+        cpu_done = run.cpu_meter("steady")
+        sent, elapsed = await send_paced(clients[:senders], send, rate, duration)
+        await wait_for_deliveries(steady, sent * recipients)
+        cpu_done()
+        run.figures.update(phase_figures("steady", steady, sent, recipients, elapsed, since))
+        if check_log:
+            logged_at, missing = await wait_for_log(target, tag, sent)
+            run.figures["steady_logged"] = sent - len(missing)
+            run.figures["steady_log_missing"] = len(missing)
+
+        saturated = Deliveries()
+        for client in clients:
+            client.deliveries, client.received = saturated, 0
+        probe = clients[-1]
+        max_tag = new_tag("F")
+        since = time.monotonic_ns()
+        cpu_done = run.cpu_meter("max")
+        sent, elapsed = await send_paced(
+            clients[:senders],
+            lambda client, sequence: client.send_channel_message(
+                FANOUT_CHANNEL, marked_text(max_tag, sequence)),
+            None, max_duration, window=window, probe=probe)
+        await wait_for_deliveries(saturated, sent * recipients)
+        cpu_done()
+        run.figures.update(phase_figures("max", saturated, sent, recipients, elapsed, since))
+        run.server_errors()
+    return run.figures
+
+
+async def many_rooms(target, clients_count, rooms, rate, duration):
+    """N clients over K channels, each looking at its own and sending to it."""
+    async with Run(target, "rooms") as run:
+        deliveries = Deliveries()
+        names = [user_name(i) for i in range(clients_count)]
+        room_of = {name: room_name(i % rooms) for i, name in enumerate(names)}
+        clients = await run.open(names, room_of.get, deliveries)
+        run.start_heartbeat()
+        per_room = len(clients) // rooms
+        recipients = per_room - (0 if target.echoes_sender else 1)
+        tag = new_tag("r")
+
+        def send(client, sequence):
+            client.send_channel_message(room_of[client.name], marked_text(tag, sequence))
+
+        await run.load_starts()
+        since = time.monotonic_ns()
+        cpu_done = run.cpu_meter("rooms")
+        sent, elapsed = await send_paced(clients, send, rate, duration)
+        await wait_for_deliveries(deliveries, sent * recipients)
+        cpu_done()
+        run.figures.update(phase_figures("rooms", deliveries, sent, recipients, elapsed, since))
+        run.server_errors()
+    return run.figures
+
+
+async def private_messages(target, clients_count, rate, duration, seed=7):
+    """Private messages between random pairs of N clients looking at nothing."""
+    async with Run(target, "private") as run:
+        deliveries = Deliveries()
+        clients = await run.open([user_name(i) for i in range(clients_count)],
+                                 lambda name: None, deliveries)
+        run.start_heartbeat()
+        # chatd relays a private message to the sender too; IRC only to the recipient.
+        recipients = 2 if target.echoes_sender else 1
+        pick = random.Random(seed)
+        tag = new_tag("p")
+
+        def send(client, sequence):
+            other = client
+            while other is client:
+                other = pick.choice(clients)
+            client.send_private_message(other.name, marked_text(tag, sequence))
+
+        await run.load_starts()
+        since = time.monotonic_ns()
+        senders = clients[:]
+        pick.shuffle(senders)
+        cpu_done = run.cpu_meter("private")
+        sent, elapsed = await send_paced(senders, send, rate, duration)
+        await wait_for_deliveries(deliveries, sent * recipients)
+        cpu_done()
+        run.figures.update(phase_figures("private", deliveries, sent, recipients, elapsed, since))
+        run.server_errors()
+    return run.figures
+
+
+async def login_storm(target, viewers, senders, rate, storm_logins, before, after):
+    """L logins at once while a fan-out runs at a steady rate; latency before, during, after."""
+    async with Run(target, "storm") as run:
+        deliveries = Deliveries()
+        clients = await run.open([user_name(i) for i in range(viewers)],
+                                 lambda name: FANOUT_CHANNEL, deliveries)
+        run.start_heartbeat()
+        recipients = len(clients) - (0 if target.echoes_sender else 1)
+        tag = new_tag("s")
+
+        def send(client, sequence):
+            client.send_channel_message(FANOUT_CHANNEL, marked_text(tag, sequence))
+
+        await run.load_starts()
+        start = time.monotonic_ns()
+        load = asyncio.create_task(send_paced(clients[:senders], send, rate, before + after))
+        await asyncio.sleep(before)
+        storm_start = time.monotonic_ns()
+        newcomers = [user_name(viewers + i) for i in range(storm_logins)]
+        # The newcomers look at the channel too, as a real client would; their
+        # deliveries are not counted, so the expected count stays the viewers'.
+        storm_clients = await run.open(newcomers, lambda name: FANOUT_CHANNEL,
+                                       concurrency=storm_logins)
+        storm_end = time.monotonic_ns()
+        sent, elapsed = await load
+        await wait_for_deliveries(deliveries, sent * recipients)
+        run.figures["storm_logins"] = len(storm_clients)
+        run.figures["storm_seconds"] = round((storm_end - storm_start) / 1e9, 2)
+        run.figures["messages_sent"] = sent
+        run.figures["deliveries_expected"] = sent * recipients
+        run.figures["deliveries"] = len(deliveries)
+        for phase, since, until in (("before", start, storm_start),
+                                    ("during", storm_start, storm_end),
+                                    ("after", storm_end, None)):
+            summary = deliveries.summary(since, until)
+            run.figures[f"{phase}_p50_ms"] = summary["p50_ms"]
+            run.figures[f"{phase}_p99_ms"] = summary["p99_ms"]
+            run.figures[f"{phase}_max_ms"] = summary["max_ms"]
+        run.server_errors()
+    return run.figures
+
+
+async def idle_connections(target, count, hold, concurrency):
+    """How many logged-in, heartbeating clients one server holds, and RSS per connection."""
+    async with Run(target, "idle") as run:
+        baseline = run.server.stats()["rss_mib"]
+        started = time.monotonic()
+        clients = await run.open([user_name(i) for i in range(count)], lambda name: None,
+                                 concurrency=concurrency)
+        run.figures["login_seconds"] = round(time.monotonic() - started, 1)
+        run.start_heartbeat()
+        await run.load_starts()
+        # Longer than chatd's 15 s presence timeout: heartbeats must keep everyone online.
+        await asyncio.sleep(hold)
+        alive = [client for client in clients if not client.closed]
+        stats = run.server.stats()
+        run.figures["connections_requested"] = count
+        run.figures["connections_held"] = len(alive)
+        run.figures["rss_baseline_mib"] = baseline
+        run.figures["rss_mib"] = stats["rss_mib"]
+        run.figures["rss_per_connection_kib"] = (
+            round((stats["rss_mib"] - baseline) * 1024 / len(alive), 1) if alive else None)
+        run.server_errors()
+    return run.figures
+
+
+async def history(target, clients_count, duration, page, total_messages, seed=11):
+    """get_channel requests/s on a channel holding `total_messages` logged messages."""
+    async with Run(target, "history") as run:
+        clients = await run.open([user_name(i) for i in range(clients_count)],
+                                 lambda name: None)
+        run.start_heartbeat()
+        pick = random.Random(seed)
+        latencies = []
+        short_pages = 0
+        await run.load_starts()
+        deadline = time.monotonic() + duration
+
+        async def reader(client):
+            nonlocal short_pages
+            while time.monotonic() < deadline:
+                before = pick.randint(page + 1, total_messages + 1)
+                started = time.monotonic_ns()
+                reply = await client.request({"get_channel": HISTORY_CHANNEL,
+                                              "before": before, "limit": page})
+                latencies.append(time.monotonic_ns() - started)
+                if len(reply["messages"]) != page:
+                    short_pages += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(reader(client) for client in clients))
+        elapsed = time.monotonic() - started
+        summary = latency_summary(sorted(latencies))
+        run.figures.update({
+            "requests": summary["count"], "requests_per_s": round(summary["count"] / elapsed),
+            "p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"],
+            "max_ms": summary["max_ms"], "short_pages": short_pages})
+        run.server_errors()
+    return run.figures
+
+
+async def log_throughput(target, senders, viewers, duration, window):
+    """Messages/s chatd writes to its log when sending as fast as it relays; all checked."""
+    async with Run(target, "log") as run:
+        deliveries = Deliveries()
+        clients = await run.open([user_name(i) for i in range(viewers)],
+                                 lambda name: FANOUT_CHANNEL, deliveries)
+        run.start_heartbeat()
+        recipients = len(clients)
+        tag = new_tag("L")
+
+        def send(client, sequence):
+            client.send_channel_message(FANOUT_CHANNEL, marked_text(tag, sequence))
+
+        await run.load_starts()
+        started = time.monotonic()
+        cpu_done = run.cpu_meter("relay")
+        sent, elapsed = await send_paced(clients[:senders], send, None, duration,
+                                         window=window, probe=clients[-1])
+        relayed_at = await wait_for_deliveries(deliveries, sent * recipients)
+        cpu_done()
+        logged_at, missing = await wait_for_log(target, tag, sent)
+        run.figures.update({
+            "messages_sent": sent,
+            "relayed_per_s": round(sent / (relayed_at - started)),
+            "logged": sent - len(missing),
+            "log_missing": len(missing),
+            "logged_per_s": round(sent / (logged_at - started)) if logged_at else None,
+            "log_lag_s": round(logged_at - relayed_at, 2) if logged_at else None,
+            "deliveries_expected": sent * recipients,
+            "deliveries": len(deliveries),
+        })
+        run.server_errors()
+    return run.figures

@@ -1,0 +1,187 @@
+"""The SSH manhole: a Python prompt inside the running server, for whoever holds a key.
+
+Off unless `--manhole ENDPOINT` is given. Logins are by SSH public key only,
+checked against `--manhole-keys` (authorized_keys format, read once at start;
+any user name at the ssh prompt). The prompt's namespace holds the functions of
+`AdminAPI`: they run the same chatd.moderation code as the chat commands, with
+actor 'manhole' in the audit log, and print their readable result when it
+arrives (Twisted's manhole shows what a Deferred fires with).
+"""
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.conch import manhole, manhole_ssh
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
+from twisted.conch.insults import insults
+from twisted.conch.ssh import keys
+from twisted.cred import portal
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatd.auth import ChatError
+from chatd.engines import SqliteEngine, engine_from_url
+from chatd.moderation import MANHOLE
+
+log = Logger()
+
+HOST_KEY_NAME = "chatd-manhole-host-key"
+
+
+class Report(str):
+    """A result that the manhole prompt shows as plain lines, not as a quoted repr."""
+
+    def __repr__(self):
+        return str(self).replace("\n", "\r\n")
+
+
+class AdminAPI:
+    """The manhole's admin functions. Each returns its result as readable text.
+
+    kick(target, reason="")                     target: user name, IP or CIDR range
+    ban(target, duration=None, reason="")       duration: "30m", "2h", "7d" or seconds; None: permanent
+    unban(target)
+    bans()
+    requests()                                  pending join requests
+    accept(user, channel) / reject(user, channel)
+    remove(user, channel)
+    create_channel(name, private=False) / delete_channel(name)
+    make_admin(name, admin=True)                admin=False takes the role away
+    users()                                     who is online: IP, status, what they look at
+    log(user=None, channel=None, since=None, until=None, limit=50)
+                                                dates: "2026-11-24", "2026-11-24T13:20" (UTC)
+    audit(limit=20)                             the latest admin actions
+    """
+
+    def __init__(self, moderation):
+        self.moderation = moderation
+
+    def namespace(self):
+        names = ["kick", "ban", "unban", "bans", "requests", "accept", "reject", "remove",
+                 "create_channel", "delete_channel", "make_admin", "users", "log", "audit"]
+        namespace = {name: getattr(self, name) for name in names}
+        namespace.update(help=self.help, server=self.moderation.server)
+        return namespace
+
+    def help(self):
+        return Report(self.__doc__)
+
+    @staticmethod
+    def _show(function, *args, **kwargs):
+        """The result's text, at once if ready, else a Deferred the prompt prints when it fires."""
+        d = defer.maybeDeferred(function, *args, **kwargs)
+
+        def refused(failure):
+            failure.trap(ChatError)
+            return Report(f"Refused: {failure.getErrorMessage()}")
+        d.addCallbacks(lambda result: Report(result["result"]), refused)
+        done = []
+        d.addBoth(lambda result: done.append(result) or result)
+        return done[0] if done and isinstance(done[0], Report) else d
+
+    def kick(self, target, reason=""):
+        return self._show(self.moderation.kick, MANHOLE, target, reason)
+
+    def ban(self, target, duration=None, reason=""):
+        return self._show(self.moderation.ban, MANHOLE, target, duration, reason)
+
+    def unban(self, target):
+        return self._show(self.moderation.unban, MANHOLE, target)
+
+    def bans(self):
+        return self._show(self.moderation.list_bans)
+
+    def requests(self):
+        return self._show(self.moderation.pending_requests)
+
+    def accept(self, user, channel):
+        return self._show(self.moderation.decide, MANHOLE, user, channel, accept=True)
+
+    def reject(self, user, channel):
+        return self._show(self.moderation.decide, MANHOLE, user, channel, accept=False)
+
+    def remove(self, user, channel):
+        return self._show(self.moderation.remove_member, MANHOLE, user, channel)
+
+    def create_channel(self, name, private=False):
+        return self._show(self.moderation.create_channel, MANHOLE, name, private)
+
+    def delete_channel(self, name):
+        return self._show(self.moderation.delete_channel, MANHOLE, name)
+
+    def make_admin(self, name, admin=True):
+        return self._show(self.moderation.set_admin, MANHOLE, name, admin)
+
+    def users(self):
+        return self._show(self.moderation.users)
+
+    def log(self, user=None, channel=None, since=None, until=None, limit=50):
+        return self._show(self.moderation.message_log, MANHOLE, user, channel, since, until,
+                          limit)
+
+    def audit(self, limit=20):
+        return self._show(self.moderation.audit_entries, limit)
+
+
+@implementer(IAuthorizedKeysDB)
+class AuthorizedKeys:
+    """The keys of one authorized_keys file, valid for any user name."""
+
+    def __init__(self, path):
+        with open(path, "rb") as lines:
+            self.keys = list(readAuthorizedKeyFile(lines))
+        if not self.keys:
+            raise ValueError(f"{path} holds no SSH public key; the manhole would admit nobody")
+
+    def getAuthorizedKeys(self, username):
+        return self.keys
+
+
+def host_key_path(config):
+    """--manhole-host-key, else a file next to the SQLite database (or in the working directory)."""
+    if config.manhole_host_key:
+        return Path(config.manhole_host_key)
+    engine = engine_from_url(config.database)
+    if isinstance(engine, SqliteEngine):
+        return Path(engine.path).resolve().parent / HOST_KEY_NAME
+    return Path.cwd() / HOST_KEY_NAME
+
+
+def load_or_create_host_key(path):
+    """The server's SSH host key; an ed25519 key is generated (mode 0600) at first start."""
+    if not path.exists():
+        private = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(private)
+        log.info("generated the manhole's SSH host key in {path}", path=str(path))
+    return keys.Key.fromFile(str(path))
+
+
+def listen_manhole(server):
+    """Start the SSH manhole on config.manhole; Deferred firing with the listening port."""
+    config = server.config
+    if not config.manhole_keys:
+        raise ValueError("--manhole needs --manhole-keys FILE (authorized_keys format)")
+    api = AdminAPI(server.moderation)
+    realm = manhole_ssh.TerminalRealm()
+    realm.chainedProtocolFactory = lambda: insults.ServerProtocol(
+        manhole.ColoredManhole, api.namespace())
+    checker = SSHPublicKeyChecker(AuthorizedKeys(config.manhole_keys))
+    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
+    host_key = load_or_create_host_key(host_key_path(config))
+    # Instance dicts: ConchFactory's class-level ones would be shared by every factory.
+    factory.publicKeys = {host_key.sshType(): host_key.public()}
+    factory.privateKeys = {host_key.sshType(): host_key}
+    d = endpoints.serverFromString(server.reactor, config.manhole).listen(factory)
+
+    def listening(port):
+        address = port.getHost()
+        log.info("manhole (SSH) listening on {host}:{port}", host=address.host, port=address.port)
+        return port
+    return d.addCallback(listening)

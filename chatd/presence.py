@@ -1,0 +1,145 @@
+"""Presence: what each session looks at, online/away/offline, live member lists.
+
+Every change is published only to the people looking at the same place, and a
+heartbeat that changes nothing only pushes back the session's offline timer
+(an IDelayedCall.reset, no loop over anyone). Timers run on the hub's clock so
+tests drive them with twisted.internet.task.Clock.
+"""
+
+from chatd.auth import ChatError
+
+ONLINE, AWAY, OFFLINE = "online", "away", "offline"
+STATUSES = (ONLINE, AWAY)
+
+
+def channel_topic(name):
+    return ("channel", name)
+
+
+def peer_topic(name):
+    """Subscribers: everyone looking at a private conversation with `name`."""
+    return ("peer", name)
+
+
+class Presence:
+    def __init__(self, hub, timeout=15.0):
+        self.hub = hub
+        self.timeout = timeout
+
+    @property
+    def fanout(self):
+        return self.hub.fanout
+
+    # -- session life ------------------------------------------------------
+
+    def session_started(self, session):
+        session.status = ONLINE
+        session.viewing = None
+        session.last_seen = self.hub.clock.seconds()
+        session.timeout_call = self.hub.clock.callLater(self.timeout, self._timed_out, session)
+        self._announce_status(session)
+
+    def session_ended(self, session):
+        if session.timeout_call is not None and session.timeout_call.active():
+            session.timeout_call.cancel()
+        session.timeout_call = None
+        self._go_offline(session)
+
+    def _timed_out(self, session):
+        session.timeout_call = None
+        self._go_offline(session)
+
+    def _go_offline(self, session):
+        if session.status == OFFLINE:
+            return
+        session.status = OFFLINE
+        self._leave(session, OFFLINE)
+        self._announce_status(session)
+
+    # -- heartbeats --------------------------------------------------------
+
+    def heartbeat(self, session, status, channel=None, other_user=None):
+        """Apply one `presence` line (or a history request, which counts as looking)."""
+        if status not in STATUSES:
+            raise ChatError("presence is 'online' or 'away'.")
+        if channel is not None and other_user is not None:
+            raise ChatError("Say either 'channel' or 'other_user', not both.")
+        self._keep_alive(session)
+        if channel is not None:
+            place = channel_topic(self._readable_channel(session, channel))
+        elif other_user is not None:
+            place = peer_topic(self.hub.account_name(other_user))
+        else:
+            place = None
+        self.look(session, status, place)
+
+    def _readable_channel(self, session, channel):
+        try:
+            return self.hub.readable_channel(session, channel).name
+        except ChatError:
+            # Looking at a channel one may not read means looking at nothing.
+            self.look(session, session.status if session.status != OFFLINE else ONLINE, None)
+            raise
+
+    def _keep_alive(self, session):
+        session.last_seen = self.hub.clock.seconds()
+        if session.timeout_call is not None and session.timeout_call.active():
+            session.timeout_call.reset(self.timeout)
+        else:
+            session.timeout_call = self.hub.clock.callLater(
+                self.timeout, self._timed_out, session)
+
+    def look(self, session, status, place):
+        """Move `session` to `place` with `status`, telling only those concerned."""
+        old_status = session.status
+        if place == session.viewing and status == old_status:
+            return
+        if place != session.viewing:
+            self._leave(session, "left")
+            session.status = status
+            self._arrive(session, place)
+        else:
+            session.status = status
+            if place is not None and place[0] == "channel":
+                self._publish_member(place, session, status)
+        if status != old_status:
+            self._announce_status(session)
+
+    def _arrive(self, session, place):
+        session.viewing = place
+        if place is None:
+            return
+        kind, name = place
+        self.fanout.subscribe(place, session)
+        if kind == "channel":
+            session.unread.pop(name, None)
+            members = [{"user": s.name, "status": s.status}
+                       for s in self.fanout.subscribers(place).values()]
+            session.send({"event": "members", "channel": name, "members": members})
+            self._publish_member(place, session, session.status)
+        else:
+            session.send({"event": "peer", "other_user": name,
+                          "status": self.hub.status_of(name)})
+
+    def _leave(self, session, how):
+        place = session.viewing
+        session.viewing = None
+        if place is None:
+            return
+        self.fanout.unsubscribe(place, session)
+        if place[0] == "channel":
+            self._publish_member(place, session, how)
+
+    def _publish_member(self, place, session, status):
+        self.fanout.publish(place, {"event": "member", "channel": place[1],
+                                    "user": session.name, "status": status}, exclude=session)
+
+    def _announce_status(self, session):
+        """Tell whoever looks at a private conversation with this user."""
+        self.fanout.publish(peer_topic(session.name), {
+            "event": "peer", "other_user": session.name, "status": session.status})
+
+    # -- queries -----------------------------------------------------------
+
+    def viewers(self, channel):
+        return self.fanout.subscribers(channel_topic(channel))

@@ -1,0 +1,348 @@
+"""ChatProtocol: JSON lines in, dispatch on the action key, JSON lines out.
+
+Like Twisted's irc.IRC.handleCommand: the action key names a `do_<action>`
+method, which gets the action's value and the request's other fields as
+keyword arguments; an unknown action gets an error reply. Each handler's
+signature is the request schema: missing, unexpected and mistyped fields are
+refused with a sentence naming the field before the handler runs.
+"""
+
+import inspect
+import json
+import types
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+
+from chatd.auth import (
+    ChatError, check_email, check_name, check_password,
+)
+from chatd.fanout import encode
+from chatd.presence import ONLINE, OFFLINE
+from chatd.store import wire_time
+
+log = Logger()
+
+# Action key on the wire -> handler suffix (`user:pwd` is the notes' login).
+ACTIONS = {
+    "register": "register",
+    "user:pwd": "login",
+    "logout": "logout",
+    "list_channels": "list_channels",
+    "list_users": "list_users",
+    "join": "join",
+    "leave": "leave",
+    "channel_message": "channel_message",
+    "private_message": "private_message",
+    "get_channel": "get_channel",
+    "get_private": "get_private",
+    "presence": "presence",
+    "command": "command",
+    "my_requests": "my_requests",
+}
+BEFORE_LOGIN = {"register", "user:pwd"}
+HISTORY_DEFAULT, HISTORY_MAX = 50, 200
+UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
+
+
+def _type_name(expected):
+    names = {str: "a string", int: "an integer", bool: "true or false"}
+    return " or ".join(names.get(t, t.__name__) for t in expected if t is not type(None))
+
+
+def _expected_types(annotation):
+    if isinstance(annotation, types.UnionType):
+        return annotation.__args__
+    return (annotation,)
+
+
+def _matches(value, expected):
+    if isinstance(value, bool) and bool not in expected:
+        return False
+    return isinstance(value, expected)
+
+
+class ChatProtocol(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, server):
+        self.server = server
+        self.hub = server.hub
+        self.MAX_LENGTH = server.config.max_line
+        self.session = None
+        self.ip = None
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self):
+        self.ip = self.transport.getPeer().host
+        self.hub.connections.add(self)
+        refusal = self.server.refuse_connection(self)
+        if refusal is not None:
+            kind, reason = refusal
+            self.disconnect(kind, reason)
+
+    def connectionLost(self, reason):
+        self.hub.connections.discard(self)
+        if self.session is not None:
+            self.hub.end_session(self.session)
+            self.session = None
+
+    def write_line(self, line):
+        self.transport.write(line)
+
+    def send(self, payload):
+        self.write_line(encode(payload))
+
+    def disconnect(self, kind, reason):
+        """Say why, then close: the one way the server ends a connection."""
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        self.send({"event": "disconnect", "kind": kind, "reason": reason})
+        self.transport.loseConnection()
+
+    def lineLengthExceeded(self, line):
+        self.disconnect("abuse", f"A line is at most {self.MAX_LENGTH} bytes; "
+                                 "this connection is closed.")
+
+    # -- parsing and dispatch ----------------------------------------------
+
+    def lineReceived(self, line):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            return self.reply(None, None, error="That line is not valid JSON (UTF-8, one object per line).")
+        if not isinstance(request, dict):
+            return self.reply(None, None, error="Each line must be a JSON object, like {\"list_channels\": \"\"}.")
+        ref = request.pop("ref", None)
+        if not isinstance(ref, (str, int, type(None))) or isinstance(ref, bool):
+            return self.reply(None, None, error="'ref' must be a string or an integer.")
+        actions = [key for key in request if key in ACTIONS]
+        if len(actions) != 1:
+            if actions:
+                error = f"One action per line, please; this one has {', '.join(sorted(actions))}."
+            else:
+                error = ("No known action in that line. Known actions: "
+                         + ", ".join(ACTIONS) + ".")
+            return self.reply(None, ref, error=error)
+        action = actions[0]
+        try:
+            result = self.dispatch(action, request)
+        except ChatError as e:
+            return self.reply(action, ref, error=str(e))
+        except Exception:
+            log.failure("handling {action!r}", action=action)
+            return self.reply(action, ref, error="Something went wrong on the server; "
+                                                 "it was logged. Please try again.")
+        if isinstance(result, defer.Deferred):
+            # Requests are answered in order: read nothing more until this one is done.
+            self.pauseProducing()
+            result.addCallbacks(lambda r: self.reply(action, ref, result=r),
+                                lambda f: self.reply_failure(action, ref, f))
+            result.addBoth(lambda _: self.resumeProducing() if self.connected else None)
+        else:
+            self.reply(action, ref, result=result)
+
+    def dispatch(self, action, request):
+        handler = getattr(self, "do_" + ACTIONS[action])
+        value = request.pop(action)
+        claimed = request.pop("user", None)
+        if self.session is None and action not in BEFORE_LOGIN:
+            raise ChatError("Log in first (send user:pwd), or register an account.")
+        self._check_claim(action, value, claimed)
+        self._check_fields(action, handler, value, request)
+        return handler(value, **request)
+
+    def _check_claim(self, action, value, claimed):
+        """The `user` field is a claim; it must be who this session is."""
+        if claimed is None:
+            return
+        if not isinstance(claimed, str):
+            raise ChatError("'user' must be a string: your user name.")
+        if self.session is not None:
+            me = self.session.name
+        elif action == "user:pwd" and isinstance(value, str):
+            me = value.partition(":")[0]
+        else:
+            me = value if isinstance(value, str) else ""
+        if claimed.casefold() != me.casefold():
+            raise ChatError(f"You are {me or 'not logged in'}; you cannot speak as {claimed!r}.")
+
+    @staticmethod
+    def _check_fields(action, handler, value, fields):
+        parameters = list(inspect.signature(handler).parameters.values())
+        main, named = parameters[0], {p.name: p for p in parameters[1:]}
+        unexpected = sorted(set(fields) - set(named))
+        if unexpected:
+            raise ChatError(f"Unexpected field {unexpected[0]!r} for {action!r}.")
+        for name, parameter in named.items():
+            if name not in fields and parameter.default is inspect.Parameter.empty:
+                raise ChatError(f"Missing field {name!r}.")
+        checks = [(action, main, value)] + [(n, named[n], v) for n, v in fields.items()]
+        for name, parameter, given in checks:
+            expected = _expected_types(parameter.annotation)
+            if not _matches(given, expected):
+                raise ChatError(f"{name!r} must be {_type_name(expected)}.")
+
+    def reply(self, action, ref, result=None, error=None):
+        payload = {"reply_to": action}
+        if ref is not None:
+            payload["ref"] = ref
+        if error is not None:
+            payload["error"] = error
+        elif result is None and action == "presence":
+            return  # an accepted heartbeat is answered by nothing
+        else:
+            payload["ok"] = True
+            payload.update(result or {})
+        if self.transport is not None and self.connected:
+            self.send(payload)
+
+    def reply_failure(self, action, ref, failure):
+        if failure.check(ChatError):
+            return self.reply(action, ref, error=str(failure.value))
+        if self.server.store.engine.is_connection_error(failure.value):
+            log.warn("database unavailable during {action!r}: {error}",
+                     action=action, error=failure.getErrorMessage())
+            return self.reply(action, ref, error=UNAVAILABLE)
+        log.failure("handling {action!r}", failure, action=action)
+        self.reply(action, ref, error="Something went wrong on the server; "
+                                      "it was logged. Please try again.")
+
+    # -- accounts ----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def do_register(self, name: str, password: str, email: str):
+        check_name(name)
+        check_email(email)
+        check_password(name, password)
+        if name.casefold() in self.hub.accounts:
+            raise ChatError(f"The name {name!r} is taken. Pick another one.")
+        password_hash = yield self.server.hasher.hash(password)
+        role = self.server.role_for_new_account(name)
+        try:
+            yield self.server.store.create_user(name, email, password_hash, role)
+        except Exception as e:
+            if self.server.store.engine.is_integrity_error(e):
+                raise ChatError(f"The name {name!r} is taken. Pick another one.")
+            raise
+        self.hub.add_account(name, role)
+        self.server.store.log_auth(name, "register", self.ip)
+        return {"user": name}
+
+    @defer.inlineCallbacks
+    def do_login(self, credentials: str):
+        name, colon, password = credentials.partition(":")
+        if not colon or not name or not password:
+            raise ChatError("Send your name and password as \"name:password\".")
+        if self.session is not None:
+            raise ChatError(f"You are already logged in as {self.session.name}; log out first.")
+        self.server.check_login_allowed(self, name)
+        row = yield self.server.store.get_user(name)
+        matches = yield self.server.hasher.check(password, row[1] if row else None)
+        if not matches:
+            self.server.store.log_auth(row[0] if row else name, "login_failed", self.ip)
+            self.server.login_failed(self, name)
+            raise ChatError("Wrong name or password.")
+        name, _, role = row
+        self.server.check_login_allowed(self, name)
+        if self.session is not None or not self.connected:
+            raise ChatError("This connection logged in or closed meanwhile.")
+        self.hub.roles[name] = role
+        self.session = self.hub.start_session(self, name, self.ip)
+        self.server.store.log_auth(name, "login", self.ip)
+        return {"user": name, "role": role, "channels": self.hub.channels_of(name)}
+
+    def do_logout(self, name: str):
+        if name and name.casefold() != self.session.name.casefold():
+            raise ChatError(f"You are {self.session.name}; you can only log yourself out.")
+        session, self.session = self.session, None
+        self.hub.end_session(session)
+        self.server.store.log_auth(session.name, "logout", self.ip)
+        return {}
+
+    # -- directory ---------------------------------------------------------
+
+    def do_list_channels(self, _: str):
+        requests = self.server.join_request_states(self.session.name)
+        return {"channels": [
+            {"name": c.name, "private": c.private, "member": self.session.name in c.members,
+             "request": requests.get(c.name)}
+            for c in sorted(self.hub.channels.values(), key=lambda c: c.name)]}
+
+    def do_list_users(self, _: str):
+        return {"users": self.hub.directory()}
+
+    # -- channels and messages ---------------------------------------------
+
+    def do_join(self, channel: str):
+        return self.hub.join(self.session, channel)
+
+    def do_leave(self, channel: str):
+        return self.hub.leave(self.session, channel)
+
+    def do_channel_message(self, text: str, channel: str):
+        message = self.hub.channel_message(self.session, channel, text)
+        return {"id": message.id, "time": wire_time(message.time)}
+
+    def do_private_message(self, text: str, other_user: str):
+        message = self.hub.private_message(self.session, other_user, text)
+        return {"id": message.id, "time": wire_time(message.time)}
+
+    def _looking_status(self):
+        return self.session.status if self.session.status != OFFLINE else ONLINE
+
+    @staticmethod
+    def _page(before, limit):
+        if limit is None:
+            limit = HISTORY_DEFAULT
+        if not 1 <= limit <= HISTORY_MAX:
+            raise ChatError(f"'limit' is between 1 and {HISTORY_MAX}.")
+        return before, limit
+
+    @defer.inlineCallbacks
+    def do_get_channel(self, channel: str, before: int | None = None, limit: int | None = None):
+        before, limit = self._page(before, limit)
+        found = self.hub.readable_channel(self.session, channel)
+        self.hub.presence.heartbeat(self.session, self._looking_status(), channel=found.name)
+        messages, more = yield self.server.store.channel_history(found.name, found.id, before, limit)
+        return {"channel": found.name, "has_more": more,
+                "messages": [m.to_wire() for m in messages]}
+
+    @defer.inlineCallbacks
+    def do_get_private(self, other_user: str, before: int | None = None,
+                       limit: int | None = None):
+        before, limit = self._page(before, limit)
+        other = self.hub.account_name(other_user)
+        self.hub.presence.heartbeat(self.session, self._looking_status(), other_user=other)
+        messages, more = yield self.server.store.private_history(
+            self.session.name, other, before, limit)
+        return {"other_user": other, "has_more": more,
+                "messages": [m.to_wire() for m in messages]}
+
+    def do_presence(self, status: str, channel: str | None = None,
+                    other_user: str | None = None):
+        self.hub.presence.heartbeat(self.session, status, channel=channel, other_user=other_user)
+
+    # -- commands and requests (moderation) --------------------------------
+
+    def do_command(self, line: str):
+        return self.server.run_command(self.session, line)
+
+    def do_my_requests(self, _: str):
+        return self.server.my_requests(self.session)
+
+
+class ChatFactory(Factory):
+    def __init__(self, server):
+        self.server = server
+
+    def buildProtocol(self, addr):
+        protocol = ChatProtocol(self.server)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,142 @@
+"""ChatServer: the service that owns the store, the hub and the listening port.
+
+makeService only builds it from option values; everything asynchronous
+(opening the database, upgrading the schema, loading the directory, then
+listening) happens in startService, and stopService undoes it in order:
+stop accepting, tell clients, write what is queued, close the database.
+"""
+
+from dataclasses import dataclass, field
+
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+
+from chatd.auth import PasswordHasher
+from chatd.engines import engine_from_url
+from chatd.hub import Hub
+from chatd.manhole import listen_manhole
+from chatd.moderation import Moderation
+from chatd.protocol import ChatFactory
+from chatd.store import Store
+
+log = Logger()
+
+
+@dataclass
+class ServerConfig:
+    listen: str = "tcp:7878"
+    database: str = "sqlite:chatd.sqlite"
+    bcrypt_rounds: int = 12
+    admins: list = field(default_factory=list)
+    max_line: int = 16384
+    max_message: int = 4000
+    presence_timeout: float = 15.0
+    manhole: str | None = None              # SSH manhole endpoint; off unless given
+    manhole_keys: str | None = None         # authorized_keys file for the manhole
+    manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
+
+
+class ChatServer(service.Service):
+    name = "chatd"
+
+    def __init__(self, config, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.reactor = reactor
+        self.store = Store(engine_from_url(config.database), clock=reactor)
+        self.hub = Hub(self.store, clock=reactor, max_message=config.max_message,
+                       presence_timeout=config.presence_timeout)
+        self.hasher = PasswordHasher(rounds=config.bcrypt_rounds)
+        self.moderation = self.hub.moderation = Moderation(self)
+        self.manhole_port = None
+        self.port = None
+        self.ready = defer.Deferred()
+        # --admin names without an account yet: they become admin when registered.
+        self.pending_admins = set()
+
+    def startService(self):
+        super().startService()
+        d = self._start()
+        d.addErrback(self._failed_to_start)
+
+    @defer.inlineCallbacks
+    def _start(self):
+        yield self.store.start()
+        yield self.hub.load()
+        yield self.moderation.load()
+        for name in self.config.admins:
+            yield self.make_admin(name, by=None, must_exist=False)
+        endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
+        self.port = yield endpoint.listen(ChatFactory(self))
+        address = self.port.getHost()
+        log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
+        if self.config.manhole:
+            self.manhole_port = yield listen_manhole(self)
+        self.ready.callback(self)
+
+    def _failed_to_start(self, failure):
+        log.failure("chatd could not start", failure)
+        if not self.ready.called:
+            self.ready.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            yield self.port.stopListening()
+            self.port = None
+        if self.manhole_port is not None:
+            yield self.manhole_port.stopListening()
+            self.manhole_port = None
+        for connection in list(self.hub.connections):
+            connection.disconnect("shutdown", "The server is shutting down; "
+                                              "reconnect in a moment.")
+        yield self.store.stop()
+
+    # -- admin roles -------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def make_admin(self, name, by=None, admin=True, must_exist=True):
+        """Give or take the admin role; `--admin` names may not exist yet."""
+        registered = self.hub.account_name(name, must_exist=must_exist)
+        role = "admin" if admin else "user"
+        if registered.casefold() in self.hub.accounts:
+            yield self.store.set_role(registered, role)
+            self.hub.roles[registered] = role
+        else:
+            log.warn("--admin {name}: no such account yet; it will be admin once registered",
+                     name=registered)
+            self.pending_admins.add(registered.casefold())
+        session = self.hub.sessions.get(registered)
+        if session is not None:
+            session.role = role
+        return registered
+
+    def role_for_new_account(self, name):
+        return "admin" if name.casefold() in self.pending_admins else "user"
+
+    # -- moderation hooks (chatd/moderation.py) --------------------------------
+
+    def refuse_connection(self, connection):
+        """(kind, reason) if this connection must be closed at once, else None."""
+        return self.moderation.refuse_connection(connection)
+
+    def check_login_allowed(self, connection, name):
+        """Raise ChatError if `name` may not log in from this connection."""
+        self.moderation.check_login_allowed(connection, name)
+
+    def login_failed(self, connection, name):
+        """Called after a wrong password (throttling hooks in here)."""
+
+    def join_request_states(self, name):
+        return self.moderation.join_request_states(name)
+
+    def run_command(self, session, line):
+        return self.moderation.run_command(session, line)
+
+    def my_requests(self, session):
+        return self.moderation.my_requests(session)

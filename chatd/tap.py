@@ -1,0 +1,83 @@
+"""twistd integration: `twistd -n chatd [options]`."""
+
+from twisted.application import service
+from twisted.python import usage
+
+from chatd.engines import DatabaseURLError, engine_from_url
+from chatd.server import ChatServer, ServerConfig
+
+
+def _positive_int(name, value, minimum=1, maximum=None):
+    try:
+        number = int(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a whole number, not {value!r}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
+        raise usage.UsageError(f"--{name} must be {bounds}, not {number}")
+    return number
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run the chatd chat server (JSON lines over TCP or TLS)."
+    optParameters = [
+        ["listen", "l", "tcp:7878",
+         "Endpoint to listen on (Twisted endpoint string, e.g. tcp:7878 or ssl:7879:privateKey=key.pem:certKey=cert.pem)."],
+        ["database", "d", "sqlite:chatd.sqlite",
+         "sqlite:PATH or mysql://USER:PASS@HOST:PORT/DB"],
+        ["bcrypt-rounds", None, "12", "bcrypt cost factor for new passwords (4-31)."],
+        ["max-line", None, "16384", "Longest accepted protocol line, in bytes."],
+        ["max-message", None, "4000", "Longest accepted message text, in characters."],
+        ["presence-timeout", None, "15", "Seconds without a heartbeat before a user is offline."],
+        ["manhole", None, None,
+         "Endpoint for the SSH admin manhole, e.g. tcp:2222:interface=127.0.0.1 (off by default)."],
+        ["manhole-keys", None, None,
+         "authorized_keys file: the SSH public keys allowed into the manhole."],
+        ["manhole-host-key", None, None,
+         "The manhole's SSH host key file (generated at first start; default: next to the database)."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["admins"] = []
+
+    def opt_admin(self, name):
+        """Make this user an admin (repeatable)."""
+        self["admins"].append(name)
+
+    def opt_listen(self, value):
+        if ":" not in value:
+            raise usage.UsageError(
+                f"--listen takes a Twisted endpoint string like tcp:7878, not {value!r}")
+        self["listen"] = value
+
+    def opt_database(self, value):
+        try:
+            engine_from_url(value)
+        except DatabaseURLError as e:
+            raise usage.UsageError(f"--database: {e}") from None
+        self["database"] = value
+
+    def postOptions(self):
+        self["bcrypt-rounds"] = _positive_int("bcrypt-rounds", self["bcrypt-rounds"], 4, 31)
+        self["max-line"] = _positive_int("max-line", self["max-line"], 256)
+        self["max-message"] = _positive_int("max-message", self["max-message"], 1)
+        self["presence-timeout"] = _positive_int("presence-timeout", self["presence-timeout"], 1)
+        if self["manhole"] and not self["manhole-keys"]:
+            raise usage.UsageError("--manhole needs --manhole-keys FILE (authorized_keys format)")
+
+    def config(self):
+        return ServerConfig(
+            listen=self["listen"], database=self["database"],
+            bcrypt_rounds=self["bcrypt-rounds"], admins=list(self["admins"]),
+            max_line=self["max-line"], max_message=self["max-message"],
+            presence_timeout=float(self["presence-timeout"]),
+            manhole=self["manhole"], manhole_keys=self["manhole-keys"],
+            manhole_host_key=self["manhole-host-key"])
+
+
+def makeService(options):
+    top = service.MultiService()
+    ChatServer(options.config()).setServiceParent(top)
+    return top

@@ -1,0 +1,43 @@
+"""Entry point: the one module that installs Twisted's Qt reactor.
+
+The reactor must be installed after the ``QApplication`` exists and before
+anything imports ``twisted.internet.reactor``, so the rest of the client is
+imported only inside :func:`main`.
+"""
+
+import argparse
+import os
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="chatd-client", description="The chatd desktop client.")
+    parser.add_argument("--server", help="server address to fill in, e.g. localhost:7878")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("QT_API", "pyqt6")  # qreactor reaches Qt through qtpy
+    from PyQt6.QtWidgets import QApplication
+
+    app = QApplication(sys.argv[:1])
+    app.setOrganizationName("chatd")
+    app.setApplicationName("chatd-client")
+    import qreactor
+    qreactor.install()
+    from twisted.internet import reactor
+
+    from .model import ChatModel
+    from .widgets.window import ChatWindow
+
+    app.setStyle("Fusion")
+    model = ChatModel(reactor)
+    window = ChatWindow(model)
+    if args.server:
+        window.login_page.address.setText(args.server)
+    window.show()
+    app.lastWindowClosed.connect(reactor.stop)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

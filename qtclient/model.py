@@ -1,0 +1,611 @@
+"""The client model: owns the connection and turns server lines into typed Qt signals.
+
+Widgets call the model's methods and listen to its signals; they never see the
+protocol or raw JSON. Every timer (heartbeat, away detection, reconnect backoff)
+runs on an injected ``clock`` (any ``IReactorTime``), so tests can drive minutes
+of idleness with ``twisted.internet.task.Clock`` instead of sleeping.
+"""
+
+from dataclasses import dataclass
+
+from PyQt6.QtCore import QEvent, QObject, pyqtSignal
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.task import LoopingCall
+
+from .entities import ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo
+from .protocol import ChatProtocol, ServerError
+
+DEFAULT_PORT = 7878
+MAX_MESSAGE_LENGTH = 4000
+HISTORY_PAGE = 50
+CATCH_UP_PAGE = 200
+
+
+class State:
+    """Connection states, as shown in the status bar."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"  # connected, not logged in
+    ONLINE = "online"  # logged in
+    RECONNECTING = "reconnecting"
+
+
+def parse_address(address):
+    """``"host:port"`` or ``"host"`` (default port) → ``(host, port)``; raises ValueError."""
+    address = address.strip()
+    if not address:
+        raise ValueError("Enter the server address, for example localhost:7878.")
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        return address, DEFAULT_PORT
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{address}' is not a server address like localhost:7878.")
+    return host.strip("[]"), int(port)
+
+
+def field_of_error(message):
+    """Which register-form field a server error is about, so it is shown next to it."""
+    lowered = message.lower()
+    for field in ("email", "password", "name"):
+        if field in lowered:
+            return field
+    return ""
+
+
+class ActivityMonitor(QObject):
+    """Application-wide event filter remembering when the user last used mouse or keyboard.
+
+    Install with ``QApplication.instance().installEventFilter(monitor)``.
+    """
+
+    activityResumed = pyqtSignal()
+
+    ACTIVITY_EVENTS = frozenset({
+        QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove,
+        QEvent.Type.Wheel, QEvent.Type.HoverMove, QEvent.Type.TouchBegin,
+    })
+
+    def __init__(self, clock, away_after=60.0, parent=None):
+        super().__init__(parent)
+        self._clock = clock
+        self.away_after = away_after
+        self._last_activity = clock.seconds()
+
+    def eventFilter(self, watched, event):
+        if event.type() in self.ACTIVITY_EVENTS:
+            self.touch()
+        return False
+
+    def touch(self):
+        was_away = self.is_away()
+        self._last_activity = self._clock.seconds()
+        if was_away:
+            self.activityResumed.emit()
+
+    def is_away(self):
+        return self._clock.seconds() - self._last_activity >= self.away_after
+
+    @property
+    def status(self):
+        return "away" if self.is_away() else "online"
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a reconnect needs to log in again; kept in memory only."""
+
+    address: str
+    user: str
+    password: str
+    role: str
+
+
+class ChatModel(QObject):
+    """One user's view of one chatd server."""
+
+    connectionStateChanged = pyqtSignal(str)
+    loggedIn = pyqtSignal(str, str)  # user, role
+    loginFailed = pyqtSignal(str)
+    registered = pyqtSignal(str)
+    registerFailed = pyqtSignal(str, str)  # field ("name", "email", "password" or ""), message
+    loggedOut = pyqtSignal()
+    channelsChanged = pyqtSignal(list)  # [ChannelInfo]
+    usersChanged = pyqtSignal(list)  # [UserInfo]
+    conversationOpened = pyqtSignal(object)  # Conversation
+    historyLoaded = pyqtSignal(object)  # Conversation whose stored messages changed in bulk
+    messageReceived = pyqtSignal(object)  # ChatMessage, live
+    membersChanged = pyqtSignal(str, list)  # channel, [Member] of those looking at it
+    peerStatusChanged = pyqtSignal(str, str)  # user, status
+    unreadChanged = pyqtSignal(object, int)  # Conversation, count
+    joinStatusChanged = pyqtSignal(str, str)  # channel, "joined"/"member"/"pending"
+    requestDecided = pyqtSignal(str, str, str)  # channel, "accepted"/"rejected", decided_by
+    joinRequestsChanged = pyqtSignal(list)  # [JoinRequest] pending (admins)
+    commandResult = pyqtSignal(str)
+    kicked = pyqtSignal(str)  # reason
+    banned = pyqtSignal(str)  # reason
+    sessionEnded = pyqtSignal(str, str)  # kind, reason: the server ended the session
+    errorOccurred = pyqtSignal(str)
+
+    def __init__(self, reactor=None, clock=None, heartbeat_interval=5.0, away_after=60.0,
+                 reconnect_delays=(1.0, 30.0), parent=None):
+        super().__init__(parent)
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
+        self.activity = ActivityMonitor(self._clock, away_after, self)
+        self.activity.activityResumed.connect(self.send_presence)
+        self._heartbeat = LoopingCall(self.send_presence)
+        self._heartbeat.clock = self._clock
+        self._heartbeat_interval = heartbeat_interval
+        self._first_delay, self._max_delay = reconnect_delays
+        self._next_delay = self._first_delay
+        self._reconnect_call = None
+        self._protocol = None
+        self._address = None
+        self._session = None
+        self.state = State.DISCONNECTED
+        self._reset_session_state()
+
+    def _reset_session_state(self):
+        self.current = None
+        self.channels = []
+        self.users = []
+        self.members = {}
+        self.pending_requests = {}
+        self._messages = {}
+        self._has_more = {}
+        self._private_unread = {}
+        self._loading_older = False
+
+    # --- what the widgets read ---------------------------------------------
+
+    @property
+    def user(self):
+        return self._session.user if self._session else None
+
+    @property
+    def is_admin(self):
+        return bool(self._session) and self._session.role == "admin"
+
+    def messages(self, conversation):
+        """Known messages of a conversation, oldest first."""
+        return sorted(self._messages.get(conversation, {}).values(), key=lambda m: m.id)
+
+    def has_more(self, conversation):
+        return self._has_more.get(conversation, False)
+
+    # --- connection ----------------------------------------------------------
+
+    def _set_state(self, state):
+        if state != self.state:
+            self.state = state
+            self.connectionStateChanged.emit(state)
+
+    @defer.inlineCallbacks
+    def _connection(self, address):
+        """The open connection to ``address``, opening (or replacing) it if needed."""
+        if self._protocol is not None and self._address == address:
+            return self._protocol
+        self._drop_connection()
+        host, port = parse_address(address)
+        self._set_state(State.CONNECTING)
+        try:
+            protocol = yield connectProtocol(
+                HostnameEndpoint(self._reactor, host, port, timeout=10), ChatProtocol(self))
+        except Exception:
+            self._set_state(State.DISCONNECTED)
+            raise
+        self._address = address
+        return protocol
+
+    def _drop_connection(self):
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.transport.loseConnection()
+
+    def connection_made(self, protocol):
+        self._protocol = protocol
+        self._set_state(State.CONNECTED)
+
+    def connection_lost(self, protocol, reason):
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        self._stop_heartbeat()
+        if self.state == State.ONLINE and self._session is not None:
+            self._schedule_reconnect()
+        elif self.state != State.RECONNECTING:
+            self._set_state(State.DISCONNECTED)
+
+    def _schedule_reconnect(self):
+        self._set_state(State.RECONNECTING)
+        self._reconnect_call = self._clock.callLater(self._next_delay, self._reconnect)
+        self._next_delay = min(self._next_delay * 2, self._max_delay)
+
+    @defer.inlineCallbacks
+    def _reconnect(self):
+        self._reconnect_call = None
+        session = self._session
+        try:
+            protocol = yield self._connection(session.address)
+            self._set_state(State.RECONNECTING)
+            yield protocol.request("user:pwd", f"{session.user}:{session.password}")
+        except ServerError as error:
+            self._end_session("login", error.message)
+            return
+        except Exception:
+            if self._session is session:
+                self._schedule_reconnect()
+            return
+        if self._session is not session:
+            return
+        self._next_delay = self._first_delay
+        self._set_state(State.ONLINE)
+        self._start_heartbeat()
+        yield self._after_login()
+        if self.current is not None:
+            yield self.open_conversation(self.current)
+
+    def close(self):
+        """Stop timers and drop the connection (the application is quitting)."""
+        self._session = None
+        self._cancel_reconnect()
+        self._stop_heartbeat()
+        self._drop_connection()
+
+    def _cancel_reconnect(self):
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
+        self._reconnect_call = None
+        self._next_delay = self._first_delay
+
+    # --- account -------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def login(self, address, user, password):
+        """Connect if needed and log in; answers with ``loggedIn`` or ``loginFailed``."""
+        try:
+            protocol = yield self._connection(address)
+            reply = yield protocol.request("user:pwd", f"{user}:{password}")
+        except ValueError as error:
+            self.loginFailed.emit(str(error))
+            return
+        except ServerError as error:
+            self.loginFailed.emit(error.message)
+            return
+        except Exception as error:
+            self.loginFailed.emit(f"Could not reach the server at {address}: {_reason(error)}")
+            return
+        self._reset_session_state()
+        self._session = Session(address, reply["user"], password, reply.get("role", "user"))
+        self._set_state(State.ONLINE)
+        self._start_heartbeat()
+        self.loggedIn.emit(self._session.user, self._session.role)
+        yield self._after_login()
+
+    @defer.inlineCallbacks
+    def _after_login(self):
+        yield self.refresh_channels()
+        yield self.refresh_users()
+        if self.is_admin:
+            yield self.refresh_requests()
+
+    @defer.inlineCallbacks
+    def register(self, address, user, email, password):
+        """Create an account (does not log in); answers with ``registered`` or ``registerFailed``."""
+        try:
+            protocol = yield self._connection(address)
+            reply = yield protocol.request("register", user, email=email, password=password)
+        except ValueError as error:
+            self.registerFailed.emit("address", str(error))
+            return
+        except ServerError as error:
+            self.registerFailed.emit(field_of_error(error.message), error.message)
+            return
+        except Exception as error:
+            self.registerFailed.emit(
+                "address", f"Could not reach the server at {address}: {_reason(error)}")
+            return
+        self.registered.emit(reply.get("user", user))
+
+    def logout(self):
+        """Log out, keeping the connection for the next login."""
+        if self._protocol is not None and self.state == State.ONLINE:
+            self._protocol.request("logout", self._session.user).addErrback(lambda _: None)
+        self._session = None
+        self._cancel_reconnect()
+        self._stop_heartbeat()
+        self._reset_session_state()
+        self._set_state(State.CONNECTED if self._protocol is not None else State.DISCONNECTED)
+        self.loggedOut.emit()
+
+    def _end_session(self, kind, reason):
+        """The server ended the session (kicked, banned, replaced...): no reconnect."""
+        self._session = None
+        self._cancel_reconnect()
+        self._stop_heartbeat()
+        self._reset_session_state()
+        self._set_state(State.CONNECTED if self._protocol is not None else State.DISCONNECTED)
+        if kind == "kicked":
+            self.kicked.emit(reason)
+        elif kind == "banned":
+            self.banned.emit(reason)
+        self.sessionEnded.emit(kind, reason)
+
+    # --- presence ------------------------------------------------------------
+
+    def _start_heartbeat(self):
+        if not self._heartbeat.running:
+            self._heartbeat.start(self._heartbeat_interval, now=True)
+
+    def _stop_heartbeat(self):
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+
+    def send_presence(self):
+        """Say what I look at and whether I am active (the heartbeat, also sent on change)."""
+        if self._protocol is None or self.state != State.ONLINE:
+            return
+        line = {"presence": self.activity.status}
+        if self.current is not None and self.current.is_channel:
+            if any(c.name == self.current.name and c.member for c in self.channels):
+                line["channel"] = self.current.name
+        elif self.current is not None:
+            line["other_user"] = self.current.name
+        self._protocol.send(line)
+
+    # --- requests ------------------------------------------------------------
+
+    def _request(self, action, value="", **fields):
+        """A request whose failure is shown through ``errorOccurred``; fires None then."""
+        if self._protocol is None or self.state != State.ONLINE:
+            self.errorOccurred.emit("Not connected to the server.")
+            return defer.succeed(None)
+
+        def failed(failure):
+            if failure.check(ServerError):
+                self.errorOccurred.emit(failure.value.message)
+            return None
+        return self._protocol.request(action, value, **fields).addErrback(failed)
+
+    @defer.inlineCallbacks
+    def refresh_channels(self):
+        reply = yield self._request("list_channels")
+        if reply is not None:
+            self.channels = [
+                ChannelInfo(c["name"], c["private"], c["member"], c.get("request"))
+                for c in reply["channels"]]
+            self.channelsChanged.emit(self.channels)
+
+    @defer.inlineCallbacks
+    def refresh_users(self):
+        reply = yield self._request("list_users")
+        if reply is not None:
+            self.users = [UserInfo(u["user"], u["status"]) for u in reply["users"]]
+            self.usersChanged.emit(self.users)
+
+    @defer.inlineCallbacks
+    def join(self, channel):
+        """Join a public channel or ask to join a private one."""
+        reply = yield self._request("join", channel)
+        if reply is not None:
+            yield self.refresh_channels()  # first, so that listeners see me as a member
+            self.joinStatusChanged.emit(channel, reply["status"])
+
+    @defer.inlineCallbacks
+    def leave(self, channel):
+        reply = yield self._request("leave", channel)
+        if reply is not None:
+            if self.current == Conversation.channel(channel):
+                self.current = None
+                self.send_presence()
+            yield self.refresh_channels()
+
+    @defer.inlineCallbacks
+    def open_conversation(self, conversation):
+        """Look at a conversation: tell the server at once, then load what is new."""
+        self.current = conversation
+        self._loading_older = False
+        self.conversationOpened.emit(conversation)
+        self.send_presence()
+        if conversation.is_channel:
+            member = any(c.name == conversation.name and c.member for c in self.channels)
+            if not member:
+                return
+        else:
+            self._private_unread.pop(conversation, None)
+        self.unreadChanged.emit(conversation, 0)
+        yield self._catch_up(conversation)
+
+    @defer.inlineCallbacks
+    def _catch_up(self, conversation):
+        """Fetch the latest page, and for a conversation seen before, page back until
+        the messages missed meanwhile (e.g. while disconnected) are all there."""
+        known = self._messages.get(conversation)
+        newest_known = max(known) if known else None
+        before = None
+        while True:
+            page = yield self._history(conversation, before,
+                                       CATCH_UP_PAGE if newest_known else HISTORY_PAGE)
+            if page is None:
+                return
+            messages, has_more = page
+            if before is None and (known is None or conversation not in self._has_more):
+                self._has_more[conversation] = has_more
+            self._store(conversation, messages)
+            if newest_known is None or not has_more or not messages:
+                break
+            if messages[0].id <= newest_known:
+                break
+            before = messages[0].id
+        if self.current == conversation:
+            self.historyLoaded.emit(conversation)
+
+    @defer.inlineCallbacks
+    def load_older(self):
+        """Fetch the page before the oldest message shown (the user scrolled up)."""
+        conversation = self.current
+        if conversation is None or self._loading_older or not self.has_more(conversation):
+            return
+        oldest = min(self._messages.get(conversation, {}), default=None)
+        self._loading_older = True
+        try:
+            page = yield self._history(conversation, oldest, HISTORY_PAGE)
+        finally:
+            self._loading_older = False
+        if page is not None and self.current == conversation:
+            messages, self._has_more[conversation] = page
+            self._store(conversation, messages)
+            self.historyLoaded.emit(conversation)
+
+    @defer.inlineCallbacks
+    def _history(self, conversation, before, limit):
+        fields = {"limit": limit}
+        if before is not None:
+            fields["before"] = before
+        action = "get_channel" if conversation.is_channel else "get_private"
+        reply = yield self._request(action, conversation.name, **fields)
+        if reply is None:
+            return None
+        return [ChatMessage.from_line(m, self.user) for m in reply["messages"]], reply["has_more"]
+
+    def _store(self, conversation, messages):
+        stored = self._messages.setdefault(conversation, {})
+        for message in messages:
+            stored[message.id] = message
+
+    def send_text(self, text):
+        """Send what the user typed to the open conversation; ``/command`` runs a command.
+
+        Returns an error message to show next to the composer, or None once sent.
+        """
+        text = text.strip()
+        if not text:
+            return "Type a message first."
+        if len(text) > MAX_MESSAGE_LENGTH:
+            return f"Messages are limited to {MAX_MESSAGE_LENGTH} characters ({len(text)} typed)."
+        if text.startswith("/"):
+            self.run_command(text[1:])
+        elif self.current is None:
+            return "Open a channel or a conversation first."
+        elif self.current.is_channel:
+            self._request("channel_message", text, channel=self.current.name)
+        else:
+            self._request("private_message", text, other_user=self.current.name)
+        return None
+
+    @defer.inlineCallbacks
+    def run_command(self, command):
+        reply = yield self._request("command", command)
+        if reply is not None:
+            self.commandResult.emit(_result_text(reply.get("result", "")))
+        return reply
+
+    # --- administration ------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def refresh_requests(self):
+        """Pending join requests (admins): ``requests`` lists them."""
+        reply = yield self._request("command", "requests")
+        if reply is None:
+            return
+        result = reply.get("result")
+        if isinstance(result, dict):
+            result = result.get("requests", [])
+        if isinstance(result, list):
+            self.pending_requests = {
+                r["id"]: JoinRequest(r["id"], r["channel"], r["user"])
+                for r in result if r.get("status", "pending") == "pending"}
+            self.joinRequestsChanged.emit(list(self.pending_requests.values()))
+
+    @defer.inlineCallbacks
+    def decide_request(self, request, accept):
+        verb = "accept" if accept else "reject"
+        reply = yield self._request("command", f"{verb} {request.user} {request.channel}")
+        if reply is not None:
+            self.pending_requests.pop(request.id, None)
+            self.joinRequestsChanged.emit(list(self.pending_requests.values()))
+            self.commandResult.emit(_result_text(reply.get("result", "")))
+
+    def kick(self, user, reason):
+        return self.run_command(f"kick {user} {reason}".strip())
+
+    def ban(self, user, duration, reason):
+        return self.run_command(f"ban {user} {duration} {reason}".strip())
+
+    # --- what the server says on its own ------------------------------------
+
+    def server_line(self, line):
+        if "event" in line:
+            handler = getattr(self, f"_on_{line['event']}", None)
+            if handler is not None:
+                handler(line)
+        elif "channel_message" in line or "private_message" in line:
+            self._on_message(line)
+        elif "error" in line:
+            self.errorOccurred.emit(line["error"])
+
+    def _on_message(self, line):
+        if self._session is None:
+            return
+        message = ChatMessage.from_line(line, self.user)
+        conversation = message.conversation
+        stored = self._messages.get(conversation)
+        if stored is not None:
+            if message.id in stored:
+                return
+            stored[message.id] = message
+        self.messageReceived.emit(message)
+        if not conversation.is_channel and conversation != self.current and message.sender != self.user:
+            count = self._private_unread.get(conversation, 0) + 1
+            self._private_unread[conversation] = count
+            self.unreadChanged.emit(conversation, count)
+
+    def _on_members(self, line):
+        self.members[line["channel"]] = {
+            m["user"]: Member(m["user"], m["status"]) for m in line["members"]}
+        self._emit_members(line["channel"])
+
+    def _on_member(self, line):
+        members = self.members.setdefault(line["channel"], {})
+        if line["status"] in ("left", "offline"):
+            members.pop(line["user"], None)
+        else:
+            members[line["user"]] = Member(line["user"], line["status"])
+        self._emit_members(line["channel"])
+
+    def _emit_members(self, channel):
+        ordered = sorted(self.members[channel].values(), key=lambda m: m.user.lower())
+        self.membersChanged.emit(channel, ordered)
+
+    def _on_peer(self, line):
+        self.peerStatusChanged.emit(line["other_user"], line["status"])
+
+    def _on_unread(self, line):
+        self.unreadChanged.emit(Conversation.channel(line["channel"]), line["count"])
+
+    def _on_join_request(self, line):
+        request = JoinRequest(line["id"], line["channel"], line["user"])
+        self.pending_requests[request.id] = request
+        self.joinRequestsChanged.emit(list(self.pending_requests.values()))
+
+    def _on_request_decided(self, line):
+        self.requestDecided.emit(line["channel"], line["status"], line.get("decided_by") or "")
+        self.refresh_channels()
+
+    def _on_disconnect(self, line):
+        kind, reason = line.get("kind", ""), line.get("reason", "")
+        if kind == "shutdown":
+            return  # The server is restarting: let the connection drop and reconnect.
+        self._end_session(kind, reason)
+
+
+def _reason(error):
+    return getattr(error, "message", None) or str(error) or type(error).__name__
+
+
+def _result_text(result):
+    return result if isinstance(result, str) else repr(result)

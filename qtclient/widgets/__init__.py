@@ -1,0 +1,1 @@
+"""The windows and widgets; they only talk to the model."""

@@ -1,0 +1,205 @@
+"""The main page after login: sidebar, conversation, people; wired to the model."""
+
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (
+    QDialog, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from ..entities import Conversation
+from .conversation import ConversationPane
+from .dialogs import JoinRequestDialog, ReasonDialog, UserPicker
+from .people import PeoplePane
+from .sidebar import Sidebar
+from .style import status_icon
+
+
+class ChatPage(QWidget):
+    """Everything the logged-in user sees. Widgets here only call the model."""
+
+    logoutRequested = pyqtSignal()
+    directMessagesChanged = pyqtSignal(list)  # users, to remember between sessions
+
+    def __init__(self, model, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.join_dialog = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        self.sidebar = Sidebar()
+        self.conversation = ConversationPane()
+        self.people = PeoplePane()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(1)
+        splitter.addWidget(self.sidebar)
+        splitter.addWidget(self._centre())
+        splitter.addWidget(self.people)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([240, 700, 230])
+        layout.addWidget(splitter, 1)
+
+        self.sidebar.conversationPicked.connect(self.open)
+        self.sidebar.joinPicked.connect(self._join_public)
+        self.sidebar.requestPicked.connect(self.show_join_dialog)
+        self.sidebar.newMessageRequested.connect(self._pick_user)
+        self.conversation.composer.sendRequested.connect(self._send)
+        self.conversation.view.olderWanted.connect(model.load_older)
+        self.people.members.privateMessageRequested.connect(
+            lambda user: self.open(Conversation.private(user)))
+        self.people.members.kickRequested.connect(self._kick)
+        self.people.members.banRequested.connect(self._ban)
+        self.people.admin.decisionMade.connect(model.decide_request)
+        self.logout.clicked.connect(self.logoutRequested)
+
+        model.loggedIn.connect(self._logged_in)
+        model.channelsChanged.connect(self.sidebar.set_channels)
+        model.usersChanged.connect(self._users_changed)
+        model.conversationOpened.connect(self._conversation_opened)
+        model.historyLoaded.connect(self._history_loaded)
+        model.messageReceived.connect(self._message_received)
+        model.membersChanged.connect(self._members_changed)
+        model.peerStatusChanged.connect(self._peer_status)
+        model.unreadChanged.connect(self.sidebar.set_unread)
+        model.joinStatusChanged.connect(self._join_status)
+        model.joinRequestsChanged.connect(self._requests_changed)
+        model.commandResult.connect(self.conversation.view.add_note)
+        model.errorOccurred.connect(self.conversation.composer.show_error)
+        model.activity.activityResumed.connect(self._show_me)
+        model.connectionStateChanged.connect(lambda _: self._show_me())
+
+    def _centre(self):
+        """The conversation pane, with who I am and the logout button at its top right."""
+        self.me_icon = QLabel()
+        self.me_label = QLabel()
+        self.me_label.setObjectName("conversationInfo")
+        self.logout = QPushButton("Log out")
+        header = self.conversation.header_layout
+        header.addWidget(self.me_icon)
+        header.addWidget(self.me_label)
+        header.addSpacing(8)
+        header.addWidget(self.logout)
+        return self.conversation
+
+    # --- model → widgets ------------------------------------------------------
+
+    def _logged_in(self, user, role):
+        self.sidebar.reset()
+        self.conversation.view.me = user
+        self.people.members.me = user
+        self.people.set_admin(role == "admin")
+        self.people.admin.set_requests([])
+        self.people.set_request_count(0)
+        self.conversation.view.clear_all()
+        self.conversation.title.setText("Pick a channel")
+        self.conversation.info.setText("")
+        self.people.members.set_members([], "")
+        self._show_me()
+
+    def _show_me(self):
+        status = "offline" if self.model.state != "online" else self.model.activity.status
+        self.me_icon.setPixmap(status_icon(status).pixmap(12, 12))
+        role = " · admin" if self.model.is_admin else ""
+        self.me_label.setText(f"{self.model.user or ''}{role}")
+
+    def _users_changed(self, users):
+        for user in users:
+            self.sidebar.set_user_status(user.user, user.status)
+
+    def _conversation_opened(self, conversation):
+        self.sidebar.select(("open", conversation))
+        self.conversation.view.clear_all()
+        self.conversation.view.show_messages(self.model.messages(conversation))
+        self.conversation.title.setText(conversation.title)
+        self.conversation.info.setText("")
+        self.conversation.composer.show_error("")
+        self.conversation.composer.edit.setFocus()
+        if conversation.is_channel:
+            self.people.members.set_members(
+                sorted(self.model.members.get(conversation.name, {}).values(),
+                       key=lambda m: m.user.lower()), "")
+        else:
+            self.sidebar.add_direct(conversation.name)
+            self.directMessagesChanged.emit(self.sidebar.direct_users())
+            self.people.members.set_members([], "PRIVATE CONVERSATION")
+
+    def _history_loaded(self, conversation):
+        if conversation == self.model.current:
+            view = self.conversation.view
+            view.show_messages(self.model.messages(conversation))
+            if not view.fills_view() and self.model.has_more(conversation):
+                self.model.load_older()
+
+    def _message_received(self, message):
+        if message.conversation == self.model.current:
+            self.conversation.view.add_message(message)
+        if not message.conversation.is_channel:
+            self.sidebar.add_direct(message.conversation.name)
+            self.directMessagesChanged.emit(self.sidebar.direct_users())
+
+    def _members_changed(self, channel, members):
+        if self.model.current == Conversation.channel(channel):
+            here = sum(m.status == "online" for m in members)
+            caption = f"LOOKING AT #{channel} — {len(members)}"
+            self.people.members.set_members(members, caption)
+            self.conversation.info.setText(f"{len(members)} here, {here} active")
+
+    def _peer_status(self, user, status):
+        self.sidebar.set_user_status(user, status)
+        if self.model.current == Conversation.private(user):
+            self.conversation.info.setText(status)
+
+    def _join_status(self, channel, status):
+        if status in ("joined", "member") and self.join_dialog is None:
+            self.open(Conversation.channel(channel))
+
+    def _requests_changed(self, requests):
+        self.people.admin.set_requests(requests)
+        self.people.set_request_count(len(requests))
+
+    # --- user → model ---------------------------------------------------------
+
+    def open(self, conversation):
+        if conversation != self.model.current:
+            self.model.open_conversation(conversation)
+
+    def _join_public(self, channel):
+        self.model.join(channel)
+
+    def show_join_dialog(self, channel):
+        """The join-request dialog for a private channel; returns it (not modal)."""
+        info = next((c for c in self.model.channels if c.name == channel), None)
+        self.join_dialog = JoinRequestDialog(self.model, channel, info.request if info else None, self)
+        self.join_dialog.openRequested.connect(lambda name: self.open(Conversation.channel(name)))
+        self.join_dialog.finished.connect(self._join_dialog_closed)
+        self.join_dialog.show()
+        return self.join_dialog
+
+    def _join_dialog_closed(self):
+        self.join_dialog.deleteLater()
+        self.join_dialog = None
+
+    def _send(self, text):
+        error = self.model.send_text(text)
+        if error:
+            self.conversation.composer.show_error(error)
+        else:
+            self.conversation.composer.sent()
+
+    def _pick_user(self):
+        picker = UserPicker(self.model.users, self.model.user, self)
+        if picker.exec() == QDialog.DialogCode.Accepted and picker.chosen():
+            self.open(Conversation.private(picker.chosen()))
+
+    def _kick(self, user):
+        dialog = ReasonDialog("Kick", user, with_duration=False, parent=self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.model.kick(user, dialog.reason.text().strip())
+
+    def _ban(self, user):
+        dialog = ReasonDialog("Ban", user, with_duration=True, parent=self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.model.ban(user, dialog.duration.currentData(), dialog.reason.text().strip())
+
+    def restore_direct_messages(self, users):
+        for user in users:
+            self.sidebar.add_direct(user)

@@ -1,0 +1,169 @@
+"""The centre: a conversation's messages with day separators, and the composer."""
+
+import html
+from datetime import timedelta
+
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (
+    QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
+
+GROUP_WINDOW = timedelta(minutes=5)  # consecutive messages of one sender within this share a header
+NAME_COLOURS = ["#b45309", "#047857", "#1d4ed8", "#7c3aed", "#be185d", "#0e7490", "#4d7c0f"]
+
+
+def name_colour(name):
+    return NAME_COLOURS[sum(map(ord, name)) % len(NAME_COLOURS)]
+
+
+class MessageView(QTextBrowser):
+    """Renders messages as HTML; asks for older ones when scrolled to the top."""
+
+    olderWanted = pyqtSignal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("conversation")
+        self.setOpenExternalLinks(True)
+        self.document().setDocumentMargin(16)
+        self.me = None
+        self.shown = []  # the messages on screen, oldest first
+        self.notes = []  # command results and errors shown after the messages
+        self._rendering = False  # setHtml moves the scroll bar; that is not the reader scrolling
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
+
+    def show_messages(self, messages):
+        """Replace what is shown, keeping the reader's place (older pages land above it)."""
+        bar = self.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 4
+        from_bottom = bar.maximum() - bar.value()
+        was_empty = not self.shown
+        self.shown = list(messages)
+        self._rendering = True
+        try:
+            self._render()
+            bar.setValue(bar.maximum() if at_bottom or was_empty else bar.maximum() - from_bottom)
+        finally:
+            self._rendering = False
+
+    def fills_view(self):
+        """Whether there is anything to scroll; if not, scrolling up cannot ask for more."""
+        return self.verticalScrollBar().maximum() > 0
+
+    def add_message(self, message):
+        if any(m.id == message.id for m in self.shown):
+            return
+        self.show_messages(sorted([*self.shown, message], key=lambda m: m.id))
+
+    def add_note(self, text):
+        self.notes.append(text)
+        self.show_messages(self.shown)
+
+    def clear_all(self):
+        self.shown, self.notes = [], []
+        self.clear()
+
+    def _render(self):
+        parts = []
+        previous = None
+        for message in self.shown:
+            local = message.time.astimezone()
+            if previous is None or previous.time.astimezone().date() != local.date():
+                parts.append(
+                    '<table width="100%" cellspacing="0" style="margin: 10px 0 6px 0;"><tr>'
+                    '<td align="center" style="color:#6b7280; font-size:9pt; font-weight:600;">'
+                    f'——— {local.strftime("%A, %d %B %Y")} ———</td></tr></table>')
+                previous = None
+            grouped = (previous is not None and previous.sender == message.sender
+                       and message.time - previous.time < GROUP_WINDOW)
+            parts.append(self._message_html(message, local, grouped))
+            previous = message
+        for note in self.notes:
+            parts.append('<p style="color:#6b7280; margin: 6px 8px; white-space: pre-wrap;">'
+                         f'{html.escape(note)}</p>')
+        self.setHtml("".join(parts))
+
+    def _message_html(self, message, local, grouped):
+        mine = message.sender == self.me
+        background = ' bgcolor="#eef2ff"' if mine else ""
+        text = html.escape(message.text).replace("\n", "<br>")
+        header = ""
+        if not grouped:
+            who = "You" if mine else html.escape(message.sender)
+            header = (f'<span style="font-weight:700; color:{"#4338ca" if mine else name_colour(message.sender)};">'
+                      f'{who}</span>&nbsp;&nbsp;<span style="color:#9ca3af; font-size:8.5pt;">'
+                      f'{local.strftime("%H:%M")}</span><br>')
+        top = 2 if grouped else 8
+        return (f'<table width="100%" cellspacing="0" cellpadding="6" style="margin-top:{top}px;">'
+                f'<tr><td{background} style="color:#111827;">{header}{text}</td></tr></table>')
+
+    def _scrolled(self, value):
+        if not self._rendering and value == self.verticalScrollBar().minimum() and self.shown:
+            self.olderWanted.emit()
+
+
+class Composer(QWidget):
+    """A line to type in; Enter sends. Errors from sending show right above it."""
+
+    sendRequested = pyqtSignal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("composerBar")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 10, 16, 12)
+        layout.setSpacing(4)
+        self.error = QLabel()
+        self.error.setObjectName("fieldError")
+        self.error.hide()
+        layout.addWidget(self.error)
+        row = QHBoxLayout()
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("Write a message…  (Enter sends, /help for commands)")
+        self.edit.setMaxLength(4000)
+        self.send = QPushButton("Send")
+        self.send.setObjectName("primary")
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.send)
+        layout.addLayout(row)
+        self.edit.returnPressed.connect(self._send)
+        self.send.clicked.connect(self._send)
+        self.edit.textEdited.connect(lambda _: self.show_error(""))
+
+    def _send(self):
+        self.sendRequested.emit(self.edit.text())
+
+    def show_error(self, message):
+        self.error.setText(message)
+        self.error.setVisible(bool(message))
+
+    def sent(self):
+        self.edit.clear()
+        self.show_error("")
+
+
+class ConversationPane(QWidget):
+    """Title bar, messages and composer of the open conversation."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        header = QWidget()
+        header.setObjectName("header")
+        header.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
+        self.header_layout = header_layout = QHBoxLayout(header)
+        header_layout.setContentsMargins(18, 10, 18, 10)
+        self.title = QLabel("No conversation open")
+        self.title.setObjectName("conversationTitle")
+        self.info = QLabel("")
+        self.info.setObjectName("conversationInfo")
+        header_layout.addWidget(self.title)
+        header_layout.addSpacing(8)
+        header_layout.addWidget(self.info, 1)
+        layout.addWidget(header)
+        self.view = MessageView()
+        layout.addWidget(self.view, 1)
+        self.composer = Composer()
+        layout.addWidget(self.composer)

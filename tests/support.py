@@ -1,0 +1,199 @@
+"""Helpers for tests: real servers on free ports, real TCP clients, MariaDB databases."""
+
+import contextlib
+import json
+import os
+import uuid
+
+import pytest
+from twisted.internet import defer, endpoints, protocol
+from twisted.protocols.basic import LineReceiver
+
+from chatd.server import ChatServer, ServerConfig
+
+MYSQL_URL = os.environ.get("CHATD_TEST_MYSQL", "")
+REQUIRE_MYSQL = os.environ.get("CHATD_REQUIRE_MYSQL") == "1"
+PASSWORD = "correct horse battery"
+
+
+def wait(d, timeout=30):
+    """Spin Qt's event loop (which drives the reactor) until `d` fires; return its result."""
+    from PyQt6.QtCore import QEventLoop, QTimer
+    from twisted.python.failure import Failure
+    outcome = []
+    loop = QEventLoop()
+
+    def done(result):
+        outcome.append(result)
+        loop.quit()
+    d.addBoth(done)
+    if not outcome:
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(loop.quit)
+        timer.start(int(timeout * 1000))
+        loop.exec()
+        timer.stop()
+    if not outcome:
+        raise TimeoutError(f"nothing happened within {timeout} s")
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
+@contextlib.contextmanager
+def mysql_database():
+    """Create a throw-away database on the test MariaDB; yield its chatd URL."""
+    if not MYSQL_URL:
+        if REQUIRE_MYSQL:
+            pytest.fail("CHATD_REQUIRE_MYSQL=1 but CHATD_TEST_MYSQL is not set")
+        pytest.skip("set CHATD_TEST_MYSQL=mysql://root:@127.0.0.1:3306 to run MariaDB tests")
+    from chatd.engines import engine_from_url
+    import MySQLdb
+    base = engine_from_url(MYSQL_URL.rstrip("/") + "/test")
+    name = "chatd_test_" + uuid.uuid4().hex[:12]
+    admin = MySQLdb.connect(host=base.host, port=base.port, user=base.user, passwd=base.password)
+    try:
+        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        yield MYSQL_URL.rstrip("/") + "/" + name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+def start_server(database, listen="tcp:0:interface=127.0.0.1", **overrides):
+    """Start a ChatServer on the test reactor and wait until it listens."""
+    config = ServerConfig(listen=listen, database=database, bcrypt_rounds=4, **overrides)
+    server = ChatServer(config)
+    server.startService()
+    wait(server.ready)
+    server.address = server.port.getHost()
+    return server
+
+
+def stop_server(server):
+    if server.running:
+        wait(defer.maybeDeferred(server.stopService))
+
+
+def restart_server(server):
+    """Stop `server` and start a new one on the same port and database."""
+    stop_server(server)
+    return start_server(server.config.database,
+                        listen=f"tcp:{server.address.port}:interface=127.0.0.1",
+                        admins=server.config.admins)
+
+
+class TestClient(LineReceiver):
+    """A real protocol client: every line it receives lands in `inbox`."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 10_000_000
+
+    def __init__(self):
+        self.inbox = []
+        self._waiters = []
+        self._refs = 0
+        self.closed = defer.Deferred()
+        self.name = None
+
+    def connectionLost(self, reason):
+        self.closed.callback(None)
+
+    def lineReceived(self, line):
+        self.inbox.append(json.loads(line))
+        for waiter in list(self._waiters):
+            self._try(waiter)
+
+    def _try(self, waiter):
+        predicate, d = waiter
+        for index, message in enumerate(self.inbox):
+            if predicate(message):
+                del self.inbox[index]
+                self._waiters.remove(waiter)
+                d.callback(message)
+                return
+
+    def send(self, payload):
+        self.transport.write(json.dumps(payload).encode() + b"\n")
+
+    def send_raw(self, data):
+        self.transport.write(data)
+
+    def wait_for(self, predicate, timeout=10):
+        """Deferred firing with (and taking from the inbox) the first message matching."""
+        d = defer.Deferred()
+        waiter = (predicate, d)
+        self._waiters.append(waiter)
+        self._try(waiter)
+        if not d.called:
+            def expire():
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    d.errback(AssertionError(f"timed out; inbox: {self.inbox!r}"))
+            from twisted.internet import reactor
+            call = reactor.callLater(timeout, expire)
+            d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return d
+
+    def event(self, kind, **fields):
+        return self.wait_for(lambda m: m.get("event") == kind
+                             and all(m.get(k) == v for k, v in fields.items()))
+
+    def request(self, payload):
+        """Send with a fresh `ref`; Deferred firing with the reply to it."""
+        self._refs += 1
+        ref = self._refs
+        self.send(dict(payload, ref=ref))
+        return self.wait_for(lambda m: m.get("ref") == ref and "reply_to" in m)
+
+    @defer.inlineCallbacks
+    def barrier(self):
+        """Once this returns, every line the server wrote to us earlier is in the inbox."""
+        yield self.request({"list_channels": ""})
+
+    def take(self, predicate):
+        """Remove and return every message in the inbox matching `predicate`."""
+        found = [m for m in self.inbox if predicate(m)]
+        self.inbox = [m for m in self.inbox if not predicate(m)]
+        return found
+
+
+@defer.inlineCallbacks
+def connect(server):
+    from twisted.internet import reactor
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+    client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
+    return client
+
+
+@defer.inlineCallbacks
+def register(server, name, password=PASSWORD):
+    client = yield connect(server)
+    reply = yield client.request({"register": name, "password": password,
+                                  "email": f"{name}@example.org"})
+    assert reply.get("ok"), reply
+    client.transport.loseConnection()
+    yield client.closed
+
+
+@defer.inlineCallbacks
+def login(server, name, password=PASSWORD, register_first=True):
+    """A connected client logged in as `name` (registered first unless told not to)."""
+    if register_first:
+        yield register(server, name, password)
+    client = yield connect(server)
+    reply = yield client.request({"user:pwd": f"{name}:{password}", "user": name})
+    assert reply.get("ok"), reply
+    client.name = name
+    return client
+
+
+@defer.inlineCallbacks
+def look_at(client, channel):
+    """Join `channel` and look at it; returns the member list the server pushed."""
+    reply = yield client.request({"join": channel})
+    assert reply.get("ok"), reply
+    client.send({"presence": "online", "channel": channel})
+    members = yield client.event("members", channel=channel)
+    return members

@@ -1,0 +1,133 @@
+"""`twistd chatd`: options, and the real command in a subprocess on each engine."""
+
+import json
+import re
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IServiceCollection
+from twisted.python.usage import UsageError
+
+from chatd.server import ChatServer
+from chatd.tap import Options, makeService
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_need_no_options():
+    config = parse().config()
+    assert config.listen == "tcp:7878"
+    assert config.database == "sqlite:chatd.sqlite"
+    assert config.bcrypt_rounds == 12 and config.admins == []
+
+
+def test_options_are_validated_with_clear_messages():
+    cases = [
+        (["--database", "postgres://x"], "unknown database"),
+        (["--database", "mysql://root@localhost"], "needs a host and a database"),
+        (["--database", "mysql://root@localhost:notaport/db"], "port"),
+        (["--bcrypt-rounds", "many"], "whole number"),
+        (["--bcrypt-rounds", "3"], "between 4 and 31"),
+        (["--listen", "7878"], "endpoint string"),
+        (["--max-line", "10"], "at least 256"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(UsageError, match=message):
+            parse(*argv)
+
+
+def test_make_service_only_assembles():
+    options = parse("--listen", "tcp:0", "--database", "sqlite:/nonexistent/dir/x.sqlite",
+                    "--admin", "alice", "--admin", "bob")
+    top = makeService(options)
+    assert IServiceCollection.providedBy(top)
+    [server] = list(top)
+    assert isinstance(server, ChatServer) and not server.running
+    assert server.config.admins == ["alice", "bob"]
+
+
+def run_twistd(cwd, *args):
+    """Start `twistd -n chatd ARGS` in `cwd`; return it and the port it listens on."""
+    twistd = Path(sys.executable).with_name("twistd")
+    process = subprocess.Popen(
+        [str(twistd), "--pidfile=", "-n", "chatd", *args], cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                     daemon=True).start()
+    output = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        output.append(line)
+        found = re.search(r"chatd listening on ([\d.]+):(\d+)", line)
+        if found:
+            return process, int(found.group(2))
+    process.kill()
+    raise AssertionError("chatd did not start:\n" + "".join(output))
+
+
+def talk(port, *requests):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        answers = []
+        for request in requests:
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            while True:
+                message = json.loads(stream.readline())
+                if "reply_to" in message:
+                    answers.append(message)
+                    break
+        return answers
+
+
+def register_and_login(port):
+    return talk(port,
+                {"register": "alice", "password": "long enough", "email": "a@example.org"},
+                {"user:pwd": "alice:long enough", "user": "alice"})
+
+
+def stop(process):
+    """SIGTERM; twistd stops cleanly and then exits by that signal, as it was asked to."""
+    process.terminate()
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_twistd_with_no_options_listens_on_7878_with_sqlite(tmp_path):
+    free = socket.socket()
+    if free.connect_ex(("127.0.0.1", 7878)) == 0:
+        pytest.skip("something already listens on port 7878")
+    free.close()
+    process, port = run_twistd(tmp_path, "--bcrypt-rounds", "4")
+    try:
+        assert port == 7878
+        assert all(reply.get("ok") for reply in register_and_login(port))
+    finally:
+        stop(process)
+    assert (tmp_path / "chatd.sqlite").exists()
+
+
+def test_twistd_against_mariadb(tmp_path):
+    from support import mysql_database
+    with mysql_database() as url:
+        process, port = run_twistd(tmp_path, "--listen", "tcp:0:interface=127.0.0.1",
+                                   "--database", url, "--bcrypt-rounds", "4")
+        try:
+            assert all(reply.get("ok") for reply in register_and_login(port))
+        finally:
+            stop(process)
