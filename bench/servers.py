@@ -135,7 +135,7 @@ class ChatdTarget:
         port = free_port()
         # twistd -n, run by this interpreter with the checkout as working directory
         # (and so on sys.path, where twistd finds the chatd plugin).
-        argv = [sys.executable, "/tmp/exp/budget_twistd.py",
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile", "", "--logfile", "-", "chatd",
                 "--listen", f"tcp:{port}:interface=127.0.0.1",
                 "--database", self.db.url, "--bcrypt-rounds", "4"]

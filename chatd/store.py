@@ -263,19 +263,20 @@ class Store:
     @defer.inlineCallbacks
     def channel_history(self, channel, channel_id, before=None, limit=50):
         """Up to `limit` messages before id `before`, oldest first, and whether more exist."""
+        # Taken before the query: a batch committed while it runs is then in one or the other.
+        unwritten = [m for m in self.messages.pending if m.channel_id == channel_id]
         rows = yield self._history_rows("channel_id = ?", channel_id, before, limit)
         stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), channel=channel,
                           channel_id=channel_id) for r in rows]
-        unwritten = [m for m in self.messages.pending if m.channel_id == channel_id]
         return self._merge(stored, unwritten, before, limit)
 
     @defer.inlineCallbacks
     def private_history(self, user, other, before=None, limit=50):
         key = peer_key(user, other)
-        rows = yield self._history_rows("peer_key = ?", key, before, limit)
-        stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2]) for r in rows]
         unwritten = [m for m in self.messages.pending
                      if m.recipient is not None and peer_key(m.sender, m.recipient) == key]
+        rows = yield self._history_rows("peer_key = ?", key, before, limit)
+        stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2]) for r in rows]
         return self._merge(stored, unwritten, before, limit)
 
     def _history_rows(self, where, value, before, limit):

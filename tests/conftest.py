@@ -78,3 +78,13 @@ def sqlite_server(sqlite_database):
     running = start_server(sqlite_database)
     yield running
     stop_server(running)
+
+
+def pytest_unconfigure(config):
+    """Stop the reactor's thread pool (bcrypt, DNS) so its non-daemon threads let pytest exit.
+
+    The reactor was started with runReturn() and never runs its shutdown
+    triggers, which is what would normally stop the pool.
+    """
+    if reactor.threadpool is not None:
+        reactor.threadpool.stop()

@@ -65,7 +65,7 @@ class ChatPage(QWidget):
         model.commandResult.connect(self.conversation.view.add_note)
         model.errorOccurred.connect(self.conversation.composer.show_error)
         model.activity.activityResumed.connect(self._show_me)
-        model.connectionStateChanged.connect(lambda _: self._show_me())
+        model.connectionStateChanged.connect(self._show_me)
 
     def _centre(self):
         """The conversation pane, with who I am and the logout button at its top right."""
@@ -95,7 +95,7 @@ class ChatPage(QWidget):
         self.people.members.set_members([], "")
         self._show_me()
 
-    def _show_me(self):
+    def _show_me(self, *_):
         status = "offline" if self.model.state != "online" else self.model.activity.status
         self.me_icon.setPixmap(status_icon(status).pixmap(12, 12))
         role = " · admin" if self.model.is_admin else ""
