@@ -30,6 +30,10 @@ class SqliteEngine:
     # An id the log writer already wrote (a retry after an ambiguous failure) is skipped.
     insert_ignore = "INSERT OR IGNORE"
 
+    @staticmethod
+    def use_index(index):
+        return f"INDEXED BY {index}"
+
     def __init__(self, path):
         self.path = path
 
@@ -71,6 +75,12 @@ class SqliteEngine:
 class MysqlEngine:
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
+
+    @staticmethod
+    def use_index(index):
+        # MariaDB otherwise walks the whole channel back from its newest row to
+        # reach `id < before` (bench: 37 history pages/s → 1,146 with the hint).
+        return f"FORCE INDEX ({index})"
 
     def __init__(self, host, port, user, password, database):
         self.host, self.port, self.user = host, port, user

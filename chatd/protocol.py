@@ -12,6 +12,7 @@ import json
 import types
 
 from twisted.internet import defer
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -78,6 +79,9 @@ class ChatProtocol(LineReceiver):
 
     def connectionMade(self):
         self.ip = self.transport.getPeer().host
+        # Without it a second small write waits for the client's delayed ACK (40 ms tail).
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
         self.hub.connections.add(self)
         refusal = self.server.refuse_connection(self)
         if refusal is not None:

@@ -258,14 +258,14 @@ class Store:
         self.messages.add(message)
         return message
 
-    _HISTORY_COLUMNS = "SELECT id, sender, recipient, body, sent_at FROM messages"
 
     @defer.inlineCallbacks
     def channel_history(self, channel, channel_id, before=None, limit=50):
         """Up to `limit` messages before id `before`, oldest first, and whether more exist."""
         # Taken before the query: a batch committed while it runs is then in one or the other.
         unwritten = [m for m in self.messages.pending if m.channel_id == channel_id]
-        rows = yield self._history_rows("channel_id = ?", channel_id, before, limit)
+        rows = yield self._history_rows("messages_by_channel", "channel_id = ?", channel_id,
+                                        before, limit)
         stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), channel=channel,
                           channel_id=channel_id) for r in rows]
         return self._merge(stored, unwritten, before, limit)
@@ -275,17 +275,19 @@ class Store:
         key = peer_key(user, other)
         unwritten = [m for m in self.messages.pending
                      if m.recipient is not None and peer_key(m.sender, m.recipient) == key]
-        rows = yield self._history_rows("peer_key = ?", key, before, limit)
+        rows = yield self._history_rows("messages_by_peers", "peer_key = ?", key, before, limit)
         stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2]) for r in rows]
         return self._merge(stored, unwritten, before, limit)
 
-    def _history_rows(self, where, value, before, limit):
+    def _history_rows(self, index, where, value, before, limit):
         params = [value]
         if before is not None:
             where += " AND id < ?"
             params.append(before)
         params.append(limit + 1)
-        return self.query(f"{self._HISTORY_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT ?",
+        return self.query(f"SELECT id, sender, recipient, body, sent_at FROM messages"
+                          f" {self.engine.use_index(index)}"
+                          f" WHERE {where} ORDER BY id DESC LIMIT ?",
                           tuple(params))
 
     @staticmethod
