@@ -9,6 +9,7 @@ every queued message) and runs `mysqldump --databases chatd_demo`.
 
 import argparse
 import json
+import os
 import re
 import socket
 import subprocess
@@ -67,20 +68,16 @@ def main():
                 f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4")
     url = f"mysql://{args.user}:@{args.host}:{args.port}/{DATABASE}"
     with tempfile.TemporaryDirectory() as workdir:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "chatd", "--listen", "tcp:0:interface=127.0.0.1",
-             "--database", url, "--admin", "alice", "--bcrypt-rounds", "10"],
-            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        port = None
-        for line in server.stdout:
-            found = re.search(r"chatd listening on [\d.]+:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        if port is None:
-            sys.exit("chatd did not start; see its output above")
+        log_path = Path(workdir) / "chatd.log"
+        with log_path.open("w") as log_file:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "twisted", "--log-format", "text", "chatd",
+                 "--listen", "tcp:0:interface=127.0.0.1",
+                 "--database", url, "--admin", "alice", "--bcrypt-rounds", "10"],
+                cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            fill(port)
+            fill(wait_for_port(server, log_path))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -88,6 +85,17 @@ def main():
         subprocess.run(["mysqldump", "-h", args.host, "-P", str(args.port), "-u", args.user,
                         "--skip-dump-date", "--databases", DATABASE], stdout=out, check=True)
     print(f"wrote {OUTPUT}")
+
+
+def wait_for_port(server, log_path, timeout=30):
+    """The port chatd logs once it listens (it was asked for a free one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        found = re.search(r"chatd listening on [\d.]+:(\d+)", log_path.read_text())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    sys.exit("chatd did not start:\n" + log_path.read_text())
 
 
 def fill(port):
