@@ -338,6 +338,8 @@ class Moderation:
         del self.hub.channels[channel.name]
         for member in list(channel.members):
             yield self.hub.remove_member(channel, member)
+            self._tell(member, {"event": "channel_deleted", "channel": channel.name,
+                                "by": actor.name})
         for mine in self.requests.values():
             mine.pop(channel.name, None)
         yield self._audit(actor, "delete", channel.name)
@@ -376,15 +378,19 @@ class Moderation:
         request.decided_by, request.decided_at = actor.name, now
         if accept:
             channel.members.add(name)
-        session = self.hub.sessions.get(name)
-        if session is not None:
-            session.send({"event": "request_decided", "channel": channel.name,
+        self._tell(name, {"event": "request_decided", "channel": channel.name,
                           "status": status, "decided_by": actor.name})
         yield self._audit(actor, "accept" if accept else "reject", name,
                           detail=f"#{channel.name}")
         text = (f"{name} is now a member of #{channel.name}." if accept
                 else f"Rejected {name}'s request to join #{channel.name}.")
         return outcome(text, request=request.to_wire())
+
+    def _tell(self, name, event):
+        """Send `event` to `name` if online; offline users see the change at next login."""
+        session = self.hub.sessions.get(name)
+        if session is not None:
+            session.send(event)
 
     @defer.inlineCallbacks
     def remove_member(self, actor, user, channel_name):
@@ -394,6 +400,8 @@ class Moderation:
             raise ChatError(f"{name} is not a member of #{channel.name}.")
         yield self.store.remove_member(channel.id, name)
         yield self.hub.remove_member(channel, name)
+        self._tell(name, {"event": "removed_from_channel", "channel": channel.name,
+                          "by": actor.name})
         yield self._audit(actor, "remove", name, detail=f"#{channel.name}")
         return outcome(f"Removed {name} from #{channel.name}.", channel=channel.name, user=name)
 

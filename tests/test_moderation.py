@@ -158,6 +158,8 @@ def test_admin_removes_a_member_and_deletes_a_channel(server):
     yield look_at(bob, "lobby")       # public: joined at once
     removed = ok((yield command(alice, "remove bob lobby")))
     assert removed["result"] == "Removed bob from #lobby."
+    told = yield bob.event("removed_from_channel")
+    assert (told["channel"], told["by"]) == ("lobby", "alice")
     assert "not a member" in error((yield bob.request({"get_channel": "lobby"})))
     assert "not a member" in error((yield command(alice, "remove bob lobby")))
     ok((yield bob.request({"join": "lobby"})))
@@ -166,6 +168,8 @@ def test_admin_removes_a_member_and_deletes_a_channel(server):
     deleted = ok((yield command(alice, "delete lobby")))
     assert deleted["channel"] == "lobby"
     ok((yield command(alice, "delete #hideout")))
+    told = yield bob.event("channel_deleted", channel="lobby")
+    assert told["by"] == "alice"
     assert "no channel named 'lobby'" in error((yield bob.request({"get_channel": "lobby"})))
     assert (yield server.store.query("SELECT COUNT(*) FROM join_requests"))[0][0] == 0
     assert ok((yield bob.request({"my_requests": ""})))["requests"] == []
