@@ -405,8 +405,15 @@ class Store:
     @defer.inlineCallbacks
     def get_user(self, name):
         """(name as registered, password hash, role), or None."""
-        rows = yield self.answer_in_time(self.query(
-            "SELECT name, password_hash, role FROM users WHERE name = ?", (name,)))
+        sql = "SELECT name, password_hash, role FROM users WHERE name = ?"
+        try:
+            rows = yield self.answer_in_time(self.query(sql, (name,)))
+        except Exception as e:
+            # After an outage a pooled connection may still be the dead one; adbapi
+            # drops it on this failure, so one more try gets a fresh connection.
+            if not self.engine.is_connection_error(e):
+                raise
+            rows = yield self.answer_in_time(self.query(sql, (name,)))
         return tuple(rows[0]) if rows else None
 
     def all_users(self):
