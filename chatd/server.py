@@ -98,9 +98,18 @@ class ChatServer(service.Service):
         if self.manhole_port is not None:
             yield self.manhole_port.stopListening()
             self.manhole_port = None
-        for connection in list(self.hub.connections):
+        clients = list(self.hub.connections)
+        for connection in clients:
             connection.disconnect("shutdown", SHUTDOWN_REASON)
         yield self.store.stop()
+        spool = self.store.spool
+        if spool is not None and spool.unread:
+            log.warn("chatd stopped: {clients} clients told, {count} message-log rows kept in"
+                     " {path} for the next start", clients=len(clients), count=spool.unread,
+                     path=str(spool.path))
+        else:
+            log.info("chatd stopped: {clients} clients told, message log written",
+                     clients=len(clients))
 
     # -- admin roles -------------------------------------------------------
 

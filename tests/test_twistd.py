@@ -64,8 +64,11 @@ def run_twistd(cwd, *args):
         [str(twistd), "--pidfile=", "-n", "chatd", *args], cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
-                     daemon=True).start()
+    def read_output():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)   # end of output: the process has exited
+    threading.Thread(target=read_output, daemon=True).start()
     output = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -73,9 +76,12 @@ def run_twistd(cwd, *args):
             line = lines.get(timeout=1)
         except queue.Empty:
             continue
+        if line is None:
+            break
         output.append(line)
         found = re.search(r"chatd listening on ([\d.]+):(\d+)", line)
         if found:
+            process.later_output = lines   # the rest of its log, line by line
             return process, int(found.group(2))
     process.kill()
     raise AssertionError("chatd did not start:\n" + "".join(output))
