@@ -342,8 +342,9 @@ class Store:
     @defer.inlineCallbacks
     def stop(self):
         """Write everything still queued (or spool it if the database is away), then close."""
-        yield self.messages.stop(self.shutdown_timeout)
-        yield self.auth_events.stop(self.shutdown_timeout)
+        yield defer.gatherResults([self.messages.stop(self.shutdown_timeout),
+                                   self.auth_events.stop(self.shutdown_timeout)],
+                                  consumeErrors=True)
         if self.pool is not None:
             self.pool.close()
             self.pool = None

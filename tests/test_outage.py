@@ -281,3 +281,27 @@ def test_mariadb_server_stopped_during_outage_writes_spool_after_restart(tmp_pat
             stop_server(server)
             if proxy.listening is not None:
                 proxy.listening.stopListening()
+
+
+def test_a_query_that_hangs_is_answered_as_unavailable_after_the_reply_timeout(tmp_path):
+    """A database that accepts but never answers must not hold a login forever."""
+    from twisted.internet.task import Clock
+    from twisted.python.failure import Failure
+    from chatd.store import DatabaseUnavailable
+    clock = Clock()
+    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, reply_timeout=10)
+    outcome = []
+    store.answer_in_time(defer.Deferred()).addErrback(outcome.append)
+    clock.advance(9.9)
+    assert outcome == []
+    clock.advance(0.2)
+    [failure] = outcome
+    assert isinstance(failure, Failure) and failure.check(DatabaseUnavailable)
+    assert store.is_unavailable(failure)
+
+
+def test_default_spool_paths_follow_the_database():
+    assert engine_from_url("sqlite:/srv/chat/chatd.sqlite").default_spool_path() == \
+        "/srv/chat/chatd-spool.jsonl"
+    assert engine_from_url("mysql://u:p@db:3306/chat").default_spool_path() == \
+        "chatd-spool-chat.jsonl"

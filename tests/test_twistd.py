@@ -30,6 +30,7 @@ def test_defaults_need_no_options():
     assert config.listen == "tcp:7878"
     assert config.database == "sqlite:chatd.sqlite"
     assert config.bcrypt_rounds == 12 and config.admins == []
+    assert config.spool_file is None and config.spool_memory == 10000
 
 
 def test_options_are_validated_with_clear_messages():
@@ -41,6 +42,8 @@ def test_options_are_validated_with_clear_messages():
         (["--bcrypt-rounds", "3"], "between 4 and 31"),
         (["--listen", "7878"], "endpoint string"),
         (["--max-line", "10"], "at least 256"),
+        (["--spool-memory", "0"], "at least 1"),
+        (["--spool-memory", "lots"], "whole number"),
     ]
     for argv, message in cases:
         with pytest.raises(UsageError, match=message):
