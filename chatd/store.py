@@ -4,6 +4,8 @@ Every public method returns a Deferred; nothing here blocks the reactor. The
 message log is written by a batching writer: the relay never waits for it, ids
 are allocated in memory so a relayed message already carries its final id, and
 a failed batch is retried (INSERT-or-ignore on the id keeps it exactly once).
+While the database stays away, rows beyond a memory bound go to a spool file,
+written back first (so in order) once it returns, or at the next start.
 """
 
 import json
