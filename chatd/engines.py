@@ -40,6 +40,11 @@ class SqliteEngine:
     def describe(self):
         return f"sqlite:{self.path}"
 
+    def default_spool_path(self):
+        """Next to the database file: chatd.sqlite -> chatd-spool.jsonl."""
+        path = Path(self.path)
+        return str(path.with_name(path.stem.split(".")[0] + "-spool.jsonl"))
+
     def make_pool(self):
         # One connection: SQLite has a single writer anyway, and this keeps
         # every statement in order without "database is locked" retries.
@@ -89,10 +94,14 @@ class MysqlEngine:
     def describe(self):
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
 
+    def default_spool_path(self):
+        """In the working directory, named after the database so two never share one."""
+        return f"chatd-spool-{self.database}.jsonl"
+
     def connect_kwargs(self):
         return dict(host=self.host, port=self.port, user=self.user,
                     passwd=self.password, db=self.database, charset="utf8mb4",
-                    connect_timeout=5)
+                    connect_timeout=5, read_timeout=30, write_timeout=30)
 
     def make_pool(self):
         import MySQLdb  # noqa: F401  (fail early with a clear ImportError)

@@ -210,7 +210,7 @@ class ChatProtocol(LineReceiver):
     def reply_failure(self, action, ref, failure):
         if failure.check(ChatError):
             return self.reply(action, ref, error=str(failure.value))
-        if self.server.store.engine.is_connection_error(failure.value):
+        if self.server.store.is_unavailable(failure):
             log.warn("database unavailable during {action!r}: {error}",
                      action=action, error=failure.getErrorMessage())
             return self.reply(action, ref, error=UNAVAILABLE)

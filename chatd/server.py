@@ -21,6 +21,7 @@ from chatd.protocol import ChatFactory
 from chatd.store import Store
 
 log = Logger()
+SHUTDOWN_REASON = "The server is restarting; reconnect in a moment."
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ServerConfig:
     manhole: str | None = None              # SSH manhole endpoint; off unless given
     manhole_keys: str | None = None         # authorized_keys file for the manhole
     manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
+    spool_file: str | None = None           # default: next to the SQLite file, or ./
+    spool_memory: int = 10000               # log rows kept in memory while the DB is away
 
 
 class ChatServer(service.Service):
@@ -45,7 +48,10 @@ class ChatServer(service.Service):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        self.store = Store(engine_from_url(config.database), clock=reactor)
+        engine = engine_from_url(config.database)
+        self.store = Store(engine, clock=reactor,
+                           spool_path=config.spool_file or engine.default_spool_path(),
+                           spool_memory=config.spool_memory)
         self.hub = Hub(self.store, clock=reactor, max_message=config.max_message,
                        presence_timeout=config.presence_timeout)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds)
@@ -92,10 +98,18 @@ class ChatServer(service.Service):
         if self.manhole_port is not None:
             yield self.manhole_port.stopListening()
             self.manhole_port = None
-        for connection in list(self.hub.connections):
-            connection.disconnect("shutdown", "The server is shutting down; "
-                                              "reconnect in a moment.")
+        clients = list(self.hub.connections)
+        for connection in clients:
+            connection.disconnect("shutdown", SHUTDOWN_REASON)
         yield self.store.stop()
+        spool = self.store.spool
+        if spool is not None and spool.unread:
+            log.warn("chatd stopped: {clients} clients told, {count} message-log rows kept in"
+                     " {path} for the next start", clients=len(clients), count=spool.unread,
+                     path=str(spool.path))
+        else:
+            log.info("chatd stopped: {clients} clients told, message log written",
+                     clients=len(clients))
 
     # -- admin roles -------------------------------------------------------
 

@@ -4,11 +4,16 @@ Every public method returns a Deferred; nothing here blocks the reactor. The
 message log is written by a batching writer: the relay never waits for it, ids
 are allocated in memory so a relayed message already carries its final id, and
 a failed batch is retried (INSERT-or-ignore on the id keeps it exactly once).
+While the database stays away, rows beyond a memory bound go to a spool file,
+written back first (so in order) once it returns, or at the next start.
 """
 
+import json
+import os
 import re
 from collections import deque
 from datetime import datetime, timezone
+from pathlib import Path
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -64,76 +69,261 @@ class Message:
                 self.body, db_time(self.time))
 
 
+class DatabaseUnavailable(Exception):
+    """The database did not answer in time; the request can be tried again later."""
+
+
+class Spool:
+    """An append-only JSON-lines file of log rows waiting for the database, oldest first.
+
+    Rows are read back from `_offset` in batches; a batch counts as consumed only
+    once its commit succeeded, and the file is removed when everything in it is
+    consumed. After a crash the whole file is replayed: the rows carry their
+    final ids, so rows that were already written are skipped by INSERT-or-ignore.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._offset = 0
+        self.unread = 0
+        self.max_id = 0
+        if self.path.exists():
+            self._recover()
+
+    def _recover(self):
+        """Count what a previous run left, and drop a half-written last line."""
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            complete = data[:data.rfind(b"\n") + 1]
+            log.warn("spool {path}: dropping a half-written last line ({size} bytes)",
+                     path=str(self.path), size=len(data) - len(complete))
+            with self.path.open("r+b") as f:
+                f.truncate(len(complete))
+            data = complete
+        for line in data.splitlines():
+            row = self._decode(line)
+            if row is not None:
+                self.unread += 1
+                self.max_id = max(self.max_id, row[0])
+        if self.unread:
+            log.info("spool {path}: {count} log rows from an earlier run wait for the database",
+                     path=str(self.path), count=self.unread)
+
+    def _decode(self, line):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            log.error("spool {path}: skipping an unreadable line: {line!r}",
+                      path=str(self.path), line=line[:200])
+            return None
+        return tuple(row)
+
+    def append(self, rows):
+        """Append rows and make them durable (fsync) before returning."""
+        with self.path.open("ab") as f:
+            for row in rows:
+                f.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.unread += len(rows)
+        self.max_id = max([self.max_id] + [row[0] for row in rows])
+
+    def read(self, count):
+        """Up to `count` rows from the oldest unconsumed one: (rows, lines read, end offset)."""
+        rows, lines = [], 0
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            while lines < count:
+                line = f.readline()
+                if not line:
+                    break
+                lines += 1
+                row = self._decode(line)
+                if row is not None:
+                    rows.append(row)
+            return rows, lines, f.tell()
+
+    def consume(self, lines, end):
+        """The rows before `end` are committed; remove the file once all are."""
+        self._offset = end
+        self.unread = max(self.unread - lines, 0)
+        if self._offset >= self.path.stat().st_size:
+            self.path.unlink()
+            self._offset = 0
+            self.unread = 0
+            log.info("spool {path}: every spooled row is written; file removed",
+                     path=str(self.path))
+
+
 class BatchWriter:
     """Writes rows in batches, in order, retrying with backoff when the database fails.
 
-    Rows wait in memory until written; `pending` is what is not yet in SQL, so
-    history can still show it. `drained()` fires once everything queued is written.
+    Rows wait in memory until written; `pending` is what is in memory and not yet
+    in SQL, so history can still show it. With a spool, at most `memory_limit`
+    rows stay in memory: older ones move to the spool file, which is always
+    written before memory, so the order is kept. `drained()` fires once
+    everything queued (memory and spool) is written.
     """
 
-    def __init__(self, store, sql, batch_size=500):
+    def __init__(self, store, sql, batch_size=500, spool=None, memory_limit=None):
         self.store = store
         self.sql = sql
         self.batch_size = batch_size
+        self.spool = spool
+        self.memory_limit = memory_limit
         self.pending = deque()
         self._writing = False
+        self._in_flight_from_memory = False
+        self._stopped = False
         self._retry_delay = 0.1
         self._retry_call = None
         self._drain_waiters = []
 
     def add(self, item):
         self.pending.append(item)
-        if not self._writing and self._retry_call is None:
+        self._spill_overflow()
+        self.kick()
+
+    def kick(self):
+        """Start writing if idle and there is something to write."""
+        if self._stopped or self._writing or self._retry_call is not None:
+            return
+        if self.pending or self._spooled():
             self._writing = True
             self.store.clock.callLater(0, self._write_batch)
 
+    def _spooled(self):
+        return self.spool is not None and self.spool.unread > 0
+
     def drained(self):
-        if not self.pending and not self._writing:
+        if not self.pending and not self._spooled() and not self._writing:
             return defer.succeed(None)
         d = defer.Deferred()
         self._drain_waiters.append(d)
         return d
 
+    def _spill_overflow(self):
+        """Move the oldest rows over the memory bound to the spool (down to 3/4 of it).
+
+        Not while a batch taken from memory is being written: that batch is the
+        head of `pending`, and the spool must only ever hold rows older than memory.
+        """
+        if (self.spool is None or self._in_flight_from_memory
+                or len(self.pending) <= self.memory_limit):
+            return
+        count = len(self.pending) - self.memory_limit * 3 // 4
+        self.spill(count)
+
+    def spill(self, count):
+        rows = [self._row(self.pending.popleft()) for _ in range(count)]
+        self.spool.append(rows)
+        log.warn("log writes are failing: {count} rows moved to the spool {path}"
+                 " ({spooled} spooled in all)",
+                 count=count, path=str(self.spool.path), spooled=self.spool.unread)
+
+    @staticmethod
+    def _row(item):
+        return item.row() if hasattr(item, "row") else item
+
     def _write_batch(self):
         self._retry_call = None
-        if not self.pending:
+        if self._stopped:
+            self._writing = False
+            return
+        if not self.pending and not self._spooled():
             self._writing = False
             waiters, self._drain_waiters = self._drain_waiters, []
             for d in waiters:
                 d.callback(None)
             return
         self._writing = True
-        batch = [self.pending[i] for i in range(min(self.batch_size, len(self.pending)))]
-        rows = [item.row() if hasattr(item, "row") else item for item in batch]
-        d = self.store.run_many(self.sql, rows)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(len(batch),))
+        if self._spooled():
+            rows, lines, end = self.spool.read(self.batch_size)
+            source = ("spool", lines, end)
+        else:
+            count = min(self.batch_size, len(self.pending))
+            rows = [self._row(self.pending[i]) for i in range(count)]
+            source = ("memory", count, None)
+            self._in_flight_from_memory = True
+        d = self.store.run_many(self.sql, rows) if rows else defer.succeed(None)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(source,))
 
-    def _written(self, _, count):
-        for _ in range(count):
-            self.pending.popleft()
+    def _written(self, _, source):
+        self._in_flight_from_memory = False
+        if self._stopped:
+            return  # stop() already spooled what was in memory; a replay is harmless
+        kind, count, end = source
+        if kind == "spool":
+            self.spool.consume(count, end)
+        else:
+            for _ in range(count):
+                self.pending.popleft()
         self._retry_delay = 0.1
+        self._spill_overflow()
         self._write_batch()
 
     def _failed(self, failure):
-        log.warn("log write failed ({count} rows waiting), retrying in {delay}s: {error}",
-                 count=len(self.pending), delay=self._retry_delay,
-                 error=failure.getErrorMessage())
+        self._in_flight_from_memory = False
         self._writing = False
+        if self._stopped:
+            return
+        log.warn("log write failed ({count} rows in memory, {spooled} spooled),"
+                 " retrying in {delay}s: {error}",
+                 count=len(self.pending), spooled=self.spool.unread if self.spool else 0,
+                 delay=self._retry_delay, error=failure.getErrorMessage())
+        self._spill_overflow()
         self._retry_call = self.store.clock.callLater(self._retry_delay, self._write_batch)
         self._retry_delay = min(self._retry_delay * 2, 5.0)
 
+    @defer.inlineCallbacks
+    def stop(self, timeout):
+        """Wait up to `timeout` seconds for everything to be written, then stop writing.
+
+        What is still in memory then goes to the spool (if there is one) and is
+        written at the next start; without a spool it is reported as lost.
+        """
+        drained = self.drained()
+        drained.addTimeout(timeout, self.store.clock)
+        try:
+            yield drained
+        except defer.TimeoutError:
+            pass
+        self._stopped = True
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+        if not self.pending:
+            return
+        if self.spool is not None:
+            self.spill(len(self.pending))
+            log.warn("stopping with the database unreachable: {count} log rows are kept"
+                     " in {path} and will be written at the next start",
+                     count=self.spool.unread, path=str(self.spool.path))
+        else:
+            log.error("stopping with the database unreachable: {count} rows not written"
+                      " ({sql})", count=len(self.pending), sql=self.sql.split("(")[0])
+
 
 class Store:
-    def __init__(self, engine, clock=None):
+    """The SQL API. `spool_path`/`spool_memory` bound what the message log keeps in
+    memory while the database is unreachable (see BatchWriter); `reply_timeout`
+    bounds how long a client request waits for the database; `shutdown_timeout`
+    how long stop() waits for queued log rows before spooling them."""
+
+    def __init__(self, engine, clock=None, spool_path=None, spool_memory=10000,
+                 reply_timeout=10.0, shutdown_timeout=5.0):
         if clock is None:
             from twisted.internet import reactor as clock
         self.engine = engine
         self.clock = clock
         self.pool = None
+        self.reply_timeout = reply_timeout
+        self.shutdown_timeout = shutdown_timeout
         self._next_message_id = None
+        self.spool = None if spool_path is None else Spool(spool_path)
         self.messages = BatchWriter(self, engine.insert_ignore + (
             " INTO messages (id, sender, channel_id, recipient, peer_key, body, sent_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"))
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"), spool=self.spool, memory_limit=spool_memory)
         self.auth_events = BatchWriter(self, "INSERT INTO auth_log (user_name, event, ip, at)"
                                              " VALUES (?, ?, ?, ?)")
 
@@ -146,16 +336,34 @@ class Store:
         log.info("database {db} at schema version {version}",
                  db=self.engine.describe(), version=version)
         rows = yield self.query("SELECT MAX(id) FROM messages")
-        self._next_message_id = (rows[0][0] or 0) + 1
+        spooled_max = self.spool.max_id if self.spool is not None else 0
+        # Spooled rows from an earlier run already own their ids.
+        self._next_message_id = max(rows[0][0] or 0, spooled_max) + 1
+        self.messages.kick()
 
     @defer.inlineCallbacks
     def stop(self):
-        """Write everything still queued, then close the pool."""
-        yield self.messages.drained()
-        yield self.auth_events.drained()
+        """Write everything still queued (or spool it if the database is away), then close."""
+        yield defer.gatherResults([self.messages.stop(self.shutdown_timeout),
+                                   self.auth_events.stop(self.shutdown_timeout)],
+                                  consumeErrors=True)
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+    def answer_in_time(self, d):
+        """Bound a client-facing query: DatabaseUnavailable after `reply_timeout` seconds."""
+        def timed_out(failure):
+            failure.trap(defer.TimeoutError)
+            raise DatabaseUnavailable(f"no answer from the database in {self.reply_timeout}s")
+        return d.addTimeout(self.reply_timeout, self.clock).addErrback(timed_out)
+
+    def is_unavailable(self, failure):
+        """True if `failure` means the database cannot be reached (not a bug, not bad input)."""
+        from twisted.enterprise.adbapi import ConnectionLost
+        error = failure.value
+        return (isinstance(error, (DatabaseUnavailable, ConnectionLost))
+                or self.engine.is_connection_error(error))
 
     def _upgrade_schema(self, cursor):
         """Apply schema/<engine>/NNN_*.sql files newer than the recorded version."""
@@ -193,15 +401,22 @@ class Store:
 
     def create_user(self, name, email, password_hash, role="user"):
         """Fails with the engine's IntegrityError if the name (in any case) is taken."""
-        return self.execute(
+        return self.answer_in_time(self.execute(
             "INSERT INTO users (name, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
-            (name, email, password_hash, role, db_time(utcnow())))
+            (name, email, password_hash, role, db_time(utcnow()))))
 
     @defer.inlineCallbacks
     def get_user(self, name):
         """(name as registered, password hash, role), or None."""
-        rows = yield self.query(
-            "SELECT name, password_hash, role FROM users WHERE name = ?", (name,))
+        sql = "SELECT name, password_hash, role FROM users WHERE name = ?"
+        try:
+            rows = yield self.answer_in_time(self.query(sql, (name,)))
+        except Exception as e:
+            # After an outage a pooled connection may still be the dead one; adbapi
+            # drops it on this failure, so one more try gets a fresh connection.
+            if not self.engine.is_connection_error(e):
+                raise
+            rows = yield self.answer_in_time(self.query(sql, (name,)))
         return tuple(rows[0]) if rows else None
 
     def all_users(self):

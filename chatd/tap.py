@@ -36,6 +36,13 @@ class Options(usage.Options):
          "authorized_keys file: the SSH public keys allowed into the manhole."],
         ["manhole-host-key", None, None,
          "The manhole's SSH host key file (generated at first start; default: next to the database)."],
+        ["spool-file", None, None,
+         "JSON-lines file for message-log rows while the database is unreachable"
+         " (default: chatd-spool.jsonl next to the SQLite file; chatd-spool-DB.jsonl in the"
+         " working directory for MySQL)."],
+        ["spool-memory", None, "10000",
+         "Message-log rows kept in memory while the database is unreachable;"
+         " older ones go to the spool file."],
     ]
 
     def __init__(self):
@@ -64,6 +71,7 @@ class Options(usage.Options):
         self["max-line"] = _positive_int("max-line", self["max-line"], 256)
         self["max-message"] = _positive_int("max-message", self["max-message"], 1)
         self["presence-timeout"] = _positive_int("presence-timeout", self["presence-timeout"], 1)
+        self["spool-memory"] = _positive_int("spool-memory", self["spool-memory"], 1)
         if self["manhole"] and not self["manhole-keys"]:
             raise usage.UsageError("--manhole needs --manhole-keys FILE (authorized_keys format)")
 
@@ -74,7 +82,8 @@ class Options(usage.Options):
             max_line=self["max-line"], max_message=self["max-message"],
             presence_timeout=float(self["presence-timeout"]),
             manhole=self["manhole"], manhole_keys=self["manhole-keys"],
-            manhole_host_key=self["manhole-host-key"])
+            manhole_host_key=self["manhole-host-key"],
+            spool_file=self["spool-file"], spool_memory=self["spool-memory"])
 
 
 def makeService(options):

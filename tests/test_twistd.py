@@ -30,6 +30,7 @@ def test_defaults_need_no_options():
     assert config.listen == "tcp:7878"
     assert config.database == "sqlite:chatd.sqlite"
     assert config.bcrypt_rounds == 12 and config.admins == []
+    assert config.spool_file is None and config.spool_memory == 10000
 
 
 def test_options_are_validated_with_clear_messages():
@@ -41,6 +42,8 @@ def test_options_are_validated_with_clear_messages():
         (["--bcrypt-rounds", "3"], "between 4 and 31"),
         (["--listen", "7878"], "endpoint string"),
         (["--max-line", "10"], "at least 256"),
+        (["--spool-memory", "0"], "at least 1"),
+        (["--spool-memory", "lots"], "whole number"),
     ]
     for argv, message in cases:
         with pytest.raises(UsageError, match=message):
@@ -64,8 +67,11 @@ def run_twistd(cwd, *args):
         [str(twistd), "--pidfile=", "-n", "chatd", *args], cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
-                     daemon=True).start()
+    def read_output():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)   # end of output: the process has exited
+    threading.Thread(target=read_output, daemon=True).start()
     output = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -73,9 +79,12 @@ def run_twistd(cwd, *args):
             line = lines.get(timeout=1)
         except queue.Empty:
             continue
+        if line is None:
+            break
         output.append(line)
         found = re.search(r"chatd listening on ([\d.]+):(\d+)", line)
         if found:
+            process.later_output = lines   # the rest of its log, line by line
             return process, int(found.group(2))
     process.kill()
     raise AssertionError("chatd did not start:\n" + "".join(output))
