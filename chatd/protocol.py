@@ -12,7 +12,7 @@ import json
 import types
 
 from twisted.internet import defer
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import INegotiated, ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -67,6 +67,7 @@ def _matches(value, expected):
 
 class ChatProtocol(LineReceiver):
     delimiter = b"\n"
+    LINGER = 2.0
 
     def __init__(self, server):
         self.server = server
@@ -74,6 +75,8 @@ class ChatProtocol(LineReceiver):
         self.MAX_LENGTH = server.config.max_line
         self.session = None
         self.ip = None
+        self.closing = False
+        self._linger = None
 
     # -- connection --------------------------------------------------------
 
@@ -89,6 +92,8 @@ class ChatProtocol(LineReceiver):
             self.disconnect(kind, reason)
 
     def connectionLost(self, reason):
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         self.hub.connections.discard(self)
         if self.session is not None:
             self.hub.end_session(self.session)
@@ -101,11 +106,31 @@ class ChatProtocol(LineReceiver):
         self.write_line(encode(payload))
 
     def disconnect(self, kind, reason):
-        """Say why, then close: the one way the server ends a connection."""
-        if self.transport is None or getattr(self.transport, "disconnecting", False):
+        """Say why, then close: the one way the server ends a connection.
+
+        The session ends at once (out of member lists, its name free). On plain
+        TCP only the write side is closed and what the client still sends is
+        read and dropped until it closes too, for at most LINGER seconds:
+        closing a socket with unread input makes the kernel send a reset, which
+        can destroy the reason before the client has read it.
+        """
+        if self.transport is None or self.closing:
             return
+        self.closing = True
         self.send({"event": "disconnect", "kind": kind, "reason": reason})
-        self.transport.loseConnection()
+        if self.session is not None:
+            self.hub.end_session(self.session)
+        if ITCPTransport.providedBy(self.transport) and not INegotiated.providedBy(self.transport):
+            self.transport.loseWriteConnection()
+            self.transport.resumeProducing()
+            self._linger = self.server.reactor.callLater(self.LINGER,
+                                                         self.transport.abortConnection)
+        else:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        if not self.closing:
+            super().dataReceived(data)
 
     def lineLengthExceeded(self, line):
         self.disconnect("abuse", f"A line is at most {self.MAX_LENGTH} bytes; "

@@ -1,9 +1,10 @@
 """End-to-end tests of the server core: real server, real TCP clients, SQLite and MariaDB."""
 
 import json
+import socket
 
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from support import PASSWORD, connect, login, look_at, register, restart_server
 
@@ -261,6 +262,27 @@ def test_oversized_line_disconnects_cleanly(server):
     left = yield bob.event("member", user="alice")
     assert left["status"] == "offline"
     ok((yield bob.request({"channel_message": "fine", "channel": "general"})))
+
+
+def send_all_then_read_to_end(port, data):
+    """A blocking client that writes everything before it reads anything."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+@defer.inlineCallbacks
+def test_the_reason_survives_a_client_that_is_still_sending(sqlite_server):
+    """Input left unread when the server closes would make the kernel reset the
+    connection and could destroy the reason; the server drains it first."""
+    oversized = b"x" * 50_000_000 + b"\n"
+    received = yield threads.deferToThread(
+        send_all_then_read_to_end, sqlite_server.address.port, oversized)
+    notice = json.loads(received.splitlines()[-1])
+    assert notice["event"] == "disconnect" and notice["kind"] == "abuse"
 
 
 @defer.inlineCallbacks
