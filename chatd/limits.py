@@ -8,11 +8,7 @@ small record per account or IP with recent failed logins.
 import math
 from collections import deque
 
-from twisted.logger import Logger
-
 from chatd.auth import ChatError
-
-log = Logger()
 
 TOO_FAST = "You are sending too fast; wait a moment."
 FLOOD_WINDOW = 10.0             # seconds in which --flood-strikes refusals end the connection

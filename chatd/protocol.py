@@ -184,13 +184,14 @@ class ChatProtocol(LineReceiver):
 
     @staticmethod
     def _parse(line):
-        """(action, ref, request, None), or (action or None, ref, None, error sentence)."""
+        """(action, ref, request, None), or (None, ref if known, None, error sentence)."""
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return None, None, None, "That line is not valid JSON (UTF-8, one object per line)."
         if not isinstance(request, dict):
-            return None, None, None, "Each line must be a JSON object, like {\"list_channels\": \"\"}."
+            return (None, None, None,
+                    "Each line must be a JSON object, like {\"list_channels\": \"\"}.")
         ref = request.pop("ref", None)
         if not isinstance(ref, (str, int, type(None))) or isinstance(ref, bool):
             return None, None, None, "'ref' must be a string or an integer."

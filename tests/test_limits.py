@@ -123,10 +123,10 @@ def test_a_client_that_keeps_flooding_is_disconnected(flood_connection, sqlite_s
     protocol, transport, clock = flood_connection
     config = sqlite_server.config
     # Refusals older than the window are forgiven...
-    send_lines(protocol, transport, [{"list_users": ""}] * (config.flood_burst + config.flood_strikes - 1))
+    just_under = [{"list_users": ""}] * (config.flood_burst + config.flood_strikes - 1)
+    send_lines(protocol, transport, just_under)
     clock.advance(FLOOD_WINDOW + 0.1)
-    replies = send_lines(protocol, transport,
-                         [{"list_users": ""}] * (config.flood_burst + config.flood_strikes - 1))
+    replies = send_lines(protocol, transport, just_under)
     assert not transport.disconnecting and replies[-1]["error"] == TOO_FAST
     # ...but the strikes'th refusal within it ends the connection, with a reason.
     replies = send_lines(protocol, transport, [{"list_users": ""}] * 3)
@@ -287,5 +287,22 @@ def test_a_login_storm_waits_for_bcrypt_while_messages_still_flow(sqlite_databas
         assert sum(d.called for d in replies) < 30
         answers = yield defer.gatherResults(replies)
         assert all(a.get("ok") for a in answers), answers
+    finally:
+        stop_server(server)
+
+
+@defer.inlineCallbacks
+def test_an_overlong_message_is_refused_and_not_relayed(sqlite_database):
+    server = start_server(sqlite_database, max_message=10)
+    try:
+        alice = yield login(server, "alice")
+        bob = yield login(server, "bob")
+        yield look_at(alice, "general")
+        yield look_at(bob, "general")
+        refused = yield alice.request({"channel_message": "x" * 11, "channel": "general"})
+        assert error(refused) == "A message is at most 10 characters; this one has 11."
+        ok((yield alice.request({"channel_message": "x" * 10, "channel": "general"})))
+        relayed = yield bob.wait_for(lambda m: "channel_message" in m)
+        assert relayed["channel_message"] == "x" * 10
     finally:
         stop_server(server)
