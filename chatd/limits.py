@@ -8,6 +8,8 @@ small record per account or IP with recent failed logins.
 import math
 from collections import deque
 
+from twisted.internet.abstract import FileDescriptor
+
 from chatd.auth import ChatError
 
 TOO_FAST = "You are sending too fast; wait a moment."
@@ -127,16 +129,19 @@ class LoginThrottle:
 def unsent_bytes(transport):
     """Bytes written to `transport` that the peer has not yet taken (None if unknown).
 
-    Twisted's socket transports (FileDescriptor, also under a TLS wrapper, which
-    writes its ciphertext to the TCP transport below it) keep unsent data in
+    Twisted's socket transports (FileDescriptor) keep unsent data in
     `dataBuffer` (from `offset` on) plus the not-yet-joined `_tempDataBuffer`
-    (`_tempDataLen` bytes). A TLS connection still in its handshake holds
-    application data in `_appSendBuffer`.
+    (`_tempDataLen` bytes). A TLS connection (TLSMemoryBIOProtocol) writes its
+    ciphertext to the TCP transport below it (`.transport`), and holds cleartext
+    in `_appSendBuffer` during its handshake and in its small-write aggregator
+    (`_aggregator._buffer`, up to 64 kB, flushed at the next reactor turn).
     """
     held = 0
     while transport is not None:
-        if hasattr(transport, "_tempDataLen") and hasattr(transport, "dataBuffer"):
+        # isinstance, not hasattr: a TLS wrapper forwards unknown attributes to its transport.
+        if isinstance(transport, FileDescriptor):
             return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         held += sum(map(len, getattr(transport, "_appSendBuffer", ())))
+        held += sum(map(len, getattr(getattr(transport, "_aggregator", None), "_buffer", ())))
         transport = getattr(transport, "transport", None)
     return None

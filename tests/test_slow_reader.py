@@ -1,21 +1,27 @@
 """A client that stops reading is dropped once its unread output passes
 --max-output-buffer; the server's memory stops growing and nobody else loses
-a message. Real sockets: the stalled client is a raw socket with a tiny
-receive buffer that never reads after logging in.
+a message. Real sockets, over TCP and over TLS: the stalled client is a raw
+socket with a tiny receive buffer that never reads after logging in (set up
+in a thread, as blocking sockets would stall the reactor the server runs on).
 
 Run with -s to see the server's resident memory (VmRSS of this process, which
 runs the server) before the stall, at its peak, and after the drop.
 """
 
+import datetime
 import gc
 import json
 import socket
+import ssl
 
 import pytest
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, endpoints, protocol, reactor, task, threads
+from twisted.internet import ssl as twisted_ssl
 from twisted.logger import formatEvent, globalLogPublisher
 
-from support import PASSWORD, login, look_at, register, start_server, stop_server
+from chatd.fanout import encode
+import support
+from support import PASSWORD, look_at, register, start_server, stop_server
 
 TEXT = "x" * 3000       # each relayed line is about 3.1 kB
 BATCH = 50
@@ -29,52 +35,103 @@ def rss_kib():
                 return int(line.split()[1])
 
 
-def pause(seconds=0.01):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-class RawClient:
-    """A blocking-free raw socket speaking the protocol, read only when asked to."""
-
-    def __init__(self, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # Before connect, so the window the server sees is small from the start.
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.setblocking(False)
-        self.pending = b""
-
-    def send(self, payload):
-        self.sock.sendall(json.dumps(payload).encode() + b"\n")
-
-    @defer.inlineCallbacks
-    def read_until(self, predicate, timeout=10):
-        deadline = reactor.seconds() + timeout
+def stalled_client(port, name, channel, tls_context=None):
+    """Blocking (run it in a thread): log in, look at `channel`, and return the
+    socket, which then is never read again. Its receive buffer is tiny."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Before connect, so the window the server sees is small from the start.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", port))
+    if tls_context is not None:
+        sock = tls_context.wrap_socket(sock, server_hostname="localhost")
+    lines = sock.makefile("rb")
+    for request, answered in [
+            ({"user:pwd": f"{name}:{PASSWORD}"}, lambda m: m.get("reply_to") == "user:pwd"),
+            ({"join": channel}, lambda m: m.get("reply_to") == "join"),
+            ({"presence": "online", "channel": channel}, lambda m: m.get("event") == "members")]:
+        sock.sendall(json.dumps(request).encode() + b"\n")
         while True:
-            while b"\n" in self.pending:
-                line, self.pending = self.pending.split(b"\n", 1)
-                message = json.loads(line)
-                if predicate(message):
-                    return message
-            assert reactor.seconds() < deadline, "no matching line from the server"
-            try:
-                self.pending += self.sock.recv(65536)
-            except BlockingIOError:
-                yield pause()
+            message = json.loads(lines.readline())
+            assert "error" not in message, message
+            if answered(message):
+                break
+    return sock
+
+
+def wait_closed(sock, timeout=30):
+    """Blocking: read (and discard) what is left until the server's close arrives."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return True
+
+
+def self_signed(directory):
+    """A key and certificate for 'localhost' in `directory`; returns their paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+class Transport:
+    """How the test reaches the server: plain TCP, or TLS with a self-signed certificate."""
+
+    def __init__(self, kind, directory):
+        self.kind = kind
+        self.listen = "tcp:0:interface=127.0.0.1"
+        self.tls_context = None
+        if kind == "tls":
+            key_path, cert_path = self_signed(directory)
+            self.listen = (f"ssl:0:interface=127.0.0.1:privateKey={key_path}"
+                           f":certKey={cert_path}")
+            self.tls_context = ssl.create_default_context(cafile=str(cert_path))
+            self.trust = twisted_ssl.Certificate.loadPEM(cert_path.read_bytes())
 
     @defer.inlineCallbacks
-    def wait_closed(self, timeout=30):
-        """Read (and discard) what is left until the server's close arrives."""
-        deadline = reactor.seconds() + timeout
-        while reactor.seconds() < deadline:
-            try:
-                if not self.sock.recv(1 << 20):
-                    return True
-            except BlockingIOError:
-                yield pause()
-            except ConnectionResetError:
-                return True
-        return False
+    def login(self, server, name):
+        """A TestClient logged in as `name` (registered first), over this transport."""
+        yield register(server, name) if self.kind == "tcp" else self._register(server, name)
+        client = yield self.connect(server)
+        reply = yield client.request({"user:pwd": f"{name}:{PASSWORD}"})
+        assert reply.get("ok"), reply
+        client.name = name
+        return client
+
+    @defer.inlineCallbacks
+    def _register(self, server, name):
+        client = yield self.connect(server)
+        reply = yield client.request({"register": name, "password": PASSWORD,
+                                      "email": f"{name}@example.org"})
+        assert reply.get("ok"), reply
+        client.transport.loseConnection()
+        yield client.closed
+
+    def connect(self, server):
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+        if self.kind == "tls":
+            endpoint = endpoints.wrapClientTLS(
+                twisted_ssl.optionsForClientTLS("localhost", trustRoot=self.trust), endpoint)
+        return endpoint.connect(protocol.Factory.forProtocol(support.TestClient))
 
 
 @pytest.fixture
@@ -92,25 +149,23 @@ def drops():
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
 @defer.inlineCallbacks
 def test_a_client_that_stops_reading_is_dropped_and_others_get_everything(
-        sqlite_database, drops):
-    server = start_server(sqlite_database, flood_burst=10**6, flood_rate=10**6,
-                          presence_timeout=600)
+        kind, sqlite_database, tmp_path, drops):
+    via = Transport(kind, tmp_path)
+    server = start_server(sqlite_database, listen=via.listen, flood_burst=10**6,
+                          flood_rate=10**6, presence_timeout=600)
     limit = server.config.max_output_buffer
     stalled = None
     try:
-        sender = yield login(server, "sender")
-        reader = yield login(server, "reader")
+        sender = yield via.login(server, "sender")
+        reader = yield via.login(server, "reader")
         yield look_at(sender, "general")
         yield look_at(reader, "general")
-        yield register(server, "stalled")
-        stalled = RawClient(server.address.port)
-        stalled.send({"user:pwd": f"stalled:{PASSWORD}"})
-        assert (yield stalled.read_until(lambda m: m.get("reply_to") == "user:pwd"))["ok"]
-        stalled.send({"join": "general"})
-        stalled.send({"presence": "online", "channel": "general"})
-        yield stalled.read_until(lambda m: m.get("event") == "members")
+        (yield via.login(server, "stalled")).transport.loseConnection()
+        stalled = yield threads.deferToThread(
+            stalled_client, server.address.port, "stalled", "general", via.tls_context)
         # From here on the stalled client never reads.
 
         gc.collect()
@@ -125,7 +180,7 @@ def test_a_client_that_stops_reading_is_dropped_and_others_get_everything(
             peak = max(peak, rss_kib())
         assert "stalled" not in server.hub.sessions, \
             f"still connected after {len(sent_ids)} messages"
-        assert (yield stalled.wait_closed())
+        assert (yield threads.deferToThread(wait_closed, stalled))
         # A few more after the drop: still relayed to the others.
         for _ in range(BATCH):
             sent_ids.append(ok_id((yield sender.request(
@@ -136,18 +191,19 @@ def test_a_client_that_stops_reading_is_dropped_and_others_get_everything(
         yield reader.barrier()
         yield sender.barrier()
         for client in (reader, sender):
-            got = [m["id"] for m in client.take(lambda m: m.get("channel_message") == TEXT)]
-            assert got == sent_ids, client.name
+            relayed = client.take(lambda m: m.get("channel_message") == TEXT)
+            assert [m["id"] for m in relayed] == sent_ids, client.name
         assert len(drops) == 1 and "dropping stalled from 127.0.0.1" in drops[0]
         unsent = int(drops[0].split(": ")[1].split()[0])
-        assert limit < unsent <= limit + len(TEXT) + 200   # the limit, plus at most one line
-        print(f"\nslow reader: dropped after {len(sent_ids) - BATCH} messages "
+        # The limit, plus at most one line (plus TLS record headers, some bytes per 16 kB).
+        assert limit < unsent <= limit + len(encode(relayed[-1])) + 1024
+        print(f"\nslow reader over {kind}: dropped after {len(sent_ids) - BATCH} messages "
               f"({unsent} bytes unsent at the drop, limit {limit}); server RSS "
               f"before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
               f"after {after / 1024:.1f} MiB")
     finally:
         if stalled is not None:
-            stalled.sock.close()
+            stalled.close()
         stop_server(server)
 
 
