@@ -15,7 +15,7 @@ import socket
 import ssl
 
 import pytest
-from twisted.internet import defer, endpoints, protocol, reactor, task, threads
+from twisted.internet import defer, endpoints, protocol, reactor, threads
 from twisted.internet import ssl as twisted_ssl
 from twisted.logger import formatEvent, globalLogPublisher
 
