@@ -48,10 +48,21 @@ def check_password(name, password):
 class PasswordHasher:
     def __init__(self, rounds=12, concurrency=2):
         self.rounds = rounds
+        self.concurrency = concurrency
         self._slots = defer.DeferredSemaphore(concurrency)
         # Checked when the account does not exist, so a wrong name costs the
         # same time as a wrong password and does not reveal which accounts exist.
         self._dummy_hash = bcrypt.hashpw(b"no such account", bcrypt.gensalt(rounds))
+
+    @property
+    def queued(self):
+        """How many hashes or checks wait for a free slot."""
+        return len(self._slots.waiting)
+
+    @property
+    def running(self):
+        """How many hashes or checks run now (at most `concurrency`)."""
+        return self.concurrency - self._slots.tokens
 
     def hash(self, password):
         """Deferred firing with the hash (a str) of `password`."""

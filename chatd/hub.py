@@ -6,7 +6,7 @@ account directory and channel membership in memory (loaded at start, written
 through to SQL), so nothing on the message path waits for the database.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -66,6 +66,7 @@ class Hub:
         self.roles = {}         # name -> "user" | "admin"
         self.channels = {}      # channel name -> Channel
         self.connections = set()
+        self.connections_per_ip = Counter()     # IP -> open connections (for the per-IP limit)
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
 
     @defer.inlineCallbacks
@@ -108,7 +109,18 @@ class Hub:
         """Banned users are out of the directory and get no private messages."""
         return self.moderation.can_receive_private(name)
 
-    # -- sessions ----------------------------------------------------------
+    # -- connections and sessions ------------------------------------------
+
+    def add_connection(self, connection):
+        self.connections.add(connection)
+        self.connections_per_ip[connection.ip] += 1
+
+    def remove_connection(self, connection):
+        if connection in self.connections:
+            self.connections.remove(connection)
+            self.connections_per_ip[connection.ip] -= 1
+            if not self.connections_per_ip[connection.ip]:
+                del self.connections_per_ip[connection.ip]
 
     def start_session(self, connection, name, ip):
         """Log `name` in on `connection`; the newest login wins over an older one."""

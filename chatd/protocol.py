@@ -21,6 +21,7 @@ from chatd.auth import (
     ChatError, check_email, check_name, check_password,
 )
 from chatd.fanout import encode
+from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, unsent_bytes
 from chatd.presence import ONLINE, OFFLINE
 from chatd.store import wire_time
 
@@ -46,6 +47,7 @@ ACTIONS = {
 BEFORE_LOGIN = {"register", "user:pwd"}
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
+CLOSE_TIMEOUT = 10.0    # seconds a closing connection may take to flush before it is aborted
 
 
 def _type_name(expected):
@@ -67,16 +69,19 @@ def _matches(value, expected):
 
 class ChatProtocol(LineReceiver):
     delimiter = b"\n"
-    LINGER = 2.0
 
-    def __init__(self, server):
+    def __init__(self, server, clock):
         self.server = server
         self.hub = server.hub
-        self.MAX_LENGTH = server.config.max_line
+        self.clock = clock
+        config = server.config
+        self.MAX_LENGTH = config.max_line
+        self.flood = FloodGuard(clock, config.flood_rate, config.flood_burst, config.flood_strikes)
         self.session = None
         self.ip = None
-        self.closing = False
-        self._linger = None
+        self.closing = False    # said goodbye or aborted: read nothing more
+        self.aborted = False    # dropped at once: write nothing more
+        self._abort_call = None
 
     # -- connection --------------------------------------------------------
 
@@ -85,22 +90,51 @@ class ChatProtocol(LineReceiver):
         # Without it a second small write waits for the client's delayed ACK (40 ms tail).
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
-        self.hub.connections.add(self)
+        self.hub.add_connection(self)
         refusal = self.server.refuse_connection(self)
         if refusal is not None:
             kind, reason = refusal
             self.disconnect(kind, reason)
 
     def connectionLost(self, reason):
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
-        self.hub.connections.discard(self)
+        self.hub.remove_connection(self)
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         if self.session is not None:
             self.hub.end_session(self.session)
             self.session = None
 
     def write_line(self, line):
+        """Write one line, unless the client has left too much earlier output unread.
+
+        The check is made before writing, so what the server holds for one
+        client stays below --max-output-buffer plus one line, and a single large
+        reply (a history page) to a client that reads does not count against it.
+        """
+        if self.aborted:
+            return
+        unsent = unsent_bytes(self.transport)
+        if unsent is not None and unsent > self.server.config.max_output_buffer:
+            self._drop_slow_reader(unsent)
+            return
         self.transport.write(line)
+
+    def _drop_slow_reader(self, unsent):
+        log.warn("dropping {who} from {ip}: {unsent} bytes of output not read "
+                 "(--max-output-buffer {limit})", who=self._who(), ip=self.ip, unsent=unsent,
+                 limit=self.server.config.max_output_buffer)
+        self._abort()
+
+    def _who(self):
+        return self.session.name if self.session is not None else "a client (not logged in)"
+
+    def _abort(self):
+        """Close at once, dropping unsent output (a goodbye line would never be read)."""
+        self.closing = self.aborted = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
+        self.transport.abortConnection()
 
     def send(self, payload):
         self.write_line(encode(payload))
@@ -108,25 +142,28 @@ class ChatProtocol(LineReceiver):
     def disconnect(self, kind, reason):
         """Say why, then close: the one way the server ends a connection.
 
-        The session ends at once (out of member lists, its name free). On plain
-        TCP only the write side is closed and what the client still sends is
-        read and dropped until it closes too, for at most LINGER seconds:
-        closing a socket with unread input makes the kernel send a reset, which
-        can destroy the reason before the client has read it.
+        The session ends at once (out of member lists, its name free), and
+        nothing more is read from it. On plain TCP only the write side is
+        closed, and what the client still sends is read and dropped until it
+        closes too: closing a socket with unread input makes the kernel send a
+        reset, which can destroy the goodbye before the client has read it. If
+        the client does not take the goodbye and close within CLOSE_TIMEOUT
+        seconds, the connection is aborted.
         """
         if self.transport is None or self.closing:
             return
-        self.closing = True
         self.send({"event": "disconnect", "kind": kind, "reason": reason})
+        if self.closing:
+            return  # that write found a stalled reader and aborted
+        self.closing = True
         if self.session is not None:
             self.hub.end_session(self.session)
         if ITCPTransport.providedBy(self.transport) and not INegotiated.providedBy(self.transport):
             self.transport.loseWriteConnection()
             self.transport.resumeProducing()
-            self._linger = self.server.reactor.callLater(self.LINGER,
-                                                         self.transport.abortConnection)
         else:
             self.transport.loseConnection()
+        self._abort_call = self.clock.callLater(CLOSE_TIMEOUT, self._abort)
 
     def dataReceived(self, data):
         if not self.closing:
@@ -140,26 +177,13 @@ class ChatProtocol(LineReceiver):
 
     def lineReceived(self, line):
         line = line.rstrip(b"\r")
-        if not line.strip():
+        if self.closing or not line.strip():
             return
-        try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return self.reply(None, None, error="That line is not valid JSON (UTF-8, one object per line).")
-        if not isinstance(request, dict):
-            return self.reply(None, None, error="Each line must be a JSON object, like {\"list_channels\": \"\"}.")
-        ref = request.pop("ref", None)
-        if not isinstance(ref, (str, int, type(None))) or isinstance(ref, bool):
-            return self.reply(None, None, error="'ref' must be a string or an integer.")
-        actions = [key for key in request if key in ACTIONS]
-        if len(actions) != 1:
-            if actions:
-                error = f"One action per line, please; this one has {', '.join(sorted(actions))}."
-            else:
-                error = ("No known action in that line. Known actions: "
-                         + ", ".join(ACTIONS) + ".")
+        action, ref, request, error = self._parse(line)
+        if not self._admit(action, ref):
+            return
+        if error is not None:
             return self.reply(None, ref, error=error)
-        action = actions[0]
         try:
             result = self.dispatch(action, request)
         except ChatError as e:
@@ -176,6 +200,42 @@ class ChatProtocol(LineReceiver):
             result.addBoth(lambda _: self.resumeProducing() if self.connected else None)
         else:
             self.reply(action, ref, result=result)
+
+    @staticmethod
+    def _parse(line):
+        """(action, ref, request, None), or (None, ref if known, None, error sentence)."""
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            return None, None, None, "That line is not valid JSON (UTF-8, one object per line)."
+        if not isinstance(request, dict):
+            return (None, None, None,
+                    "Each line must be a JSON object, like {\"list_channels\": \"\"}.")
+        ref = request.pop("ref", None)
+        if not isinstance(ref, (str, int, type(None))) or isinstance(ref, bool):
+            return None, None, None, "'ref' must be a string or an integer."
+        actions = [key for key in request if key in ACTIONS]
+        if len(actions) != 1:
+            if actions:
+                error = f"One action per line, please; this one has {', '.join(sorted(actions))}."
+            else:
+                error = "No known action in that line. Known actions: " + ", ".join(ACTIONS) + "."
+            return None, ref, None, error
+        return actions[0], ref, request, None
+
+    def _admit(self, action, ref):
+        """Flood control: True if this line may be handled; else refuse it or disconnect."""
+        verdict = self.flood.check(HEARTBEAT_COST if action == "presence" else 1.0)
+        if verdict == FloodGuard.ALLOW:
+            return True
+        if verdict == FloodGuard.REFUSE:
+            self.reply(action, ref, error=TOO_FAST)
+        else:
+            log.warn("disconnecting {who} from {ip}: still sending too fast after "
+                     "{strikes} refusals", who=self._who(), ip=self.ip, strikes=self.flood.strikes)
+            self.disconnect("abuse", "You kept sending too fast after being asked to wait; "
+                                     "this connection is closed.")
+        return False
 
     def dispatch(self, action, request):
         handler = getattr(self, "do_" + ACTIONS[action])
@@ -271,7 +331,9 @@ class ChatProtocol(LineReceiver):
             raise ChatError("Send your name and password as \"name:password\".")
         if self.session is not None:
             raise ChatError(f"You are already logged in as {self.session.name}; log out first.")
+        check_name(name)    # no account breaks the rules; keeps logs and throttle keys short
         self.server.check_login_allowed(self, name)
+        self.server.check_login_throttle(self, name)
         row = yield self.server.store.get_user(name)
         matches = yield self.server.hasher.check(password, row[1] if row else None)
         if not matches:
@@ -284,6 +346,7 @@ class ChatProtocol(LineReceiver):
             raise ChatError("This connection logged in or closed meanwhile.")
         self.hub.roles[name] = role
         self.session = self.hub.start_session(self, name, self.ip)
+        self.server.login_succeeded(self, name)
         self.server.store.log_auth(name, "login", self.ip)
         return {"user": name, "role": role, "channels": self.hub.channels_of(name)}
 
@@ -368,10 +431,11 @@ class ChatProtocol(LineReceiver):
 
 
 class ChatFactory(Factory):
-    def __init__(self, server):
+    def __init__(self, server, clock=None):
         self.server = server
+        self.clock = server.reactor if clock is None else clock
 
     def buildProtocol(self, addr):
-        protocol = ChatProtocol(self.server)
+        protocol = ChatProtocol(self.server, self.clock)
         protocol.factory = self
         return protocol

@@ -12,9 +12,10 @@ from twisted.application import service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
-from chatd.auth import PasswordHasher
+from chatd.auth import ChatError, PasswordHasher
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
+from chatd.limits import LoginThrottle
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
 from chatd.protocol import ChatFactory
@@ -33,6 +34,14 @@ class ServerConfig:
     max_line: int = 16384
     max_message: int = 4000
     presence_timeout: float = 15.0
+    max_connections_per_ip: int = 20
+    flood_burst: int = 20                   # requests a connection may send at once
+    flood_rate: float = 5.0                 # requests per second after the burst
+    flood_strikes: int = 10                 # refused requests within 10 s that end the connection
+    login_failures: int = 5                 # failed logins (per account, per IP) before backoff
+    login_backoff_max: float = 300.0        # longest backoff, seconds (it doubles up to this)
+    bcrypt_concurrency: int = 2             # bcrypt computations running at once
+    max_output_buffer: int = 1024 * 1024    # unread output bytes before a client is dropped
     manhole: str | None = None              # SSH manhole endpoint; off unless given
     manhole_keys: str | None = None         # authorized_keys file for the manhole
     manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
@@ -54,7 +63,10 @@ class ChatServer(service.Service):
                            spool_memory=config.spool_memory)
         self.hub = Hub(self.store, clock=reactor, max_message=config.max_message,
                        presence_timeout=config.presence_timeout)
-        self.hasher = PasswordHasher(rounds=config.bcrypt_rounds)
+        self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
+                                     concurrency=config.bcrypt_concurrency)
+        self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
+                                            cap=config.login_backoff_max)
         self.moderation = self.hub.moderation = Moderation(self)
         self.manhole_port = None
         self.port = None
@@ -137,14 +149,37 @@ class ChatServer(service.Service):
 
     def refuse_connection(self, connection):
         """(kind, reason) if this connection must be closed at once, else None."""
-        return self.moderation.refuse_connection(connection)
+        refusal = self.moderation.refuse_connection(connection)
+        limit = self.config.max_connections_per_ip
+        if refusal is None and self.hub.connections_per_ip[connection.ip] > limit:
+            log.warn("refused a connection from {ip}: already {limit} open "
+                     "(--max-connections-per-ip)", ip=connection.ip, limit=limit)
+            refusal = ("limit", f"Too many connections from your address {connection.ip} "
+                                f"(at most {limit}); close one and try again.")
+        return refusal
 
     def check_login_allowed(self, connection, name):
         """Raise ChatError if `name` may not log in from this connection."""
         self.moderation.check_login_allowed(connection, name)
 
+    def check_login_throttle(self, connection, name):
+        """Raise ChatError during a failed-login backoff; log the refused attempt."""
+        try:
+            self.login_throttle.check(name, connection.ip)
+        except ChatError:
+            log.warn("login for {name!r} from {ip} refused: failed-login backoff",
+                     name=name, ip=connection.ip)
+            self.store.log_auth(name, "login_throttled", connection.ip)
+            raise
+
     def login_failed(self, connection, name):
-        """Called after a wrong password (throttling hooks in here)."""
+        """After a wrong password or unknown name: count it towards the backoff."""
+        backoff = self.login_throttle.failed(name, connection.ip)
+        log.info("failed login for {name!r} from {ip}{backoff}", name=name, ip=connection.ip,
+                 backoff=f"; backoff {backoff:g} s" if backoff else "")
+
+    def login_succeeded(self, connection, name):
+        self.login_throttle.succeeded(name, connection.ip)
 
     def join_request_states(self, name):
         return self.moderation.join_request_states(name)

@@ -18,6 +18,16 @@ def _positive_int(name, value, minimum=1, maximum=None):
     return number
 
 
+def _positive_number(name, value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a number, not {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise usage.UsageError(f"--{name} must be more than 0, not {value}")
+    return number
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run the chatd chat server (JSON lines over TCP or TLS)."
@@ -30,6 +40,20 @@ class Options(usage.Options):
         ["max-line", None, "16384", "Longest accepted protocol line, in bytes."],
         ["max-message", None, "4000", "Longest accepted message text, in characters."],
         ["presence-timeout", None, "15", "Seconds without a heartbeat before a user is offline."],
+        ["max-connections-per-ip", None, "20",
+         "Open connections allowed from one IP address; more are told why and closed."],
+        ["flood-burst", None, "20", "Requests a connection may send at once before flood control."],
+        ["flood-rate", None, "5",
+         "Requests per second a connection may send after the burst (a heartbeat counts 1/4)."],
+        ["flood-strikes", None, "10",
+         "Requests refused for flooding within 10 s after which the connection is closed."],
+        ["login-failures", None, "5",
+         "Failed logins in a row (per account and per IP) before logins back off."],
+        ["login-backoff-max", None, "300",
+         "Longest failed-login backoff in seconds (it starts at 1 s and doubles)."],
+        ["bcrypt-concurrency", None, "2", "bcrypt computations allowed to run at once."],
+        ["max-output-buffer", None, "1048576",
+         "Bytes of output a client may leave unread before it is dropped."],
         ["manhole", None, None,
          "Endpoint for the SSH admin manhole, e.g. tcp:2222:interface=127.0.0.1 (off by default)."],
         ["manhole-keys", None, None,
@@ -72,6 +96,13 @@ class Options(usage.Options):
         self["max-message"] = _positive_int("max-message", self["max-message"], 1)
         self["presence-timeout"] = _positive_int("presence-timeout", self["presence-timeout"], 1)
         self["spool-memory"] = _positive_int("spool-memory", self["spool-memory"], 1)
+        for name in ("max-connections-per-ip", "flood-burst", "flood-strikes", "login-failures",
+                     "bcrypt-concurrency"):
+            self[name] = _positive_int(name, self[name], 1)
+        self["flood-rate"] = _positive_number("flood-rate", self["flood-rate"])
+        self["login-backoff-max"] = _positive_number("login-backoff-max", self["login-backoff-max"])
+        self["max-output-buffer"] = _positive_int("max-output-buffer", self["max-output-buffer"],
+                                                  65536)
         if self["manhole"] and not self["manhole-keys"]:
             raise usage.UsageError("--manhole needs --manhole-keys FILE (authorized_keys format)")
 
@@ -81,6 +112,12 @@ class Options(usage.Options):
             bcrypt_rounds=self["bcrypt-rounds"], admins=list(self["admins"]),
             max_line=self["max-line"], max_message=self["max-message"],
             presence_timeout=float(self["presence-timeout"]),
+            max_connections_per_ip=self["max-connections-per-ip"],
+            flood_burst=self["flood-burst"], flood_rate=self["flood-rate"],
+            flood_strikes=self["flood-strikes"], login_failures=self["login-failures"],
+            login_backoff_max=self["login-backoff-max"],
+            bcrypt_concurrency=self["bcrypt-concurrency"],
+            max_output_buffer=self["max-output-buffer"],
             manhole=self["manhole"], manhole_keys=self["manhole-keys"],
             manhole_host_key=self["manhole-host-key"],
             spool_file=self["spool-file"], spool_memory=self["spool-memory"])

@@ -63,7 +63,8 @@ def mysql_database():
 
 def start_server(database, listen="tcp:0:interface=127.0.0.1", **overrides):
     """Start a ChatServer on the test reactor and wait until it listens."""
-    config = ServerConfig(listen=listen, database=database, bcrypt_rounds=4, **overrides)
+    overrides.setdefault("bcrypt_rounds", 4)
+    config = ServerConfig(listen=listen, database=database, **overrides)
     server = ChatServer(config)
     server.startService()
     wait(server.ready)

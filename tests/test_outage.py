@@ -185,7 +185,8 @@ def test_mariadb_outage_loses_nothing_and_writes_each_message_once(tmp_path):
         proxy = LoopbackProxy(engine_from_url(url).host, engine_from_url(url).port)
         proxy.start()
         spool = tmp_path / "spool.jsonl"
-        server = start_server(proxied(url, proxy), spool_file=str(spool), spool_memory=50)
+        server = start_server(proxied(url, proxy), spool_file=str(spool), spool_memory=50,
+                              flood_burst=10**6, flood_rate=10**6)
         try:
             alice = yield login(server, "alice")
             bob = yield login(server, "bob")
@@ -253,7 +254,7 @@ def test_mariadb_server_stopped_during_outage_writes_spool_after_restart(tmp_pat
         proxy = LoopbackProxy(engine_from_url(url).host, engine_from_url(url).port)
         proxy.start()
         spool = tmp_path / "spool.jsonl"
-        server = start_server(proxied(url, proxy), spool_file=str(spool))
+        server = start_server(proxied(url, proxy), spool_file=str(spool), flood_burst=100)
         try:
             alice = yield login(server, "alice")
             yield look_at(alice, "general")

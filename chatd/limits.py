@@ -1,0 +1,147 @@
+"""Flood and abuse limits: request rate per connection, login backoff, unsent output.
+
+Everything here runs on a clock (the reactor, or twisted.internet.task.Clock in
+tests) and keeps a bounded amount of state: a token bucket per connection, one
+small record per account or IP with recent failed logins.
+"""
+
+import math
+from collections import deque
+
+from twisted.internet.abstract import FileDescriptor
+
+from chatd.auth import ChatError
+
+TOO_FAST = "You are sending too fast; wait a moment."
+FLOOD_WINDOW = 10.0             # seconds in which --flood-strikes refusals end the connection
+HEARTBEAT_COST = 0.25           # a `presence` line costs a quarter of a request
+LOGIN_BACKOFF_START = 1.0       # seconds of backoff at the --login-failures'th failure
+LOGIN_FORGET_AFTER = 3600.0     # a failure record is forgotten after an hour without failures
+
+
+class TokenBucket:
+    """`burst` tokens to start with, refilled at `rate` per second, never above `burst`."""
+
+    def __init__(self, clock, rate, burst):
+        self.clock = clock
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self._updated = clock.seconds()
+
+    def take(self, cost=1.0):
+        """Take `cost` tokens if there are enough; False (and nothing taken) otherwise."""
+        now = self.clock.seconds()
+        self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
+class FloodGuard:
+    """One connection's request budget, and its patience with a client that ignores refusals."""
+
+    ALLOW, REFUSE, DISCONNECT = "allow", "refuse", "disconnect"
+
+    def __init__(self, clock, rate, burst, strikes):
+        self.clock = clock
+        self.bucket = TokenBucket(clock, rate, burst)
+        self.strikes = strikes
+        self._refusals = deque()
+
+    def check(self, cost=1.0):
+        """ALLOW the request, REFUSE it, or DISCONNECT: `strikes` refusals within FLOOD_WINDOW."""
+        if self.bucket.take(cost):
+            return self.ALLOW
+        now = self.clock.seconds()
+        self._refusals.append(now)
+        while self._refusals and self._refusals[0] <= now - FLOOD_WINDOW:
+            self._refusals.popleft()
+        return self.DISCONNECT if len(self._refusals) >= self.strikes else self.REFUSE
+
+
+class LoginThrottle:
+    """Exponential backoff after repeated failed logins, per account and per IP.
+
+    After `threshold` failures in a row for a key, logins for it are refused for
+    LOGIN_BACKOFF_START seconds, doubling at each further failure up to `cap`;
+    a successful login clears the account's and the IP's record. A refused
+    attempt is not a failure (it does not lengthen the wait) and costs no bcrypt.
+    """
+
+    def __init__(self, clock, threshold=5, cap=300.0):
+        self.clock = clock
+        self.threshold = threshold
+        self.cap = cap
+        self._records = {}      # ("user", casefolded name) | ("ip", ip) -> [failures, last, until]
+        self._sweep_at = 1000
+
+    @staticmethod
+    def keys(name, ip):
+        return [("user", name.casefold()), ("ip", ip)]
+
+    def wait(self, name, ip):
+        """Seconds until `name` may try again from `ip` (0 if now)."""
+        now = self.clock.seconds()
+        waits = [record[2] - now for record in map(self._records.get, self.keys(name, ip))
+                 if record is not None]
+        return max([0.0] + waits)
+
+    def check(self, name, ip):
+        """Raise ChatError during a backoff, before any bcrypt or SQL work."""
+        seconds = self.wait(name, ip)
+        if seconds > 0:
+            raise ChatError(f"Too many failed logins; try again in {math.ceil(seconds)} s.")
+
+    def failed(self, name, ip):
+        """Count one failure for the account and the IP; returns the backoff now due (s)."""
+        now = self.clock.seconds()
+        self._sweep(now)
+        longest = 0.0
+        for key in self.keys(name, ip):
+            record = self._records.get(key)
+            if record is None or now - record[1] > LOGIN_FORGET_AFTER:
+                record = self._records[key] = [0, now, now]
+            record[0] += 1
+            record[1] = now
+            if record[0] >= self.threshold:
+                delay = min(self.cap, LOGIN_BACKOFF_START * 2 ** (record[0] - self.threshold))
+                record[2] = now + delay
+                longest = max(longest, delay)
+        return longest
+
+    def succeeded(self, name, ip):
+        for key in self.keys(name, ip):
+            self._records.pop(key, None)
+
+    def _sweep(self, now):
+        """Forget stale records; amortised, so memory follows the recent failure rate."""
+        if len(self._records) < self._sweep_at:
+            return
+        for key, record in list(self._records.items()):
+            if now - record[1] > LOGIN_FORGET_AFTER and record[2] <= now:
+                del self._records[key]
+        self._sweep_at = max(1000, 2 * len(self._records))
+
+
+def unsent_bytes(transport):
+    """Bytes written to `transport` that the peer has not yet taken (None if unknown).
+
+    Twisted's socket transports (FileDescriptor) keep unsent data in
+    `dataBuffer` (from `offset` on) plus the not-yet-joined `_tempDataBuffer`
+    (`_tempDataLen` bytes). A TLS connection (TLSMemoryBIOProtocol) writes its
+    ciphertext to the TCP transport below it (`.transport`), and holds cleartext
+    in `_appSendBuffer` during its handshake and in its small-write aggregator
+    (`_aggregator._buffer`, up to 64 kB, flushed at the next reactor turn).
+    """
+    held = 0
+    while transport is not None:
+        # isinstance, not hasattr: a TLS wrapper forwards unknown attributes to its transport.
+        if isinstance(transport, FileDescriptor):
+            return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        held += sum(map(len, getattr(transport, "_appSendBuffer", ())))
+        held += sum(map(len, getattr(getattr(transport, "_aggregator", None), "_buffer", ())))
+        transport = getattr(transport, "transport", None)
+    return None
