@@ -185,6 +185,7 @@ class ChatModel(QObject):
         self._reconnect_call = None
         self._protocol = None
         self._address = None
+        self._farewell = None  # the server's reason for closing a connection before login
         self._session = None
         self.state = State.DISCONNECTED
         self._reset_session_state()
@@ -230,6 +231,7 @@ class ChatModel(QObject):
         if self._protocol is not None and self._address == address:
             return self._protocol
         self._drop_connection()
+        self._farewell = None
         server = parse_address(address)
         endpoint = HostnameEndpoint(self._reactor, server.host, server.port, timeout=10)
         if server.tls:
@@ -338,6 +340,8 @@ class ChatModel(QObject):
                     f"is not signed by {trusted}, or is not for that host name ({_ssl_reason(error)}). "
                     "If the server uses a self-signed certificate you trust, choose its file "
                     "with 'Trust a certificate file…' (or start chatd-client with --ca-file).")
+        if self._farewell:
+            return self._farewell  # e.g. "You are banned until …. Reason: …"
         return f"Could not reach the server at {address}: {_reason(error)}"
 
     @defer.inlineCallbacks
@@ -376,12 +380,17 @@ class ChatModel(QObject):
         self.loggedOut.emit()
 
     def _end_session(self, kind, reason):
-        """The server ended the session (kicked, banned, replaced...): no reconnect."""
+        """The server ended the session (kicked, banned, replaced...): no reconnect.
+
+        The server closes this connection too; dropping it now makes the next login
+        open a fresh one instead of writing into the closing one.
+        """
         self._session = None
         self._cancel_reconnect()
         self._stop_heartbeat()
         self._reset_session_state()
-        self._set_state(State.CONNECTED if self._protocol is not None else State.DISCONNECTED)
+        self._drop_connection()
+        self._set_state(State.DISCONNECTED)
         if kind == "kicked":
             self.kicked.emit(reason)
         elif kind == "banned":
@@ -444,7 +453,14 @@ class ChatModel(QObject):
     def join(self, channel):
         """Join a public channel or ask to join a private one."""
         reply = yield self._request("join", channel)
-        if reply is not None:
+        if reply is None:
+            return
+        if reply["status"] == "pending":
+            # At once: an admin's decision may arrive while the channel list reloads,
+            # and "pending" must not land after it.
+            self.joinStatusChanged.emit(channel, "pending")
+            yield self.refresh_channels()
+        else:
             yield self.refresh_channels()  # first, so that listeners see me as a member
             self.joinStatusChanged.emit(channel, reply["status"])
 
@@ -587,7 +603,8 @@ class ChatModel(QObject):
         return self.run_command(f"kick {user} {reason}".strip())
 
     def ban(self, user, duration, reason):
-        return self.run_command(f"ban {user} {duration} {reason}".strip())
+        """Ban ``user`` for ``duration`` ("2h", "7d"; "" for ever)."""
+        return self.run_command(" ".join(part for part in ("ban", user, duration, reason) if part))
 
     # --- what the server says on its own ------------------------------------
 
@@ -653,6 +670,10 @@ class ChatModel(QObject):
         kind, reason = line.get("kind", ""), line.get("reason", "")
         if kind == "shutdown":
             return  # The server is restarting: let the connection drop and reconnect.
+        if self._session is None:
+            # Refused before login (a banned address): the login form shows why.
+            self._farewell = reason
+            return
         self._end_session(kind, reason)
 
 

@@ -17,6 +17,9 @@ from qtclient.widgets.window import ChatWindow
 from support import PASSWORD, register, start_server, stop_server, wait
 
 ADMIN = "alice"
+# How long (ms) a GUI test waits for the server. Waits end as soon as what they wait for
+# happens, so a generous bound costs nothing on a fast machine and spares a busy one.
+PATIENCE = 30000
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ def make_model(qtbot):
 def login(qtbot, address):
     """Log a model in and wait until its channel list has arrived."""
     def do(model, name, password=PASSWORD):
-        with qtbot.waitSignal(model.channelsChanged, timeout=5000):
+        with qtbot.waitSignal(model.channelsChanged, timeout=PATIENCE):
             model.login(address, name, password)
         return model
     return do
@@ -93,7 +96,7 @@ def logged_in_window(qtbot, make_window, accounts):
         accounts(name)
         window = make_window(name, **options)
         fill_login(window, name)
-        with qtbot.waitSignal(window.model.usersChanged, timeout=5000):
+        with qtbot.waitSignal(window.model.usersChanged, timeout=PATIENCE):
             window.login_page.submit.click()
         return window
     return make

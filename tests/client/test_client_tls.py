@@ -3,7 +3,7 @@
 import pytest
 from support import PASSWORD, start_server, stop_server
 
-from conftest import fill_login, make_self_signed_cert
+from conftest import PATIENCE, fill_login, make_self_signed_cert
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def tls_server(qtbot, sqlite_database, tmp_path, make_model):
     server.cert_file = str(cert)
     server.tls_address = f"tls://localhost:{server.address.port}"
     registrar = make_model(ca_file=server.cert_file)
-    with qtbot.waitSignal(registrar.registered, timeout=20000):
+    with qtbot.waitSignal(registrar.registered, timeout=PATIENCE):
         registrar.register(server.tls_address, "bob", "bob@example.org", PASSWORD)
     registrar.close()
     yield server
@@ -26,14 +26,14 @@ def tls_server(qtbot, sqlite_database, tmp_path, make_model):
 def test_the_model_logs_in_over_tls_when_it_trusts_the_servers_certificate(
         qtbot, make_model, tls_server):
     model = make_model(ca_file=tls_server.cert_file)
-    with qtbot.waitSignal(model.channelsChanged, timeout=20000):
+    with qtbot.waitSignal(model.channelsChanged, timeout=PATIENCE):
         model.login(tls_server.tls_address, "bob", PASSWORD)
     assert model.user == "bob" and model.state == "online"
 
 
 def test_an_unverifiable_certificate_is_a_clear_login_error(qtbot, make_model, tls_server):
     model = make_model()  # the system's roots do not include our self-signed certificate
-    with qtbot.waitSignal(model.loginFailed, timeout=20000) as failed:
+    with qtbot.waitSignal(model.loginFailed, timeout=PATIENCE) as failed:
         model.login(tls_server.tls_address, "bob", PASSWORD)
     message = failed.args[0]
     assert "could not prove its identity" in message
@@ -46,7 +46,7 @@ def test_a_certificate_for_another_host_name_is_refused_even_when_trusted(
         qtbot, make_model, tls_server, tmp_path):
     other_key, other_cert = make_self_signed_cert(tmp_path, hostname="chat.example.org")
     model = make_model(ca_file=str(other_cert))
-    with qtbot.waitSignal(model.loginFailed, timeout=20000) as failed:
+    with qtbot.waitSignal(model.loginFailed, timeout=PATIENCE) as failed:
         model.login(tls_server.tls_address, "bob", PASSWORD)
     assert "could not prove its identity" in failed.args[0]
     assert str(other_cert) in failed.args[0]
@@ -54,7 +54,7 @@ def test_a_certificate_for_another_host_name_is_refused_even_when_trusted(
 
 def test_plain_tcp_to_a_tls_server_does_not_log_in(qtbot, make_model, tls_server):
     model = make_model()
-    with qtbot.waitSignal(model.loginFailed, timeout=20000) as failed:
+    with qtbot.waitSignal(model.loginFailed, timeout=PATIENCE) as failed:
         model.login(f"localhost:{tls_server.address.port}", "bob", PASSWORD)
     assert failed.args[0].startswith("Could not reach the server")
 
@@ -66,7 +66,7 @@ def test_login_page_with_tls_ticked_and_a_trusted_certificate_file(
     page.set_server(tls_server.tls_address)
     assert page.use_tls.isChecked() and page.address.text() == f"localhost:{tls_server.address.port}"
     fill_login(window, "bob")
-    with qtbot.waitSignal(window.model.loginFailed, timeout=20000):
+    with qtbot.waitSignal(window.model.loginFailed, timeout=PATIENCE):
         page.submit.click()
     assert page.error.isVisible() and "could not prove its identity" in page.error.text()
 
@@ -75,7 +75,7 @@ def test_login_page_with_tls_ticked_and_a_trusted_certificate_file(
     assert tls_server.cert_file in page.trust_label.text()
     assert window.settings.value("server/ca_file") == tls_server.cert_file
     fill_login(window, "bob")
-    with qtbot.waitSignal(window.model.loggedIn, timeout=20000):
+    with qtbot.waitSignal(window.model.loggedIn, timeout=PATIENCE):
         page.submit.click()
     assert window.pages.currentWidget() is window.chat_page
     assert window.settings.value("server/address") == tls_server.tls_address
@@ -83,6 +83,6 @@ def test_login_page_with_tls_ticked_and_a_trusted_certificate_file(
 
 def test_an_unreadable_certificate_file_is_an_inline_error(qtbot, make_model, tls_server, tmp_path):
     model = make_model(ca_file=str(tmp_path / "missing.pem"))
-    with qtbot.waitSignal(model.loginFailed, timeout=20000) as failed:
+    with qtbot.waitSignal(model.loginFailed, timeout=PATIENCE) as failed:
         model.login(tls_server.tls_address, "bob", PASSWORD)
     assert failed.args[0].startswith("Cannot read the certificate file")
