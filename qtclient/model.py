@@ -581,14 +581,10 @@ class ChatModel(QObject):
         reply = yield self._request("command", "requests")
         if reply is None:
             return
-        result = reply.get("result")
-        if isinstance(result, dict):
-            result = result.get("requests", [])
-        if isinstance(result, list):
-            self.pending_requests = {
-                r["id"]: JoinRequest(r["id"], r["channel"], r["user"])
-                for r in result if r.get("status", "pending") == "pending"}
-            self.joinRequestsChanged.emit(list(self.pending_requests.values()))
+        self.pending_requests = {
+            r["id"]: JoinRequest(r["id"], r["channel"], r["user"])
+            for r in reply.get("requests", []) if r.get("status", "pending") == "pending"}
+        self.joinRequestsChanged.emit(list(self.pending_requests.values()))
 
     @defer.inlineCallbacks
     def decide_request(self, request, accept):

@@ -42,6 +42,7 @@ QPushButton#link:hover {{ text-decoration: underline; }}
     background: transparent; border: none; color: #e0e7ff; outline: none;
 }}
 #sidebar QTreeWidget::item {{ padding: 5px 4px; border-radius: 6px; }}
+#sidebar QTreeWidget::branch {{ background: transparent; }}
 #sidebar QTreeWidget::item:selected {{ background: #4338ca; color: white; }}
 #sidebar QTreeWidget::item:hover:!selected {{ background: #312e81; }}
 #sidebar QPushButton {{ background: #312e81; color: #e0e7ff; border: none; }}

@@ -119,3 +119,22 @@ def test_banned_user_sees_the_reason_and_cannot_log_in_again(qtbot, logged_in_wi
         bob.login_page.submit.click()
     assert "spamming" in refused.args[0] or "banned" in refused.args[0].lower()
     assert bob.login_page.error.isVisible()
+
+
+def test_requests_made_while_the_admin_was_away_are_listed_at_login(
+        qtbot, logged_in_window, make_model, login, accounts):
+    accounts("alice")
+    creator = login(make_model(), "alice")
+    with qtbot.waitSignal(creator.commandResult, timeout=PATIENCE):
+        creator.run_command("create secret private")
+    creator.close()
+    bob = logged_in_window("bob")
+    dialog = bob.chat_page.show_join_dialog("secret")
+    dialog.request_button.click()
+    qtbot.waitUntil(lambda: dialog.status == "pending", timeout=PATIENCE)
+
+    alice = logged_in_window("alice")
+    panel = alice.chat_page.people.admin
+    qtbot.waitUntil(lambda: len(panel.request_rows()) == 1, timeout=PATIENCE)
+    assert panel.request_rows()[0].request.user == "bob"
+    assert panel.caption.text() == "PENDING REQUESTS — 1"
