@@ -145,3 +145,11 @@ def test_activity_monitor_goes_away_after_the_idle_time_and_reports_coming_back(
     assert monitor.status == "away"
     monitor.touch()
     assert monitor.status == "online" and resumed == [119]
+
+
+def test_chatd_client_refuses_a_missing_certificate_file_before_opening_a_window(capsys):
+    from qtclient.app import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ca-file", "/nonexistent/server.pem"])
+    assert exit_info.value.code == 2
+    assert "--ca-file: no such file: /nonexistent/server.pem" in capsys.readouterr().err
