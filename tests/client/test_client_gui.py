@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 from PyQt6.QtCore import Qt
-from support import connect, login as protocol_login, restart_server, stop_server, wait
+from support import login as protocol_login, start_server, stop_server, wait
 
 from conftest import PATIENCE, fill_login
 from qtclient.entities import ChatMessage, Conversation
@@ -264,20 +264,36 @@ def test_logout_returns_to_the_login_page_and_allows_logging_in_again(qtbot, log
 
 def test_reconnects_after_the_server_restarts_and_fetches_what_was_missed(
         qtbot, logged_in_window, chat_server):
-    from twisted.internet import reactor
-    window = logged_in_window("bob", clock=reactor, reconnect_delays=(1.0, 2.0))
+    """Backoff runs on the window's fake clock: each retry happens when the test advances it."""
+    window = logged_in_window("bob", reconnect_delays=(1.0, 30.0))
+    model = window.model
     join_general(qtbot, window)
     states = []
-    window.model.connectionStateChanged.connect(states.append)
-    restarted = restart_server(chat_server)
+    model.connectionStateChanged.connect(states.append)
+    port = chat_server.address.port
+    stop_server(chat_server)
+    qtbot.waitUntil(lambda: model.state == "reconnecting", timeout=PATIENCE)
+    assert "reconnecting" in window.state_label.text()
+
+    failed_attempt = []
+    model.connectionStateChanged.connect(failed_attempt.append)
+    model.clock.advance(1.0)  # first retry: the server is still down, next one in 2 s
+    qtbot.waitUntil(lambda: failed_attempt[-1:] == ["reconnecting"], timeout=PATIENCE)
+    assert "connecting" in failed_attempt
+
+    restarted = start_server(chat_server.config.database,
+                             listen=f"tcp:{port}:interface=127.0.0.1",
+                             admins=chat_server.config.admins, presence_timeout=600)
     try:
-        qtbot.waitUntil(lambda: window.model.state == "reconnecting", timeout=PATIENCE)
-        assert "reconnecting" in window.state_label.text()
         carol = wait(protocol_login(restarted, "carol"))
         wait(carol.request({"join": "general"}))
         wait(carol.request({"channel_message": "while you were away", "channel": "general"}))
+        attempts_so_far = len(failed_attempt)
+        model.clock.advance(1.0)  # a retry starts synchronously when its time comes
+        assert failed_attempt[attempts_so_far:] == [], "the second retry waits 2 s, not 1 s"
+        model.clock.advance(1.0)
         qtbot.waitUntil(lambda: shown_texts(window) == ["while you were away"], timeout=PATIENCE)
-        assert window.model.state == "online" and states[0] == "reconnecting"
-        assert window.model.current == GENERAL
+        assert model.state == "online" and states[0] == "reconnecting"
+        assert model.current == GENERAL
     finally:
         stop_server(restarted)
