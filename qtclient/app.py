@@ -12,8 +12,14 @@ import sys
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="chatd-client", description="The chatd desktop client.")
-    parser.add_argument("--server", help="server address to fill in, e.g. localhost:7878")
+    parser.add_argument("--server", help="server address to fill in, e.g. localhost:7878 "
+                        "or tls://chat.example.org:7879 for an encrypted connection")
+    parser.add_argument("--ca-file", metavar="PEM",
+                        help="for TLS, trust only this certificate (e.g. a self-signed "
+                        "server's) instead of the system's certificate authorities")
     args = parser.parse_args(argv)
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        parser.error(f"--ca-file: no such file: {args.ca_file}")
 
     os.environ.setdefault("QT_API", "pyqt6")  # qreactor reaches Qt through qtpy
     from PyQt6.QtWidgets import QApplication
@@ -29,10 +35,10 @@ def main(argv=None):
     from .widgets.window import ChatWindow
 
     app.setStyle("Fusion")
-    model = ChatModel(reactor)
+    model = ChatModel(reactor, ca_file=args.ca_file)
     window = ChatWindow(model)
     if args.server:
-        window.login_page.address.setText(args.server)
+        window.login_page.set_server(args.server)
     window.show()
     app.lastWindowClosed.connect(reactor.stop)
     reactor.run()

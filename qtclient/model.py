@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from PyQt6.QtCore import QEvent, QObject, pyqtSignal
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.task import LoopingCall
 
 from .entities import ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo
@@ -32,17 +32,54 @@ class State:
     RECONNECTING = "reconnecting"
 
 
+@dataclass(frozen=True)
+class ServerAddress:
+    host: str
+    port: int
+    tls: bool = False
+
+    def __str__(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'tls://' if self.tls else ''}{host}:{self.port}"
+
+
 def parse_address(address):
-    """``"host:port"`` or ``"host"`` (default port) → ``(host, port)``; raises ValueError."""
+    """``"[tls://]host[:port]"`` → :class:`ServerAddress`; raises ValueError with a sentence to show.
+
+    ``tls://`` asks for an encrypted connection whose certificate is verified;
+    ``tcp://`` or no prefix is plain TCP.
+    """
     address = address.strip()
+    tls = False
+    scheme, sep, rest = address.partition("://")
+    if sep:
+        if scheme.lower() not in ("tls", "tcp"):
+            raise ValueError(f"'{scheme}://' is not supported: write tls://host:port or host:port.")
+        tls, address = scheme.lower() == "tls", rest.strip()
     if not address:
         raise ValueError("Enter the server address, for example localhost:7878.")
     host, colon, port = address.rpartition(":")
-    if not colon:
-        return address, DEFAULT_PORT
+    if not colon or (host.count(":") and not host.startswith("[")):
+        return ServerAddress(address.strip("[]"), DEFAULT_PORT, tls)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"'{address}' is not a server address like localhost:7878.")
-    return host.strip("[]"), int(port)
+    return ServerAddress(host.strip("[]"), int(port), tls)
+
+
+def tls_options(host, ca_file=None):
+    """Client TLS options verifying ``host``'s certificate against the system's roots,
+    or only against the certificate(s) in ``ca_file`` (for a self-signed server)."""
+    from twisted.internet import ssl
+    trust_root = None  # None: the platform's trusted roots
+    if ca_file:
+        try:
+            with open(ca_file, "rb") as pem:
+                trust_root = ssl.Certificate.loadPEM(pem.read())
+        except OSError as error:
+            raise ValueError(f"Cannot read the certificate file {ca_file}: {error.strerror}.")
+        except Exception:
+            raise ValueError(f"{ca_file} is not a PEM certificate file.")
+    return ssl.optionsForClientTLS(host, trustRoot=trust_root)
 
 
 def field_of_error(message):
@@ -129,8 +166,11 @@ class ChatModel(QObject):
     errorOccurred = pyqtSignal(str)
 
     def __init__(self, reactor=None, clock=None, heartbeat_interval=5.0, away_after=60.0,
-                 reconnect_delays=(1.0, 30.0), parent=None):
+                 reconnect_delays=(1.0, 30.0), ca_file=None, parent=None):
         super().__init__(parent)
+        # For tls:// addresses: trust only this PEM certificate (a self-signed server's)
+        # instead of the system's roots.
+        self.ca_file = ca_file
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -145,6 +185,7 @@ class ChatModel(QObject):
         self._reconnect_call = None
         self._protocol = None
         self._address = None
+        self._farewell = None  # the server's reason for closing a connection before login
         self._session = None
         self.state = State.DISCONNECTED
         self._reset_session_state()
@@ -190,11 +231,14 @@ class ChatModel(QObject):
         if self._protocol is not None and self._address == address:
             return self._protocol
         self._drop_connection()
-        host, port = parse_address(address)
+        self._farewell = None
+        server = parse_address(address)
+        endpoint = HostnameEndpoint(self._reactor, server.host, server.port, timeout=10)
+        if server.tls:
+            endpoint = wrapClientTLS(tls_options(server.host, self.ca_file), endpoint)
         self._set_state(State.CONNECTING)
         try:
-            protocol = yield connectProtocol(
-                HostnameEndpoint(self._reactor, host, port, timeout=10), ChatProtocol(self))
+            protocol = yield connectProtocol(endpoint, ChatProtocol(self))
         except Exception:
             self._set_state(State.DISCONNECTED)
             raise
@@ -277,7 +321,7 @@ class ChatModel(QObject):
             self.loginFailed.emit(error.message)
             return
         except Exception as error:
-            self.loginFailed.emit(f"Could not reach the server at {address}: {_reason(error)}")
+            self.loginFailed.emit(self._unreachable(address, error))
             return
         self._reset_session_state()
         self._session = Session(address, reply["user"], password, reply.get("role", "user"))
@@ -285,6 +329,20 @@ class ChatModel(QObject):
         self._start_heartbeat()
         self.loggedIn.emit(self._session.user, self._session.role)
         yield self._after_login()
+
+    def _unreachable(self, address, error):
+        """The sentence for a connection that failed, saying what to do about a bad certificate."""
+        from OpenSSL import SSL
+        if isinstance(error, SSL.Error):
+            trusted = (f"the certificate in {self.ca_file}" if self.ca_file
+                       else "the certificates this system trusts")
+            return (f"The server at {address} could not prove its identity: its certificate "
+                    f"is not signed by {trusted}, or is not for that host name ({_ssl_reason(error)}). "
+                    "If the server uses a self-signed certificate you trust, choose its file "
+                    "with 'Trust a certificate file…' (or start chatd-client with --ca-file).")
+        if self._farewell:
+            return self._farewell  # e.g. "You are banned until …. Reason: …"
+        return f"Could not reach the server at {address}: {_reason(error)}"
 
     @defer.inlineCallbacks
     def _after_login(self):
@@ -306,8 +364,7 @@ class ChatModel(QObject):
             self.registerFailed.emit(field_of_error(error.message), error.message)
             return
         except Exception as error:
-            self.registerFailed.emit(
-                "address", f"Could not reach the server at {address}: {_reason(error)}")
+            self.registerFailed.emit("address", self._unreachable(address, error))
             return
         self.registered.emit(reply.get("user", user))
 
@@ -323,12 +380,17 @@ class ChatModel(QObject):
         self.loggedOut.emit()
 
     def _end_session(self, kind, reason):
-        """The server ended the session (kicked, banned, replaced...): no reconnect."""
+        """The server ended the session (kicked, banned, replaced...): no reconnect.
+
+        The server closes this connection too; dropping it now makes the next login
+        open a fresh one instead of writing into the closing one.
+        """
         self._session = None
         self._cancel_reconnect()
         self._stop_heartbeat()
         self._reset_session_state()
-        self._set_state(State.CONNECTED if self._protocol is not None else State.DISCONNECTED)
+        self._drop_connection()
+        self._set_state(State.DISCONNECTED)
         if kind == "kicked":
             self.kicked.emit(reason)
         elif kind == "banned":
@@ -391,7 +453,14 @@ class ChatModel(QObject):
     def join(self, channel):
         """Join a public channel or ask to join a private one."""
         reply = yield self._request("join", channel)
-        if reply is not None:
+        if reply is None:
+            return
+        if reply["status"] == "pending":
+            # At once: an admin's decision may arrive while the channel list reloads,
+            # and "pending" must not land after it.
+            self.joinStatusChanged.emit(channel, "pending")
+            yield self.refresh_channels()
+        else:
             yield self.refresh_channels()  # first, so that listeners see me as a member
             self.joinStatusChanged.emit(channel, reply["status"])
 
@@ -512,14 +581,10 @@ class ChatModel(QObject):
         reply = yield self._request("command", "requests")
         if reply is None:
             return
-        result = reply.get("result")
-        if isinstance(result, dict):
-            result = result.get("requests", [])
-        if isinstance(result, list):
-            self.pending_requests = {
-                r["id"]: JoinRequest(r["id"], r["channel"], r["user"])
-                for r in result if r.get("status", "pending") == "pending"}
-            self.joinRequestsChanged.emit(list(self.pending_requests.values()))
+        self.pending_requests = {
+            r["id"]: JoinRequest(r["id"], r["channel"], r["user"])
+            for r in reply.get("requests", []) if r.get("status", "pending") == "pending"}
+        self.joinRequestsChanged.emit(list(self.pending_requests.values()))
 
     @defer.inlineCallbacks
     def decide_request(self, request, accept):
@@ -534,7 +599,8 @@ class ChatModel(QObject):
         return self.run_command(f"kick {user} {reason}".strip())
 
     def ban(self, user, duration, reason):
-        return self.run_command(f"ban {user} {duration} {reason}".strip())
+        """Ban ``user`` for ``duration`` ("2h", "7d"; "" for ever)."""
+        return self.run_command(" ".join(part for part in ("ban", user, duration, reason) if part))
 
     # --- what the server says on its own ------------------------------------
 
@@ -600,11 +666,22 @@ class ChatModel(QObject):
         kind, reason = line.get("kind", ""), line.get("reason", "")
         if kind == "shutdown":
             return  # The server is restarting: let the connection drop and reconnect.
+        if self._session is None:
+            # Refused before login (a banned address): the login form shows why.
+            self._farewell = reason
+            return
         self._end_session(kind, reason)
 
 
 def _reason(error):
     return getattr(error, "message", None) or str(error) or type(error).__name__
+
+
+def _ssl_reason(error):
+    """OpenSSL's own words, e.g. 'certificate verify failed'."""
+    reasons = [part[2] for part in error.args[0] if len(part) == 3] if error.args and isinstance(
+        error.args[0], list) else []
+    return ", ".join(r for r in reasons if r) or str(error)
 
 
 def _result_text(result):

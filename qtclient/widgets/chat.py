@@ -191,14 +191,20 @@ class ChatPage(QWidget):
             self.open(Conversation.private(picker.chosen()))
 
     def _kick(self, user):
-        dialog = ReasonDialog("Kick", user, with_duration=False, parent=self)
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.model.kick(user, dialog.reason.text().strip())
+        return self._ask_reason("Kick", user, False,
+                                lambda dialog: self.model.kick(user, dialog.reason.text().strip()))
 
     def _ban(self, user):
-        dialog = ReasonDialog("Ban", user, with_duration=True, parent=self)
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.model.ban(user, dialog.duration.currentData(), dialog.reason.text().strip())
+        return self._ask_reason("Ban", user, True, lambda dialog: self.model.ban(
+            user, dialog.duration.currentData(), dialog.reason.text().strip()))
+
+    def _ask_reason(self, action, user, with_duration, act):
+        """Open the kick/ban dialog (not modal, so the reactor keeps running); returns it."""
+        dialog = ReasonDialog(action, user, with_duration=with_duration, parent=self)
+        dialog.accepted.connect(lambda: act(dialog))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
 
     def restore_direct_messages(self, users):
         for user in users:

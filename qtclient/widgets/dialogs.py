@@ -90,7 +90,7 @@ class JoinRequestDialog(QDialog):
 class ReasonDialog(QDialog):
     """Kick or ban someone: a reason, and for bans a duration."""
 
-    DURATIONS = [("1 hour", "1h"), ("1 day", "1d"), ("1 week", "7d"), ("Permanently", "forever")]
+    DURATIONS = [("1 hour", "1h"), ("1 day", "1d"), ("1 week", "7d"), ("Permanently", "")]  # no duration: permanent
 
     def __init__(self, action, user, with_duration, parent=None):
         super().__init__(parent)

@@ -4,7 +4,8 @@ import re
 
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
-    QFrame, QGridLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
+    QCheckBox, QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+    QVBoxLayout, QWidget)
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,31}")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -60,14 +61,35 @@ class _CardPage(QWidget):
 
 
 class LoginPage(_CardPage):
-    """Server address, name and password; errors from the model appear under the form."""
+    """Server address, name and password; errors from the model appear under the form.
+
+    "Use TLS" turns the address into ``tls://address``; "Trust a certificate file…"
+    picks the PEM certificate of a self-signed server (``ca_file``, empty for the
+    system's roots).
+    """
 
     loginRequested = pyqtSignal(str, str, str)  # address, name, password
     registerRequested = pyqtSignal()
+    caFileChanged = pyqtSignal(str)
 
     def __init__(self, parent=None):
         super().__init__("Sign in to chatd", "Chat with your team, channel by channel.", parent)
         self.address, self.address_error = self._field("Server", "localhost:7878")
+        self.ca_file = ""
+        tls_row = QHBoxLayout()
+        self.use_tls = QCheckBox("Use TLS")
+        self.use_tls.setToolTip("Encrypt the connection and check the server's certificate.")
+        self.trust_button = QPushButton("Trust a certificate file…")
+        self.trust_button.setObjectName("link")
+        self.trust_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        tls_row.addWidget(self.use_tls)
+        tls_row.addStretch(1)
+        tls_row.addWidget(self.trust_button)
+        self.form.addLayout(tls_row)
+        self.trust_label = _label("", "hint")
+        self.trust_label.hide()
+        self.form.addWidget(self.trust_label)
+        self.form.addSpacing(4)
         self.name, self.name_error = self._field("Name", "your name")
         self.password, self.password_error = self._field("Password", "password", password=True)
         self.error = _label("", "formError")
@@ -90,6 +112,43 @@ class LoginPage(_CardPage):
         for edit in (self.address, self.name, self.password):
             edit.returnPressed.connect(self._submit)
         self.create_account.clicked.connect(self.registerRequested)
+        self.trust_button.clicked.connect(self._choose_ca_file)
+
+    def set_ca_file(self, path):
+        """Trust only the certificate in ``path`` for TLS ("" for the system's roots)."""
+        self.ca_file = path or ""
+        self.trust_label.setText(f"Trusting only the certificate in {self.ca_file}"
+                                 if self.ca_file else "")
+        self.trust_label.setVisible(bool(self.ca_file))
+        self.trust_button.setText("Use the system's certificates" if self.ca_file
+                                  else "Trust a certificate file…")
+        if self.ca_file:
+            self.use_tls.setChecked(True)
+        self.caFileChanged.emit(self.ca_file)
+
+    def _choose_ca_file(self):
+        if self.ca_file:
+            self.set_ca_file("")
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Trust the server's certificate", "", "PEM certificates (*.pem *.crt);;All files (*)")
+        if path:
+            self.set_ca_file(path)
+
+    def set_server(self, address):
+        """Fill in an address; a ``tls://`` prefix ticks "Use TLS" instead of staying in the text."""
+        scheme, sep, rest = address.strip().partition("://")
+        if sep and scheme.lower() in ("tls", "tcp"):
+            self.use_tls.setChecked(scheme.lower() == "tls")
+            address = rest
+        self.address.setText(address)
+
+    def server(self):
+        """The address to connect to, with ``tls://`` when "Use TLS" is ticked."""
+        address = self.address.text().strip()
+        if self.use_tls.isChecked() and "://" not in address:
+            return f"tls://{address}"
+        return address
 
     def _submit(self):
         self.show_notice("")
@@ -104,8 +163,7 @@ class LoginPage(_CardPage):
             return
         self.show_error("")
         self.set_busy(True)
-        self.loginRequested.emit(self.address.text().strip(), self.name.text().strip(),
-                                 self.password.text())
+        self.loginRequested.emit(self.server(), self.name.text().strip(), self.password.text())
 
     def set_busy(self, busy):
         self.submit.setEnabled(not busy)

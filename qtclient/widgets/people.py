@@ -1,6 +1,6 @@
 """The right pane: who is looking at the channel, and (for admins) pending join requests."""
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QSize, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu, QPushButton, QScrollArea,
     QTabWidget, QVBoxLayout, QWidget)
@@ -26,6 +26,7 @@ class MemberList(QWidget):
         self.caption.setObjectName("sectionTitle")
         layout.addWidget(self.caption)
         self.list = QListWidget()
+        self.list.setIconSize(QSize(12, 12))  # the same dots as in the sidebar
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         layout.addWidget(self.list, 1)
         self.me = None

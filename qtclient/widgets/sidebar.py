@@ -65,7 +65,7 @@ class Sidebar(QWidget):
         self.tree = QTreeWidget()
         self.tree.setHeaderHidden(True)
         self.tree.setRootIsDecorated(False)
-        self.tree.setIndentation(6)
+        self.tree.setIndentation(0)  # no branch area, which Fusion paints on selection
         self.tree.setItemDelegate(BadgeDelegate(self.tree))
         self.tree.setIconSize(QSize(14, 14))
         layout.addWidget(self.tree, 1)

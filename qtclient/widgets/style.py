@@ -40,8 +40,10 @@ QPushButton#link:hover {{ text-decoration: underline; }}
 #sidebar {{ background: #1e1b4b; }}
 #sidebar QTreeWidget {{
     background: transparent; border: none; color: #e0e7ff; outline: none;
+    show-decoration-selected: 0; selection-background-color: transparent;
 }}
 #sidebar QTreeWidget::item {{ padding: 5px 4px; border-radius: 6px; }}
+#sidebar QTreeWidget::branch, #sidebar QTreeWidget::branch:selected {{ background: transparent; }}
 #sidebar QTreeWidget::item:selected {{ background: #4338ca; color: white; }}
 #sidebar QTreeWidget::item:hover:!selected {{ background: #312e81; }}
 #sidebar QPushButton {{ background: #312e81; color: #e0e7ff; border: none; }}

@@ -51,7 +51,9 @@ class ChatWindow(QMainWindow):
         self.statusBar().setSizeGripEnabled(False)
         self.last_ended = None  # (title, text) of the last "session ended" notice, for tests
 
-        self.login_page.address.setText(self.settings.value("server/address", DEFAULT_ADDRESS))
+        self.login_page.set_server(self.settings.value("server/address", DEFAULT_ADDRESS))
+        self.login_page.caFileChanged.connect(self._trust)
+        self.login_page.set_ca_file(model.ca_file or self.settings.value("server/ca_file", ""))
         self.login_page.name.setText(self.settings.value("server/name", ""))
         self.login_page.loginRequested.connect(self._login)
         self.login_page.registerRequested.connect(self.show_register)
@@ -72,6 +74,10 @@ class ChatWindow(QMainWindow):
         self._show_state(model.state)
         self.show_login()
 
+    def _trust(self, ca_file):
+        self.model.ca_file = ca_file or None
+        self.settings.setValue("server/ca_file", ca_file)
+
     def _login(self, address, name, password):
         self.settings.setValue("server/address", address)
         self.model.login(address, name, password)
@@ -81,11 +87,11 @@ class ChatWindow(QMainWindow):
         self.login_page.reset()
 
     def show_register(self):
-        self.register_page.reset(self.login_page.address.text())
+        self.register_page.reset(self.login_page.server())
         self.pages.setCurrentWidget(self.register_page)
 
     def _registered(self, user):
-        self.login_page.address.setText(self.register_page.address.text())
+        self.login_page.set_server(self.register_page.address.text())
         self.show_login()
         self.login_page.reset(user)
         self.login_page.show_notice(f"Account '{user}' created. Sign in with your password.")

@@ -3,9 +3,9 @@
 from datetime import datetime, timedelta, timezone
 
 from PyQt6.QtCore import Qt
-from support import connect, login as protocol_login, restart_server, stop_server, wait
+from support import login as protocol_login, start_server, stop_server, wait
 
-from conftest import fill_login
+from conftest import PATIENCE, fill_login
 from qtclient.entities import ChatMessage, Conversation
 from qtclient.widgets.conversation import MessageView
 from qtclient.widgets.dialogs import UserPicker
@@ -24,8 +24,12 @@ def click_sidebar(qtbot, window, target):
 
 
 def join_general(qtbot, window):
-    """Click 'general' under 'Join a channel' and wait until its history is shown."""
-    with qtbot.waitSignal(window.model.historyLoaded, timeout=5000):
+    """Click 'general' under 'Join a channel' and wait until its history is shown.
+
+    Waits for general's own ``historyLoaded`` (not any conversation's), however slow the machine.
+    """
+    with qtbot.waitSignal(window.model.historyLoaded, timeout=PATIENCE,
+                          check_params_cb=lambda conversation: conversation == GENERAL):
         click_sidebar(qtbot, window, ("join", "general"))
     assert window.model.current == GENERAL
 
@@ -61,14 +65,14 @@ def test_register_checks_as_you_type_and_puts_server_errors_next_to_the_field(
     qtbot.keyClicks(page.confirm, "e")
     assert not page.confirm_error.isVisible() and page.submit.isEnabled()
 
-    with qtbot.waitSignal(window.model.registerFailed, timeout=5000):
+    with qtbot.waitSignal(window.model.registerFailed, timeout=PATIENCE):
         qtbot.mouseClick(page.submit, Qt.MouseButton.LeftButton)
     assert "taken" in page.name_error.text() and page.name_error.isVisible()
     assert not page.email_error.isVisible()
 
     page.name.clear()
     qtbot.keyClicks(page.name, "carol")
-    with qtbot.waitSignal(window.model.registered, timeout=5000):
+    with qtbot.waitSignal(window.model.registered, timeout=PATIENCE):
         qtbot.keyClick(page.confirm, Qt.Key.Key_Return)
     assert window.pages.currentWidget() is window.login_page
     assert window.login_page.name.text() == "carol"
@@ -79,14 +83,14 @@ def test_bad_login_is_shown_inline_and_a_good_one_opens_the_chat(qtbot, make_win
     accounts("bob")
     window = make_window()
     fill_login(window, "bob", "not the password")
-    with qtbot.waitSignal(window.model.loginFailed, timeout=5000):
+    with qtbot.waitSignal(window.model.loginFailed, timeout=PATIENCE):
         qtbot.keyClick(window.login_page.password, Qt.Key.Key_Return)
     assert window.pages.currentWidget() is window.login_page
     assert window.login_page.error.text() == "Wrong name or password."
     assert window.login_page.submit.isEnabled()
 
     fill_login(window, "bob")
-    with qtbot.waitSignal(window.model.loggedIn, timeout=5000):
+    with qtbot.waitSignal(window.model.loggedIn, timeout=PATIENCE):
         qtbot.mouseClick(window.login_page.submit, Qt.MouseButton.LeftButton)
     assert window.pages.currentWidget() is window.chat_page
     assert "as bob" in window.state_label.text()
@@ -97,7 +101,7 @@ def test_unreachable_server_is_an_inline_error(qtbot, make_window):
     window = make_window()
     window.login_page.address.setText("127.0.0.1:1")
     fill_login(window, "bob")
-    with qtbot.waitSignal(window.model.loginFailed, timeout=5000):
+    with qtbot.waitSignal(window.model.loginFailed, timeout=PATIENCE):
         window.login_page.submit.click()
     assert window.login_page.error.text().startswith("Could not reach the server at 127.0.0.1:1")
 
@@ -118,7 +122,7 @@ def test_opening_a_channel_shows_its_history_and_scrolling_up_loads_older_pages(
     assert shown_texts(window) == [f"message {n}" for n in range(20, 70)]
     assert view.verticalScrollBar().value() == view.verticalScrollBar().maximum()
 
-    with qtbot.waitSignal(window.model.historyLoaded, timeout=5000):
+    with qtbot.waitSignal(window.model.historyLoaded, timeout=PATIENCE):
         view.verticalScrollBar().setValue(0)
     assert shown_texts(window) == [f"message {n}" for n in range(70)]
     assert not window.model.has_more(GENERAL)
@@ -129,15 +133,15 @@ def test_two_clients_send_and_receive(qtbot, logged_in_window):
     alice, bob = logged_in_window("alice"), logged_in_window("bob")
     join_general(qtbot, alice)
     join_general(qtbot, bob)
-    with qtbot.waitSignal(alice.model.messageReceived, timeout=5000):
+    with qtbot.waitSignal(alice.model.messageReceived, timeout=PATIENCE):
         send(qtbot, bob, "hello from bob")
     assert shown_texts(alice) == ["hello from bob"]
-    qtbot.waitUntil(lambda: shown_texts(bob) == ["hello from bob"], timeout=5000)
+    qtbot.waitUntil(lambda: shown_texts(bob) == ["hello from bob"], timeout=PATIENCE)
     assert bob.chat_page.conversation.composer.edit.text() == ""
     assert "You" in bob.chat_page.conversation.view.toPlainText()
     assert "You" not in alice.chat_page.conversation.view.toPlainText()
 
-    with qtbot.waitSignal(bob.model.messageReceived, timeout=5000):
+    with qtbot.waitSignal(bob.model.messageReceived, timeout=PATIENCE):
         send(qtbot, alice, "hi bob")
     assert shown_texts(bob) == ["hello from bob", "hi bob"]
 
@@ -157,20 +161,20 @@ def test_member_list_shows_the_other_going_away_and_coming_back(qtbot, logged_in
     join_general(qtbot, alice)
     join_general(qtbot, bob)
     members = alice.chat_page.people.members
-    qtbot.waitUntil(lambda: members.statuses() == {"alice": "online", "bob": "online"}, timeout=5000)
+    qtbot.waitUntil(lambda: members.statuses() == {"alice": "online", "bob": "online"}, timeout=PATIENCE)
 
     bob.model.clock.advance(55)  # heartbeats keep going, still active
     qtbot.wait(100)
     assert members.statuses()["bob"] == "online"
     bob.model.clock.advance(5)  # 60 s without mouse or keyboard: the next heartbeat says away
-    qtbot.waitUntil(lambda: members.statuses()["bob"] == "away", timeout=5000)
+    qtbot.waitUntil(lambda: members.statuses()["bob"] == "away", timeout=PATIENCE)
     assert "0 active" not in alice.chat_page.conversation.info.text()
 
     qtbot.keyClick(bob.chat_page.conversation.composer.edit, Qt.Key.Key_A)
-    qtbot.waitUntil(lambda: members.statuses()["bob"] == "online", timeout=5000)
+    qtbot.waitUntil(lambda: members.statuses()["bob"] == "online", timeout=PATIENCE)
 
     bob.close()  # bob's client goes away altogether: he leaves the list
-    qtbot.waitUntil(lambda: members.statuses() == {"alice": "online"}, timeout=5000)
+    qtbot.waitUntil(lambda: members.statuses() == {"alice": "online"}, timeout=PATIENCE)
 
 
 def test_unread_badge_counts_messages_elsewhere_and_clears_when_opened(
@@ -178,14 +182,14 @@ def test_unread_badge_counts_messages_elsewhere_and_clears_when_opened(
     alice, bob = logged_in_window("alice"), logged_in_window("bob")
     join_general(qtbot, alice)
     join_general(qtbot, bob)
-    with qtbot.waitSignal(bob.model.peerStatusChanged, timeout=5000):  # the server saw him move
+    with qtbot.waitSignal(bob.model.peerStatusChanged, timeout=PATIENCE):  # the server saw him move
         bob.chat_page.open(Conversation.private("alice"))
     send(qtbot, alice, "one")
     send(qtbot, alice, "two")
     general_row = bob.chat_page.sidebar.item_for(("open", GENERAL))
-    qtbot.waitUntil(lambda: general_row.data(0, UNREAD_ROLE) == 2, timeout=5000)
+    qtbot.waitUntil(lambda: general_row.data(0, UNREAD_ROLE) == 2, timeout=PATIENCE)
 
-    with qtbot.waitSignal(bob.model.historyLoaded, timeout=5000):
+    with qtbot.waitSignal(bob.model.historyLoaded, timeout=PATIENCE):
         click_sidebar(qtbot, bob, ("open", GENERAL))
     assert general_row.data(0, UNREAD_ROLE) == 0
     assert shown_texts(bob) == ["one", "two"]
@@ -196,25 +200,25 @@ def test_private_message_reaches_the_other_with_a_badge(qtbot, logged_in_window)
     join_general(qtbot, alice)
     join_general(qtbot, bob)
     members = alice.chat_page.people.members
-    qtbot.waitUntil(lambda: "bob" in members.statuses(), timeout=5000)
+    qtbot.waitUntil(lambda: "bob" in members.statuses(), timeout=PATIENCE)
     (label, start_private), *_ = members.context_actions("bob")
     assert label == "Send a private message"
-    with qtbot.waitSignal(alice.model.historyLoaded, timeout=5000):
+    with qtbot.waitSignal(alice.model.historyLoaded, timeout=PATIENCE):
         start_private()
     assert alice.chat_page.conversation.title.text() == "@ bob"
     assert alice.chat_page.sidebar.direct_users() == ["bob"]
 
     send(qtbot, alice, "psst, bob")
-    qtbot.waitUntil(lambda: bob.chat_page.sidebar.direct_users() == ["alice"], timeout=5000)
+    qtbot.waitUntil(lambda: bob.chat_page.sidebar.direct_users() == ["alice"], timeout=PATIENCE)
     dm_row = bob.chat_page.sidebar.item_for(("open", Conversation.private("alice")))
     assert dm_row.data(0, UNREAD_ROLE) == 1
     assert shown_texts(bob) == []  # bob still looks at general
 
-    with qtbot.waitSignal(bob.model.historyLoaded, timeout=5000):
+    with qtbot.waitSignal(bob.model.historyLoaded, timeout=PATIENCE):
         click_sidebar(qtbot, bob, ("open", Conversation.private("alice")))
     assert shown_texts(bob) == ["psst, bob"]
     assert dm_row.data(0, UNREAD_ROLE) == 0
-    qtbot.waitUntil(lambda: shown_texts(alice) == ["psst, bob"], timeout=5000)
+    qtbot.waitUntil(lambda: shown_texts(alice) == ["psst, bob"], timeout=PATIENCE)
     assert bob.settings.value("direct/bob") == ["alice"]
 
 
@@ -249,7 +253,7 @@ def test_day_separators_between_days_and_consecutive_messages_grouped(qtbot):
 
 def test_logout_returns_to_the_login_page_and_allows_logging_in_again(qtbot, logged_in_window):
     window = logged_in_window("bob")
-    with qtbot.waitSignal(window.model.loggedOut, timeout=5000):
+    with qtbot.waitSignal(window.model.loggedOut, timeout=PATIENCE):
         qtbot.mouseClick(window.chat_page.logout, Qt.MouseButton.LeftButton)
     assert window.pages.currentWidget() is window.login_page
     assert window.login_page.name.text() == "bob" and window.login_page.password.text() == ""
@@ -257,27 +261,43 @@ def test_logout_returns_to_the_login_page_and_allows_logging_in_again(qtbot, log
     assert window.state_label.text().startswith("Connected to")
 
     fill_login(window, "bob")
-    with qtbot.waitSignal(window.model.loggedIn, timeout=5000):
+    with qtbot.waitSignal(window.model.loggedIn, timeout=PATIENCE):
         window.login_page.submit.click()
     assert window.pages.currentWidget() is window.chat_page
 
 
 def test_reconnects_after_the_server_restarts_and_fetches_what_was_missed(
         qtbot, logged_in_window, chat_server):
-    from twisted.internet import reactor
-    window = logged_in_window("bob", clock=reactor, reconnect_delays=(1.0, 2.0))
+    """Backoff runs on the window's fake clock: each retry happens when the test advances it."""
+    window = logged_in_window("bob", reconnect_delays=(1.0, 30.0))
+    model = window.model
     join_general(qtbot, window)
     states = []
-    window.model.connectionStateChanged.connect(states.append)
-    restarted = restart_server(chat_server)
+    model.connectionStateChanged.connect(states.append)
+    port = chat_server.address.port
+    stop_server(chat_server)
+    qtbot.waitUntil(lambda: model.state == "reconnecting", timeout=PATIENCE)
+    assert "reconnecting" in window.state_label.text()
+
+    failed_attempt = []
+    model.connectionStateChanged.connect(failed_attempt.append)
+    model.clock.advance(1.0)  # first retry: the server is still down, next one in 2 s
+    qtbot.waitUntil(lambda: failed_attempt[-1:] == ["reconnecting"], timeout=PATIENCE)
+    assert "connecting" in failed_attempt
+
+    restarted = start_server(chat_server.config.database,
+                             listen=f"tcp:{port}:interface=127.0.0.1",
+                             admins=chat_server.config.admins, presence_timeout=600)
     try:
-        qtbot.waitUntil(lambda: window.model.state == "reconnecting", timeout=5000)
-        assert "reconnecting" in window.state_label.text()
         carol = wait(protocol_login(restarted, "carol"))
         wait(carol.request({"join": "general"}))
         wait(carol.request({"channel_message": "while you were away", "channel": "general"}))
-        qtbot.waitUntil(lambda: shown_texts(window) == ["while you were away"], timeout=10000)
-        assert window.model.state == "online" and states[0] == "reconnecting"
-        assert window.model.current == GENERAL
+        attempts_so_far = len(failed_attempt)
+        model.clock.advance(1.0)  # a retry starts synchronously when its time comes
+        assert failed_attempt[attempts_so_far:] == [], "the second retry waits 2 s, not 1 s"
+        model.clock.advance(1.0)
+        qtbot.waitUntil(lambda: shown_texts(window) == ["while you were away"], timeout=PATIENCE)
+        assert model.state == "online" and states[0] == "reconnecting"
+        assert model.current == GENERAL
     finally:
         stop_server(restarted)

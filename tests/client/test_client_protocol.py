@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from qtclient.entities import ChatMessage, Conversation
-from qtclient.model import ActivityMonitor, field_of_error, parse_address
+from qtclient.model import ActivityMonitor, ServerAddress, field_of_error, parse_address
 from qtclient.protocol import ChatProtocol, ServerError
 
 
@@ -92,16 +92,21 @@ def test_history_pages_longer_than_the_servers_input_limit_are_accepted(wire):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("localhost:7000", ("localhost", 7000)),
-    ("chat.example.org", ("chat.example.org", 7878)),
-    ("[::1]:9000", ("::1", 9000)),
-    (" 127.0.0.1:1 ", ("127.0.0.1", 1)),
+    ("localhost:7000", ServerAddress("localhost", 7000)),
+    ("chat.example.org", ServerAddress("chat.example.org", 7878)),
+    ("[::1]:9000", ServerAddress("::1", 9000)),
+    (" 127.0.0.1:1 ", ServerAddress("127.0.0.1", 1)),
+    ("tls://chat.example.org:7879", ServerAddress("chat.example.org", 7879, tls=True)),
+    ("TLS://chat.example.org", ServerAddress("chat.example.org", 7878, tls=True)),
+    ("tcp://localhost:7000", ServerAddress("localhost", 7000)),
 ])
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
+    assert parse_address(str(expected)) == expected
 
 
-@pytest.mark.parametrize("text", ["", "host:", "host:port", ":80", "host:70000"])
+@pytest.mark.parametrize("text", ["", "host:", "host:port", ":80", "host:70000", "tls://",
+                                  "http://host:80"])
 def test_parse_address_refuses_what_is_not_an_address(text):
     with pytest.raises(ValueError):
         parse_address(text)
@@ -140,3 +145,11 @@ def test_activity_monitor_goes_away_after_the_idle_time_and_reports_coming_back(
     assert monitor.status == "away"
     monitor.touch()
     assert monitor.status == "online" and resumed == [119]
+
+
+def test_chatd_client_refuses_a_missing_certificate_file_before_opening_a_window(capsys):
+    from qtclient.app import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ca-file", "/nonexistent/server.pem"])
+    assert exit_info.value.code == 2
+    assert "--ca-file: no such file: /nonexistent/server.pem" in capsys.readouterr().err
