@@ -158,6 +158,7 @@ class ChatModel(QObject):
     unreadChanged = pyqtSignal(object, int)  # Conversation, count
     joinStatusChanged = pyqtSignal(str, str)  # channel, "joined"/"member"/"pending"
     requestDecided = pyqtSignal(str, str, str)  # channel, "accepted"/"rejected", decided_by
+    removedFromChannel = pyqtSignal(str, str, str)  # channel, by, "removed"/"deleted"
     joinRequestsChanged = pyqtSignal(list)  # [JoinRequest] pending (admins)
     commandResult = pyqtSignal(str)
     kicked = pyqtSignal(str)  # reason
@@ -660,6 +661,14 @@ class ChatModel(QObject):
 
     def _on_request_decided(self, line):
         self.requestDecided.emit(line["channel"], line["status"], line.get("decided_by") or "")
+        self.refresh_channels()
+
+    def _on_removed_from_channel(self, line):
+        self.removedFromChannel.emit(line["channel"], line.get("by", ""), "removed")
+        self.refresh_channels()
+
+    def _on_channel_deleted(self, line):
+        self.removedFromChannel.emit(line["channel"], line.get("by", ""), "deleted")
         self.refresh_channels()
 
     def _on_disconnect(self, line):

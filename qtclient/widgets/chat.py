@@ -63,6 +63,7 @@ class ChatPage(QWidget):
         model.joinStatusChanged.connect(self._join_status)
         model.joinRequestsChanged.connect(self._requests_changed)
         model.commandResult.connect(self.conversation.view.add_note)
+        model.removedFromChannel.connect(self._removed_from_channel)
         model.errorOccurred.connect(self.conversation.composer.show_error)
         model.activity.activityResumed.connect(self._show_me)
         model.connectionStateChanged.connect(self._show_me)
@@ -100,6 +101,11 @@ class ChatPage(QWidget):
         self.me_icon.setPixmap(status_icon(status).pixmap(12, 12))
         role = " · admin" if self.model.is_admin else ""
         self.me_label.setText(f"{self.model.user or ''}{role}")
+
+    def _removed_from_channel(self, channel, by, how):
+        text = (f"{by} removed you from #{channel}." if how == "removed"
+                else f"{by} deleted #{channel}.")
+        self.conversation.view.add_note(text)
 
     def _users_changed(self, users):
         for user in users:

@@ -138,3 +138,23 @@ def test_requests_made_while_the_admin_was_away_are_listed_at_login(
     qtbot.waitUntil(lambda: len(panel.request_rows()) == 1, timeout=PATIENCE)
     assert panel.request_rows()[0].request.user == "bob"
     assert panel.caption.text() == "PENDING REQUESTS — 1"
+
+
+def test_a_member_removed_by_an_admin_is_told_and_loses_the_channel(qtbot, logged_in_window):
+    alice = logged_in_window("alice")
+    run_command(qtbot, alice, "create lobby")
+    bob = logged_in_window("bob")
+    lobby = Conversation.channel("lobby")
+    qtbot.waitUntil(lambda: bob.chat_page.sidebar.item_for(("join", "lobby")) is not None,
+                    timeout=PATIENCE)
+    with qtbot.waitSignal(bob.model.historyLoaded, timeout=PATIENCE,
+                          check_params_cb=lambda conversation: conversation == lobby):
+        click_sidebar(qtbot, bob, ("join", "lobby"))
+    assert bob.chat_page.sidebar.item_for(("open", lobby)) is not None
+
+    with qtbot.waitSignal(bob.model.removedFromChannel, timeout=PATIENCE) as removed:
+        run_command(qtbot, alice, "remove bob lobby")
+    assert removed.args == ["lobby", "alice", "removed"]
+    qtbot.waitUntil(lambda: bob.chat_page.sidebar.item_for(("open", lobby)) is None,
+                    timeout=PATIENCE)
+    assert "alice removed you from #lobby." in bob.chat_page.conversation.view.notes
