@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_API", "pyqt6")
 
 from PyQt6.QtCore import QPoint, QSettings  # noqa: E402
-from PyQt6.QtGui import QColor, QPainter, QPixmap  # noqa: E402
+from PyQt6.QtGui import QColor, QPainter  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 APP = QApplication(sys.argv[:1])

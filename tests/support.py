@@ -41,6 +41,18 @@ def wait(d, timeout=30):
     return outcome[0]
 
 
+def ok(reply):
+    """The reply, after checking it is a success."""
+    assert reply.get("ok") is True, reply
+    return reply
+
+
+def error(reply):
+    """The error sentence of a reply that must be a refusal."""
+    assert "error" in reply and "ok" not in reply, reply
+    return reply["error"]
+
+
 @contextlib.contextmanager
 def mysql_database():
     """Create a throw-away database on the test MariaDB; yield its chatd URL."""

@@ -6,17 +6,7 @@ import socket
 
 from twisted.internet import defer, threads
 
-from support import PASSWORD, connect, login, look_at, register, restart_server
-
-
-def ok(reply):
-    assert reply.get("ok") is True, reply
-    return reply
-
-
-def error(reply):
-    assert "error" in reply and "ok" not in reply, reply
-    return reply["error"]
+from support import PASSWORD, connect, error, login, look_at, ok, register, restart_server
 
 
 @defer.inlineCallbacks

@@ -17,19 +17,10 @@ from chatd.auth import ChatError
 from chatd.limits import FLOOD_WINDOW, TOO_FAST, LoginThrottle, TokenBucket
 from chatd.protocol import ChatFactory
 from chatd.tap import Options
-from support import PASSWORD, connect, login, look_at, register, start_server, stop_server
+from support import (PASSWORD, connect, error, login, look_at, ok, register, start_server,
+                     stop_server)
 
 THROTTLED = "Too many failed logins; try again in"
-
-
-def ok(reply):
-    assert reply.get("ok") is True, reply
-    return reply
-
-
-def error(reply):
-    assert "error" in reply and "ok" not in reply, reply
-    return reply["error"]
 
 
 @pytest.fixture

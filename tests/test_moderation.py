@@ -13,18 +13,8 @@ from twisted.internet import reactor
 from chatd.moderation import COMMANDS, MANHOLE
 from chatd.server import ChatServer, ServerConfig
 import support
-from support import (PASSWORD, connect, login, look_at, register, restart_server, start_server,
-                     stop_server)
-
-
-def ok(reply):
-    assert reply.get("ok") is True, reply
-    return reply
-
-
-def error(reply):
-    assert "error" in reply and "ok" not in reply, reply
-    return reply["error"]
+from support import (PASSWORD, connect, error, login, look_at, ok, register, restart_server,
+                     start_server, stop_server)
 
 
 @defer.inlineCallbacks
