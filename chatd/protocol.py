@@ -21,6 +21,7 @@ from chatd.auth import (
     ChatError, check_email, check_name, check_password,
 )
 from chatd.fanout import encode
+from chatd.moderation import MANHOLE
 from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, unsent_bytes
 from chatd.presence import ONLINE, OFFLINE
 from chatd.store import wire_time
@@ -310,6 +311,9 @@ class ChatProtocol(LineReceiver):
         check_name(name)
         check_email(email)
         check_password(name, password)
+        if name.casefold() == MANHOLE.name:
+            raise ChatError(f"The name {name!r} is reserved: the audit log uses it for actions "
+                            "taken from the SSH manhole. Pick another one.")
         if name.casefold() in self.hub.accounts:
             raise ChatError(f"The name {name!r} is taken. Pick another one.")
         password_hash = yield self.server.hasher.hash(password)

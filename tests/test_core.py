@@ -18,6 +18,9 @@ def test_register_rules_and_unique_names(server):
     taken = yield client.request({"register": "ALICE", "password": PASSWORD,
                                   "email": "other@example.org"})
     assert "taken" in error(taken)
+    reserved = yield client.request({"register": "Manhole", "password": PASSWORD,
+                                     "email": "m@example.org"})
+    assert "reserved" in error(reserved)
     for bad in [{"register": "a", "password": PASSWORD, "email": "a@example.org"},
                 {"register": "1abc", "password": PASSWORD, "email": "a@example.org"},
                 {"register": "bob", "password": "short", "email": "b@example.org"},
