@@ -1,0 +1,254 @@
+"""Security rules, end to end on SQLite and MariaDB (see docs/security.md for the list).
+
+Already covered elsewhere and not repeated here: admin commands refused to
+non-admins (test_moderation), pending/rejected requests give no access
+(test_moderation), forged `user` on channel and private messages (test_core).
+"""
+
+import bcrypt
+from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
+
+from chatd.protocol import ACTIONS
+from support import PASSWORD, connect, login, look_at, register
+
+
+def ok(reply):
+    assert reply.get("ok") is True, reply
+    return reply
+
+
+def error(reply):
+    assert "error" in reply and "ok" not in reply, reply
+    return reply["error"]
+
+
+@defer.inlineCallbacks
+def login_admin(server, name):
+    yield register(server, name)
+    yield server.make_admin(name)
+    client = yield login(server, name, register_first=False)
+    return client
+
+
+@defer.inlineCallbacks
+def table_cells(server):
+    """Every value in every table of the database, as (table, row) pairs."""
+    if server.store.engine.name == "sqlite":
+        tables = yield server.store.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        tables = yield server.store.query("SHOW TABLES")
+    cells = []
+    for (table,) in tables:
+        for row in (yield server.store.query(f"SELECT * FROM {table}")):
+            cells.append((table, tuple(row)))
+    return cells
+
+
+# -- impersonation ------------------------------------------------------------------------
+
+# One well-formed request per action, as bob would send it; each carries user "alice".
+AS_ALICE = {
+    "register": {"register": "eve", "password": PASSWORD, "email": "eve@example.org"},
+    "user:pwd": {"user:pwd": f"bob:{PASSWORD}"},
+    "logout": {"logout": ""},
+    "list_channels": {"list_channels": ""},
+    "list_users": {"list_users": ""},
+    "join": {"join": "general"},
+    "leave": {"leave": "general"},
+    "channel_message": {"channel_message": "I am alice", "channel": "general"},
+    "private_message": {"private_message": "I am alice", "other_user": "carol"},
+    "get_channel": {"get_channel": "general"},
+    "get_private": {"get_private": "carol"},
+    "presence": {"presence": "online", "channel": "general"},
+    "command": {"command": "help"},
+    "my_requests": {"my_requests": ""},
+}
+
+
+@defer.inlineCallbacks
+def test_no_action_can_be_done_as_someone_else(server):
+    """Every action refuses a `user` that is not the session's, and does nothing."""
+    assert set(AS_ALICE) == set(ACTIONS)
+    alice = yield login(server, "alice")
+    yield look_at(alice, "general")
+    carol = yield login(server, "carol")
+    carol.send({"presence": "online", "other_user": "alice"})
+    yield carol.event("peer", other_user="alice")
+    bob = yield login(server, "bob")
+    ok((yield bob.request({"join": "general"})))
+    before_login = yield connect(server)
+    yield server.store.messages.drained()
+    for action, request in AS_ALICE.items():
+        client = before_login if action in ("register", "user:pwd") else bob
+        for claim in ("alice", "ALICE"):
+            refused = yield client.request(dict(request, user=claim))
+            assert f"cannot speak as {claim!r}" in error(refused), (action, refused)
+    assert "eve" not in server.hub.accounts
+    assert server.hub.sessions["bob"].connection.transport.getPeer().port == \
+        bob.transport.getHost().port
+    assert "bob" in server.hub.channels["general"].members     # no leave happened
+    yield alice.barrier()
+    yield carol.barrier()
+    for client in (alice, carol):
+        assert not client.take(lambda m: "channel_message" in m or "private_message" in m)
+    yield server.store.messages.drained()
+    assert (yield server.store.query("SELECT COUNT(*) FROM messages"))[0][0] == 0
+    # The same requests with the right claim (any case) are accepted.
+    ok((yield bob.request({"channel_message": "I am bob", "channel": "general", "user": "BOB"})))
+
+
+# -- history ------------------------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def test_no_history_or_live_messages_of_a_private_channel_without_membership(server):
+    admin = yield login_admin(server, "root")
+    ok((yield admin.request({"command": "create secret private"})))
+    yield look_at(admin, "secret")
+    ok((yield admin.request({"channel_message": "the plan", "channel": "secret"})))
+    eve = yield login(server, "eve")
+    for request in [{"get_channel": "secret"}, {"get_channel": "SECRET"},
+                    {"get_channel": "secret", "limit": 200},
+                    {"get_channel": "secret", "before": 2**40, "limit": 1},
+                    {"presence": "online", "channel": "secret"},
+                    {"channel_message": "let me in", "channel": "secret"},
+                    {"leave": "secret"}]:
+        assert "private" in error((yield eve.request(request))), request
+    ok((yield eve.request({"join": "secret"})))                  # a pending request...
+    assert "private" in error((yield eve.request({"get_channel": "secret"})))   # ...is not access
+    ok((yield admin.request({"channel_message": "still secret", "channel": "secret"})))
+    yield eve.barrier()
+    assert not eve.take(lambda m: "channel_message" in m or m.get("channel") == "secret")
+    assert "secret" not in ok((yield eve.request({"list_channels": ""})))["channels"][0].get(
+        "name", "") or True
+    listing = ok((yield eve.request({"list_channels": ""})))
+    assert {"name": "secret", "private": True, "member": False, "request": "pending"} in \
+        listing["channels"]
+
+
+@defer.inlineCallbacks
+def test_no_one_reads_the_private_conversation_of_two_others(server):
+    alice = yield login(server, "alice")
+    bob = yield login(server, "bob")
+    ok((yield alice.request({"private_message": "for bob only", "other_user": "bob"})))
+    ok((yield bob.request({"private_message": "for alice only", "other_user": "alice"})))
+    eve = yield login(server, "eve")
+    yield eve.barrier()
+    assert not eve.take(lambda m: "private_message" in m)
+    for other in ("alice", "bob", "ALICE", "eve"):
+        page = ok((yield eve.request({"get_private": other, "limit": 200})))
+        assert page["messages"] == [], page
+    # A forged claim does not open alice's side of the conversation either.
+    assert "cannot speak as" in error((yield eve.request(
+        {"get_private": "bob", "user": "alice"})))
+    # Watching someone's conversation shows their status, never their messages.
+    eve.send({"presence": "online", "other_user": "alice"})
+    yield eve.event("peer", other_user="alice")
+    ok((yield alice.request({"private_message": "still private", "other_user": "bob"})))
+    yield bob.wait_for(lambda m: m.get("private_message") == "still private")
+    yield eve.barrier()
+    assert not eve.take(lambda m: "private_message" in m)
+    both = ok((yield alice.request({"get_private": "bob"})))
+    assert [m["private_message"] for m in both["messages"]] == [
+        "for bob only", "for alice only", "still private"]
+
+
+# -- SQL-special text is data ---------------------------------------------------------------
+
+TRICKY = ["it's", 'say "hi"', "'; DROP TABLE messages; --", "\\", "back\\slash\\'", "%s",
+          "%(name)s", "?", "100%", "a?b?c", "\u00e9\u00e8\u00ea \u4e2d\u6587 \u0627\u0644",
+          "\U0001F600\U0001F44D\U0001F3FD", "\u202eevil", "line\nbreak\ttab", "--", "/* */"]
+
+
+@defer.inlineCallbacks
+def test_sql_special_strings_are_data_everywhere(server):
+    """Quotes, comments, placeholders, backslashes and emoji are stored and returned as sent."""
+    admin = yield login_admin(server, "root")
+    ok((yield admin.request({"command": "create drop_table--x"})))
+    client = yield connect(server)
+    emails = {"o.brien": "o'brien+%s?@example.org", "quote_d": '"q\\uo;te"@example.org',
+              "emoji-u": "\U0001F600@example.org", "drop.x": "x';DROP_TABLE_users;--@example.org"}
+    for name, email in emails.items():
+        ok((yield client.request({"register": name, "password": PASSWORD + "'\\%s?",
+                                  "email": email})))
+    assert "name is 2 to 32" in error((yield client.request(
+        {"register": "x'; DROP TABLE users; --", "password": PASSWORD, "email": "x@example.org"})))
+    sender = yield login(server, "o.brien", PASSWORD + "'\\%s?", register_first=False)
+    ok((yield sender.request({"join": "drop_table--x"})))
+    sent = []
+    for text in TRICKY:
+        reply = yield sender.request({"channel_message": text, "channel": "drop_table--x"})
+        sent.append(ok(reply)["id"])
+        ok((yield sender.request({"private_message": text, "other_user": "drop.x"})))
+    ok((yield admin.request({"command": "ban emoji-u 1h it's \"bad\" %s ? \\ '; --"})))
+    yield server.store.messages.drained()
+
+    page = ok((yield sender.request({"get_channel": "drop_table--x", "limit": 200})))
+    assert [m["channel_message"] for m in page["messages"]] == TRICKY
+    private = ok((yield sender.request({"get_private": "drop.x", "limit": 200})))
+    assert [m["private_message"] for m in private["messages"]] == TRICKY
+    logged = ok((yield admin.request({"command": "log user o.brien limit 100"})))
+    assert sorted(m.get("channel_message") or m.get("private_message")
+                  for m in logged["messages"]) == sorted(TRICKY * 2)
+
+    # In SQL itself: the literal strings, nothing dropped.
+    bodies = yield server.store.query("SELECT body FROM messages ORDER BY id")
+    assert [r[0] for r in bodies] == [t for t in TRICKY for _ in (0, 1)]
+    stored_emails = yield server.store.query("SELECT name, email FROM users")
+    assert {r[0]: r[1] for r in stored_emails if r[0] in emails} == emails
+    channels = yield server.store.query("SELECT name FROM channels")
+    assert [r[0] for r in channels] == ["drop_table--x"]
+    reasons = yield server.store.query("SELECT target, reason FROM bans")
+    assert [tuple(r) for r in reasons] == [("emoji-u", "it's \"bad\" %s ? \\ '; --")]
+    assert (yield server.store.query("SELECT COUNT(*) FROM users"))[0][0] == 5
+
+
+# -- passwords: hashes only, never logged -----------------------------------------------------
+
+SECRETS = ["Sw0rdfish:with:colons", "hunter2 but longer", "'; DROP TABLE users; -- pw",
+           "p\u00e4ssw\u00f6rd \U0001F511"]
+
+
+@defer.inlineCallbacks
+def test_passwords_are_never_logged_and_only_stored_as_bcrypt_hashes(server):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        client = yield connect(server)
+        for n, secret in enumerate(SECRETS):
+            ok((yield client.request({"register": f"user{n}", "password": secret,
+                                      "email": f"user{n}@example.org"})))
+        assert error((yield client.request({"register": "user0", "password": SECRETS[0],
+                                            "email": "again@example.org"})))
+        for n, secret in enumerate(SECRETS):
+            assert "Wrong" in error((yield client.request(
+                {"user:pwd": f"user{(n + 1) % len(SECRETS)}:{secret}"})))
+            assert "Wrong" in error((yield client.request({"user:pwd": f"nobody{n}:{secret}"})))
+            assert error((yield client.request({"user:pwd": secret})))      # no name given
+        for n, secret in enumerate(SECRETS):
+            ok((yield client.request({"user:pwd": f"user{n}:{secret}"})))
+            ok((yield client.request({"logout": ""})))
+        yield server.store.auth_events.drained()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+    assert events, "the server logged nothing at all: the observer is not wired"
+    for event in events:
+        text = formatEvent(event) + repr(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += failure.getTraceback()
+        for secret in SECRETS:
+            assert secret not in text, event
+
+    hashes = yield server.store.query("SELECT name, password_hash FROM users ORDER BY name")
+    assert len(hashes) == len(SECRETS)
+    for (name, password_hash), secret in zip(hashes, SECRETS):
+        assert password_hash.startswith("$2b$") and len(password_hash) == 60, password_hash
+        assert bcrypt.checkpw(secret.encode(), password_hash.encode())
+    for table, row in (yield table_cells(server)):
+        for cell in row:
+            for secret in SECRETS:
+                assert secret not in str(cell), (table, row)
