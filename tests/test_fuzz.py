@@ -148,8 +148,11 @@ class Arena:
         client.lineReceived = record
         client.send_raw(b"\n".join(lines) + b"\n")
         client.send({"list_channels": "", "ref": PROBE})
-        answer = wait(client.wait_for(lambda m: m.get("ref") == PROBE
-                                      or m.get("event") == "disconnect"))
+        answered = client.wait_for(lambda m: m.get("ref") == PROBE
+                                   or m.get("event") == "disconnect")
+        answered.addErrback(lambda failure: None)   # closed without a word: caught below
+        answer, _ = wait(defer.DeferredList([answered, client.closed], fireOnOneCallback=True))
+        assert answer is not None, "the server closed the connection without saying why"
         self.bystanders_talk()
         for raw in client.inbox_raw:
             check_server_line(raw)
