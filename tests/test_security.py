@@ -301,3 +301,15 @@ def test_history_before_out_of_sql_range_is_a_clear_error(server):
                         {"get_private": "alice", "before": before}):
             assert "'before' is a message id" in error((yield alice.request(request)))
     ok((yield alice.request({"get_channel": "general", "before": 2**63 - 1})))
+
+
+@defer.inlineCallbacks
+def test_a_ban_too_long_for_the_calendar_is_a_clear_error(server):
+    """'ban NAME 99999999999w' overflowed datetime ("Something went wrong") instead of
+    explaining; found while auditing the admin commands for the fuzzer's number cases."""
+    admin = yield login_admin(server, "root")
+    yield register(server, "bob")
+    refused = yield admin.request({"command": "ban bob 99999999999w"})
+    assert "not a duration" in error(refused) and "Something went wrong" not in refused["error"]
+    assert server.moderation.bans == {}
+    ok((yield admin.request({"command": "ban bob 520w"})))
