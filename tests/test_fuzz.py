@@ -126,6 +126,9 @@ class Arena:
         wait(client.closed)
 
     def bystanders_talk(self):
+        # Heartbeats, as a real client sends every 5 s: a long run outlasts --presence-timeout.
+        for client in (self.alice, self.bob):
+            client.send({"presence": "online", "channel": "general"})
         speaker = self.alice if len(self.said) % 2 == 0 else self.bob
         text = f"bystander line {len(self.said)}"
         self.said.append((speaker.name, text))
