@@ -47,17 +47,23 @@ def human_time(dt):
     return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+MAX_BAN_SECONDS = 100 * 365 * 86400      # longer overflows datetime; use a permanent ban
+
+
 def parse_duration(value):
     """Seconds from '30m', '2h', '7d' (or a number of seconds); None means permanent."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            0 < value <= MAX_BAN_SECONDS:
         return value
     match = DURATION_RULE.match(value) if isinstance(value, str) else None
-    if match is None or int(match.group(1)) == 0:
+    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)] if match else 0
+    if not 0 < seconds <= MAX_BAN_SECONDS:
         raise ChatError(f"{value!r} is not a duration. Write a number and a unit, "
-                        "like 30s, 30m, 2h, 7d or 2w; leave it out for a permanent ban.")
-    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+                        "like 30s, 30m, 2h, 7d or 2w (at most 100 years); "
+                        "leave it out for a permanent ban.")
+    return seconds
 
 
 def parse_network(text):

@@ -47,6 +47,7 @@ ACTIONS = {
 }
 BEFORE_LOGIN = {"register", "user:pwd"}
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
+MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
 CLOSE_TIMEOUT = 10.0    # seconds a closing connection may take to flush before it is aborted
 
@@ -66,6 +67,20 @@ def _matches(value, expected):
     if isinstance(value, bool) and bool not in expected:
         return False
     return isinstance(value, expected)
+
+
+def _is_unicode(request):
+    """True if every string at the top of `request` (keys and values) encodes as UTF-8.
+
+    Nested values need no check: no handler accepts a list or an object, and
+    errors quote names with repr(), which escapes surrogates.
+    """
+    for text in list(request) + [v for v in request.values() if isinstance(v, str)]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
 
 
 class ChatProtocol(LineReceiver):
@@ -207,11 +222,19 @@ class ChatProtocol(LineReceiver):
         """(action, ref, request, None), or (None, ref if known, None, error sentence)."""
         try:
             request = json.loads(line)
+        except RecursionError:
+            return (None, None, None,
+                    "That line nests too deeply; a request is one flat JSON object.")
         except (ValueError, UnicodeDecodeError):
             return None, None, None, "That line is not valid JSON (UTF-8, one object per line)."
         if not isinstance(request, dict):
             return (None, None, None,
                     "Each line must be a JSON object, like {\"list_channels\": \"\"}.")
+        if not _is_unicode(request):
+            # json.loads turns an escape like "\ud800" into a lone surrogate, which
+            # can be neither relayed (UTF-8) nor stored.
+            return (None, None, None, "That line has a \\u escape of half a character "
+                                      "(a lone surrogate like \\ud800); send real text.")
         ref = request.pop("ref", None)
         if not isinstance(ref, (str, int, type(None))) or isinstance(ref, bool):
             return None, None, None, "'ref' must be a string or an integer."
@@ -399,6 +422,8 @@ class ChatProtocol(LineReceiver):
             limit = HISTORY_DEFAULT
         if not 1 <= limit <= HISTORY_MAX:
             raise ChatError(f"'limit' is between 1 and {HISTORY_MAX}.")
+        if before is not None and not 1 <= before <= MESSAGE_ID_MAX:
+            raise ChatError("'before' is a message id: a whole number from 1 up.")
         return before, limit
 
     @defer.inlineCallbacks

@@ -1,6 +1,8 @@
 """Helpers for tests: real servers on free ports, real TCP clients, MariaDB databases."""
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import uuid
@@ -73,6 +75,12 @@ def mysql_database():
         admin.close()
 
 
+# For tests about something else that send quickly from one address or fail
+# logins on purpose; the limits themselves are tested in test_limits.py.
+LIMITS_LIFTED = dict(flood_burst=10**6, flood_rate=10**6, login_failures=10**6,
+                     max_connections_per_ip=10**4)
+
+
 def start_server(database, listen="tcp:0:interface=127.0.0.1", **overrides):
     """Start a ChatServer on the test reactor and wait until it listens."""
     overrides.setdefault("bcrypt_rounds", 4)
@@ -108,9 +116,11 @@ class TestClient(LineReceiver):
         self._waiters = []
         self._refs = 0
         self.closed = defer.Deferred()
+        self.lost_reason = None
         self.name = None
 
     def connectionLost(self, reason):
+        self.lost_reason = reason
         self.closed.callback(None)
 
     def lineReceived(self, line):
@@ -176,6 +186,77 @@ class TestClient(LineReceiver):
 def connect(server):
     from twisted.internet import reactor
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+    client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
+    return client
+
+
+def make_self_signed_cert(directory, hostname="localhost"):
+    """Write HOSTNAME.key and HOSTNAME.pem (self-signed, valid for `hostname` and 127.0.0.1).
+
+    Returns (key_path, cert_path) as strings. The certificate is its own CA
+    (basicConstraints CA:TRUE), so a client can use it as the only trust root.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True,
+            content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256()))
+    key_path = os.path.join(str(directory), f"{hostname}.key")
+    cert_path = os.path.join(str(directory), f"{hostname}.pem")
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def tls_listen(key_path, cert_path, port=0):
+    """The --listen endpoint string for TLS with these files, on the loopback interface."""
+    quote = endpoints.quoteStringArgument
+    return (f"ssl:{port}:privateKey={quote(key_path)}:certKey={quote(cert_path)}"
+            ":interface=127.0.0.1")
+
+
+@defer.inlineCallbacks
+def connect_tls(server, trust_pem_path=None, hostname="localhost"):
+    """A TestClient over TLS that verifies the server's certificate.
+
+    It trusts only the certificate in `trust_pem_path` (or the platform's
+    roots when None) and checks that the certificate names `hostname`.
+    """
+    from twisted.internet import reactor, ssl
+    if trust_pem_path is None:
+        trust = ssl.platformTrust()
+    else:
+        with open(trust_pem_path, "rb") as f:
+            trust = ssl.Certificate.loadPEM(f.read())
+    options = ssl.optionsForClientTLS(hostname, trustRoot=trust)
+    endpoint = endpoints.wrapClientTLS(
+        options, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port))
     client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
     return client
 

@@ -8,11 +8,11 @@ Run with -s to see the server's resident memory (VmRSS of this process, which
 runs the server) before the stall, at its peak, and after the drop.
 """
 
-import datetime
 import gc
 import json
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 from twisted.internet import defer, endpoints, protocol, reactor, threads
@@ -21,7 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.fanout import encode
 import support
-from support import PASSWORD, look_at, register, start_server, stop_server
+from support import PASSWORD, look_at, make_self_signed_cert, register, start_server, stop_server
 
 TEXT = "x" * 3000       # each relayed line is about 3.1 kB
 BATCH = 50
@@ -70,29 +70,6 @@ def wait_closed(sock, timeout=30):
     return True
 
 
-def self_signed(directory):
-    """A key and certificate for 'localhost' in `directory`; returns their paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-            .sign(key, hashes.SHA256()))
-    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 class Transport:
     """How the test reaches the server: plain TCP, or TLS with a self-signed certificate."""
 
@@ -101,11 +78,11 @@ class Transport:
         self.listen = "tcp:0:interface=127.0.0.1"
         self.tls_context = None
         if kind == "tls":
-            key_path, cert_path = self_signed(directory)
+            key_path, cert_path = make_self_signed_cert(directory)
             self.listen = (f"ssl:0:interface=127.0.0.1:privateKey={key_path}"
                            f":certKey={cert_path}")
             self.tls_context = ssl.create_default_context(cafile=str(cert_path))
-            self.trust = twisted_ssl.Certificate.loadPEM(cert_path.read_bytes())
+            self.trust = twisted_ssl.Certificate.loadPEM(Path(cert_path).read_bytes())
 
     @defer.inlineCallbacks
     def login(self, server, name):

@@ -5,9 +5,6 @@ Everything runs on the Qt reactor installed by the root conftest, so
 minutes (heartbeat, away) run on a ``task.Clock`` each test advances itself.
 """
 
-import datetime
-import ipaddress
-
 import pytest
 from PyQt6.QtCore import QSettings
 from twisted.internet import reactor, task
@@ -105,36 +102,3 @@ def logged_in_window(qtbot, make_window, accounts):
 def fill_login(window, name, password=PASSWORD):
     window.login_page.name.setText(name)
     window.login_page.password.setText(password)
-
-
-def make_self_signed_cert(directory, hostname="localhost"):
-    """Write a fresh self-signed certificate for ``hostname`` (and 127.0.0.1) and its key.
-
-    Returns ``(key_path, cert_path)``, both PEM, as chatd's ``ssl:`` endpoint wants them.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
-    key_path, cert_path = directory / f"{hostname}.key", directory / f"{hostname}.pem"
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path

@@ -1,9 +1,9 @@
 """The client over TLS against a real chatd with a self-signed certificate made in the test."""
 
 import pytest
-from support import PASSWORD, start_server, stop_server
+from support import PASSWORD, make_self_signed_cert, start_server, stop_server
 
-from conftest import PATIENCE, fill_login, make_self_signed_cert
+from conftest import PATIENCE, fill_login
 
 
 @pytest.fixture
