@@ -284,6 +284,15 @@ def login(server, name, password=PASSWORD, register_first=True):
 
 
 @defer.inlineCallbacks
+def login_admin(server, name):
+    """Register `name`, give it the admin role, and log it in."""
+    yield register(server, name)
+    yield server.make_admin(name)
+    client = yield login(server, name, register_first=False)
+    return client
+
+
+@defer.inlineCallbacks
 def look_at(client, channel):
     """Join `channel` and look at it; returns the member list the server pushed."""
     reply = yield client.request({"join": channel})

@@ -13,17 +13,8 @@ from twisted.internet import reactor
 from chatd.moderation import COMMANDS, MANHOLE
 from chatd.server import ChatServer, ServerConfig
 import support
-from support import (PASSWORD, connect, error, login, look_at, ok, register, restart_server,
-                     start_server, stop_server)
-
-
-@defer.inlineCallbacks
-def login_admin(server, name):
-    """Register `name`, give it the admin role, and log it in."""
-    yield register(server, name)
-    yield server.make_admin(name)
-    client = yield login(server, name, register_first=False)
-    return client
+from support import (PASSWORD, connect, error, login, login_admin, look_at, ok, register,
+                     restart_server, start_server, stop_server)
 
 
 @defer.inlineCallbacks

@@ -14,8 +14,8 @@ from twisted.protocols import portforward
 from chatd.engines import SqliteEngine, engine_from_url
 from chatd.protocol import UNAVAILABLE
 from chatd.store import Store
-from support import PASSWORD, connect, login, look_at, mysql_database, start_server, \
-    stop_server
+from support import (LIMITS_LIFTED, PASSWORD, connect, login, look_at, mysql_database,
+                     start_server, stop_server)
 
 
 def refuse_message_inserts(path):
@@ -149,6 +149,14 @@ class LoopbackProxy:
     restore = start
 
 
+def started_proxy(url):
+    """A LoopbackProxy to the MariaDB that `url` names, already listening."""
+    engine = engine_from_url(url)
+    proxy = LoopbackProxy(engine.host, engine.port)
+    proxy.start()
+    return proxy
+
+
 def proxied(url, proxy):
     engine = engine_from_url(url)
     return f"mysql://{engine.user}:{engine.password}@127.0.0.1:{proxy.port}/{engine.database}"
@@ -182,11 +190,10 @@ def count_outcome(accepted, logged_rows):
 @defer.inlineCallbacks
 def test_mariadb_outage_loses_nothing_and_writes_each_message_once(tmp_path):
     with mysql_database() as url:
-        proxy = LoopbackProxy(engine_from_url(url).host, engine_from_url(url).port)
-        proxy.start()
+        proxy = started_proxy(url)
         spool = tmp_path / "spool.jsonl"
         server = start_server(proxied(url, proxy), spool_file=str(spool), spool_memory=50,
-                              flood_burst=10**6, flood_rate=10**6)
+                              **LIMITS_LIFTED)
         try:
             alice = yield login(server, "alice")
             bob = yield login(server, "bob")
@@ -251,10 +258,9 @@ def test_mariadb_outage_loses_nothing_and_writes_each_message_once(tmp_path):
 @defer.inlineCallbacks
 def test_mariadb_server_stopped_during_outage_writes_spool_after_restart(tmp_path):
     with mysql_database() as url:
-        proxy = LoopbackProxy(engine_from_url(url).host, engine_from_url(url).port)
-        proxy.start()
+        proxy = started_proxy(url)
         spool = tmp_path / "spool.jsonl"
-        server = start_server(proxied(url, proxy), spool_file=str(spool), flood_burst=100)
+        server = start_server(proxied(url, proxy), spool_file=str(spool), **LIMITS_LIFTED)
         try:
             alice = yield login(server, "alice")
             yield look_at(alice, "general")

@@ -11,8 +11,8 @@ from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatd.protocol import ACTIONS
-from support import (LIMITS_LIFTED, PASSWORD, connect, error, login, look_at, ok, register,
-                     start_server, stop_server)
+from support import (LIMITS_LIFTED, PASSWORD, connect, error, login, login_admin, look_at, ok,
+                     register, start_server, stop_server)
 
 
 @pytest.fixture
@@ -21,14 +21,6 @@ def server(database):
     running = start_server(database, **LIMITS_LIFTED)
     yield running
     stop_server(running)
-
-
-@defer.inlineCallbacks
-def login_admin(server, name):
-    yield register(server, name)
-    yield server.make_admin(name)
-    client = yield login(server, name, register_first=False)
-    return client
 
 
 @defer.inlineCallbacks
