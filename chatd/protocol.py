@@ -95,8 +95,8 @@ class ChatProtocol(LineReceiver):
         self.flood = FloodGuard(clock, config.flood_rate, config.flood_burst, config.flood_strikes)
         self.session = None
         self.ip = None
-        self.closing = False    # said goodbye or aborted: read nothing more
-        self.aborted = False    # dropped at once: write nothing more
+        self.closing = False    # said goodbye or aborted: read and send nothing more
+        self.aborted = False    # dropped without a goodbye
         self._abort_call = None
 
     # -- connection --------------------------------------------------------
@@ -127,8 +127,8 @@ class ChatProtocol(LineReceiver):
         client stays below --max-output-buffer plus one line, and a single large
         reply (a history page) to a client that reads does not count against it.
         """
-        if self.aborted:
-            return
+        if self.closing:
+            return      # after the goodbye (or an abort) nothing more is sent
         unsent = unsent_bytes(self.transport)
         if unsent is not None and unsent > self.server.config.max_output_buffer:
             self._drop_slow_reader(unsent)
@@ -213,7 +213,8 @@ class ChatProtocol(LineReceiver):
             self.pauseProducing()
             result.addCallbacks(lambda r: self.reply(action, ref, result=r),
                                 lambda f: self.reply_failure(action, ref, f))
-            result.addBoth(lambda _: self.resumeProducing() if self.connected else None)
+            result.addBoth(lambda _: self.resumeProducing()
+                           if self.connected and not self.closing else None)
         else:
             self.reply(action, ref, result=result)
 
@@ -369,7 +370,7 @@ class ChatProtocol(LineReceiver):
             raise ChatError("Wrong name or password.")
         name, _, role = row
         self.server.check_login_allowed(self, name)
-        if self.session is not None or not self.connected:
+        if self.session is not None or self.closing or not self.connected:
             raise ChatError("This connection logged in or closed meanwhile.")
         self.hub.roles[name] = role
         self.session = self.hub.start_session(self, name, self.ip)

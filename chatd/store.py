@@ -473,7 +473,6 @@ class Store:
         self.messages.add(message)
         return message
 
-
     @defer.inlineCallbacks
     def channel_history(self, channel, channel_id, before=None, limit=50):
         """Up to `limit` messages before id `before`, oldest first, and whether more exist."""

@@ -3,9 +3,10 @@
 import json
 import socket
 
+from twisted.internet import defer, reactor, task, threads
+from twisted.internet.testing import StringTransport
 
-from twisted.internet import defer, threads
-
+from chatd.protocol import ChatFactory
 from support import PASSWORD, connect, error, login, look_at, ok, register, restart_server
 
 
@@ -276,6 +277,26 @@ def test_the_reason_survives_a_client_that_is_still_sending(sqlite_server):
         send_all_then_read_to_end, sqlite_server.address.port, oversized)
     notice = json.loads(received.splitlines()[-1])
     assert notice["event"] == "disconnect" and notice["kind"] == "abuse"
+
+
+@defer.inlineCallbacks
+def test_after_the_goodbye_nothing_more_is_sent_and_no_login_completes(sqlite_server):
+    """A login still checking its password when the server says goodbye must not
+    start a session, nor answer after the goodbye line."""
+    yield register(sqlite_server, "alice")
+    protocol = ChatFactory(sqlite_server).buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(json.dumps({"user:pwd": f"alice:{PASSWORD}"}).encode() + b"\n")
+    protocol.disconnect("shutdown", "The server is restarting.")
+    while sqlite_server.hasher.running or sqlite_server.hasher.queued:
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    yield task.deferLater(reactor, 0.05, lambda: None)
+    lines = [json.loads(line) for line in transport.value().splitlines()]
+    assert lines == [{"event": "disconnect", "kind": "shutdown",
+                      "reason": "The server is restarting."}]
+    assert "alice" not in sqlite_server.hub.sessions
+    protocol.connectionLost(None)
 
 
 @defer.inlineCallbacks
