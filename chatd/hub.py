@@ -14,6 +14,9 @@ from twisted.logger import Logger
 from chatd.auth import ChatError, check_channel_name
 from chatd.fanout import LocalFanout, encode
 from chatd.presence import OFFLINE, Presence, channel_topic
+from chatd.store import Message, utcnow
+
+MAX_NONCE = 64     # characters in a message's resend key
 
 log = Logger()
 
@@ -211,14 +214,46 @@ class Hub:
             raise ChatError(f"A message is at most {self.max_message} characters; "
                             f"this one has {len(text)}.")
 
-    def channel_message(self, session, channel_name, text):
-        """Relay to the channel's viewers, notify its other online members, log it."""
+    def _check_nonce(self, nonce):
+        if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE:
+            raise ChatError(f"A nonce is 1 to {MAX_NONCE} characters; this one has {len(nonce)}.")
+
+    def channel_message(self, session, channel_name, text, nonce=None):
+        """Store, then deliver: fires with the message as stored once it is durable."""
         self._check_text(text)
+        self._check_nonce(nonce)
         channel = self.readable_channel(session, channel_name)
-        message = self.store.new_message(session.name, text, channel=channel.name,
-                                         channel_id=channel.id)
-        topic = channel_topic(channel.name)
+        message = Message(None, session.name, text, utcnow(), channel=channel.name,
+                          channel_id=channel.id, nonce=nonce)
+        return self.store.save_message(message).addCallback(
+            self._deliver_new, self.deliver_channel_message)
+
+    def private_message(self, session, other_user, text, nonce=None):
+        """Store, then deliver to the recipient (and echo to the sender)."""
+        self._check_text(text)
+        self._check_nonce(nonce)
+        recipient = self.account_name(other_user)
+        if not self.can_receive_private(recipient):
+            raise ChatError(f"{recipient} is banned and cannot receive messages.")
+        message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce)
+        return self.store.save_message(message).addCallback(
+            self._deliver_new, self.deliver_private_message)
+
+    @staticmethod
+    def _deliver_new(stored, deliver):
+        """A message seen for the first time is delivered; a resend (same nonce) is not."""
+        message, is_new = stored
+        if is_new:
+            deliver(message)
+        return message
+
+    def deliver_channel_message(self, message):
+        """Relay a durable message to the channel's viewers; count it unread for other members."""
+        topic = channel_topic(message.channel)
         self.fanout.publish(topic, message.to_wire())
+        channel = self.channels.get(message.channel)
+        if channel is None:
+            return
         viewers = self.fanout.subscribers(topic)
         for member in channel.members:
             other = self.sessions.get(member)
@@ -227,19 +262,13 @@ class Hub:
             other.unread[channel.name] += 1
             other.send({"event": "unread", "channel": channel.name,
                         "count": other.unread[channel.name]})
-        return message
 
-    def private_message(self, session, other_user, text):
-        """Deliver live to the recipient (and echo to the sender), log it."""
-        self._check_text(text)
-        recipient = self.account_name(other_user)
-        if not self.can_receive_private(recipient):
-            raise ChatError(f"{recipient} is banned and cannot receive messages.")
-        message = self.store.new_message(session.name, text, recipient=recipient)
+    def deliver_private_message(self, message):
+        """Deliver a durable private message to the recipient and echo it to the sender."""
         line = encode(message.to_wire())
-        target = self.sessions.get(recipient)
+        target = self.sessions.get(message.recipient)
+        sender = self.sessions.get(message.sender)
         if target is not None:
             target.write(line)
-        if target is not session:
-            session.write(line)
-        return message
+        if sender is not None and sender is not target:
+            sender.write(line)

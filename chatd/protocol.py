@@ -8,6 +8,7 @@ refused with a sentence naming the field before the handler runs.
 """
 
 import inspect
+from collections import deque
 import json
 import types
 
@@ -24,7 +25,7 @@ from chatd.fanout import encode
 from chatd.moderation import MANHOLE
 from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, unsent_bytes
 from chatd.presence import ONLINE, OFFLINE
-from chatd.store import wire_time
+from chatd.store import ServerBusy, wire_time
 
 log = Logger()
 
@@ -49,6 +50,8 @@ BEFORE_LOGIN = {"register", "user:pwd"}
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
 MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
+BUSY = "The server is busy storing messages; send that one again in a moment."
+PIPELINED = {"channel_message", "private_message"}  # read on while these wait for a commit
 CLOSE_TIMEOUT = 10.0    # seconds a closing connection may take to flush before it is aborted
 
 
@@ -83,6 +86,11 @@ def _is_unicode(request):
     return True
 
 
+def _stored(message):
+    """The ok reply to a message: its id and time as stored (the original's, for a resend)."""
+    return {"id": message.id, "time": wire_time(message.time)}
+
+
 class ChatProtocol(LineReceiver):
     delimiter = b"\n"
 
@@ -98,6 +106,8 @@ class ChatProtocol(LineReceiver):
         self.closing = False    # said goodbye or aborted: read and send nothing more
         self.aborted = False    # dropped without a goodbye
         self._abort_call = None
+        self._replies = deque()     # [payload, settled] in request order
+        self._held = None           # a request waiting for the messages sent before it
 
     # -- connection --------------------------------------------------------
 
@@ -198,6 +208,14 @@ class ChatProtocol(LineReceiver):
         action, ref, request, error = self._parse(line)
         if not self._admit(action, ref):
             return
+        if error is None and self._replies and action not in PIPELINED:
+            # Read your writes: wait until the messages sent before are stored.
+            self._held = (action, ref, request)
+            self.pauseProducing()
+            return
+        self._handle(action, ref, request, error)
+
+    def _handle(self, action, ref, request, error=None):
         if error is not None:
             return self.reply(None, ref, error=error)
         try:
@@ -209,14 +227,37 @@ class ChatProtocol(LineReceiver):
             return self.reply(action, ref, error="Something went wrong on the server; "
                                                  "it was logged. Please try again.")
         if isinstance(result, defer.Deferred):
-            # Requests are answered in order: read nothing more until this one is done.
-            self.pauseProducing()
-            result.addCallbacks(lambda r: self.reply(action, ref, result=r),
-                                lambda f: self.reply_failure(action, ref, f))
-            result.addBoth(lambda _: self.resumeProducing()
-                           if self.connected and not self.closing else None)
+            self._reply_later(action, ref, result)
         else:
             self.reply(action, ref, result=result)
+
+    def _reply_later(self, action, ref, result):
+        """Replies go out in request order. Messages are pipelined (the next one is read
+        while this one waits for its commit, so they share it); any other request that
+        waits pauses reading until it is answered."""
+        slot = [None, False]    # payload, settled
+        self._replies.append(slot)
+
+        def settle(payload):
+            slot[:] = [payload, True]
+            self._send_replies()
+        result.addCallbacks(lambda r: self._payload(action, ref, result=r),
+                            lambda f: self._failure_payload(action, ref, f))
+        result.addCallback(settle)
+        if action not in PIPELINED and not slot[1]:
+            self.pauseProducing()
+            result.addBoth(lambda _: self.resumeProducing()
+                           if self.connected and not self.closing else None)
+
+    def _send_replies(self):
+        while self._replies and self._replies[0][1]:
+            payload = self._replies.popleft()[0]
+            if payload is not None and self.transport is not None and self.connected:
+                self.send(payload)
+        if not self._replies and self._held is not None and not self.closing:
+            held, self._held = self._held, None
+            self.resumeProducing()
+            self._handle(*held)
 
     @staticmethod
     def _parse(line):
@@ -304,29 +345,39 @@ class ChatProtocol(LineReceiver):
                 raise ChatError(f"{name!r} must be {_type_name(expected)}.")
 
     def reply(self, action, ref, result=None, error=None):
+        """Answer now, or after the replies still waiting for earlier requests."""
+        payload = self._payload(action, ref, result, error)
+        if self._replies:
+            self._replies.append([payload, True])
+        elif payload is not None and self.transport is not None and self.connected:
+            self.send(payload)
+
+    @staticmethod
+    def _payload(action, ref, result=None, error=None):
         payload = {"reply_to": action}
         if ref is not None:
             payload["ref"] = ref
         if error is not None:
             payload["error"] = error
         elif result is None and action == "presence":
-            return  # an accepted heartbeat is answered by nothing
+            return None  # an accepted heartbeat is answered by nothing
         else:
             payload["ok"] = True
             payload.update(result or {})
-        if self.transport is not None and self.connected:
-            self.send(payload)
+        return payload
 
-    def reply_failure(self, action, ref, failure):
+    def _failure_payload(self, action, ref, failure):
         if failure.check(ChatError):
-            return self.reply(action, ref, error=str(failure.value))
+            return self._payload(action, ref, error=str(failure.value))
+        if failure.check(ServerBusy):
+            return self._payload(action, ref, error=BUSY)
         if self.server.store.is_unavailable(failure):
             log.warn("database unavailable during {action!r}: {error}",
                      action=action, error=failure.getErrorMessage())
-            return self.reply(action, ref, error=UNAVAILABLE)
+            return self._payload(action, ref, error=UNAVAILABLE)
         log.failure("handling {action!r}", failure, action=action)
-        self.reply(action, ref, error="Something went wrong on the server; "
-                                      "it was logged. Please try again.")
+        return self._payload(action, ref, error="Something went wrong on the server; "
+                                                "it was logged. Please try again.")
 
     # -- accounts ----------------------------------------------------------
 
@@ -406,13 +457,11 @@ class ChatProtocol(LineReceiver):
     def do_leave(self, channel: str):
         return self.hub.leave(self.session, channel)
 
-    def do_channel_message(self, text: str, channel: str):
-        message = self.hub.channel_message(self.session, channel, text)
-        return {"id": message.id, "time": wire_time(message.time)}
+    def do_channel_message(self, text: str, channel: str, nonce: str | None = None):
+        return self.hub.channel_message(self.session, channel, text, nonce).addCallback(_stored)
 
-    def do_private_message(self, text: str, other_user: str):
-        message = self.hub.private_message(self.session, other_user, text)
-        return {"id": message.id, "time": wire_time(message.time)}
+    def do_private_message(self, text: str, other_user: str, nonce: str | None = None):
+        return self.hub.private_message(self.session, other_user, text, nonce).addCallback(_stored)
 
     def _looking_status(self):
         return self.session.status if self.session.status != OFFLINE else ONLINE

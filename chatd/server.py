@@ -46,7 +46,8 @@ class ServerConfig:
     manhole_keys: str | None = None         # authorized_keys file for the manhole
     manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
     spool_file: str | None = None           # default: next to the SQLite file, or ./
-    spool_memory: int = 10000               # log rows kept in memory while the DB is away
+    spool_memory: int = 10000               # messages waiting for their commit at most
+    durability: str = "crash"               # "crash" (kill -9 safe) or "power" (power-loss safe)
 
 
 class ChatServer(service.Service):
@@ -57,10 +58,10 @@ class ChatServer(service.Service):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        engine = engine_from_url(config.database)
+        engine = engine_from_url(config.database, config.durability)
         self.store = Store(engine, clock=reactor,
                            spool_path=config.spool_file or engine.default_spool_path(),
-                           spool_memory=config.spool_memory)
+                           max_queued=config.spool_memory)
         self.hub = Hub(self.store, clock=reactor, max_message=config.max_message,
                        presence_timeout=config.presence_timeout)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
@@ -114,11 +115,11 @@ class ChatServer(service.Service):
         for connection in clients:
             connection.disconnect("shutdown", SHUTDOWN_REASON)
         yield self.store.stop()
-        spool = self.store.spool
-        if spool is not None and spool.unread:
-            log.warn("chatd stopped: {clients} clients told, {count} message-log rows kept in"
-                     " {path} for the next start", clients=len(clients), count=spool.unread,
-                     path=str(spool.path))
+        spooled = len(self.store.messages.spooled)
+        if spooled:
+            log.warn("chatd stopped: {clients} clients told, {count} messages kept in"
+                     " {path} for the next start", clients=len(clients), count=spooled,
+                     path=str(self.store.spool.path))
         else:
             log.info("chatd stopped: {clients} clients told, message log written",
                      clients=len(clients))

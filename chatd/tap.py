@@ -3,7 +3,7 @@
 from twisted.application import service
 from twisted.python import usage
 
-from chatd.engines import DatabaseURLError, engine_from_url
+from chatd.engines import DURABILITY_LEVELS, DatabaseURLError, engine_from_url
 from chatd.server import ChatServer, ServerConfig
 
 
@@ -65,8 +65,11 @@ class Options(usage.Options):
          " (default: chatd-spool.jsonl next to the SQLite file; chatd-spool-DB.jsonl in the"
          " working directory for MySQL)."],
         ["spool-memory", None, "10000",
-         "Message-log rows kept in memory while the database is unreachable;"
-         " older ones go to the spool file."],
+         "Messages that may wait for their commit (or spool write) at once;"
+         " more are refused as busy until the writer catches up."],
+        ["durability", None, "crash",
+         "crash: an acknowledged message survives a crash of chatd (kill -9);"
+         " power: it also survives a power loss (SQLite synchronous=FULL; see docs/security.md)."],
     ]
 
     def __init__(self):
@@ -103,6 +106,9 @@ class Options(usage.Options):
         self["login-backoff-max"] = _positive_number("login-backoff-max", self["login-backoff-max"])
         self["max-output-buffer"] = _positive_int("max-output-buffer", self["max-output-buffer"],
                                                   65536)
+        if self["durability"] not in DURABILITY_LEVELS:
+            raise usage.UsageError("--durability is one of " + ", ".join(DURABILITY_LEVELS)
+                                   + f", not {self['durability']!r}")
         if self["manhole"] and not self["manhole-keys"]:
             raise usage.UsageError("--manhole needs --manhole-keys FILE (authorized_keys format)")
 
@@ -120,7 +126,8 @@ class Options(usage.Options):
             max_output_buffer=self["max-output-buffer"],
             manhole=self["manhole"], manhole_keys=self["manhole-keys"],
             manhole_host_key=self["manhole-host-key"],
-            spool_file=self["spool-file"], spool_memory=self["spool-memory"])
+            spool_file=self["spool-file"], spool_memory=self["spool-memory"],
+            durability=self["durability"])
 
 
 def makeService(options):
