@@ -22,7 +22,7 @@ log = Logger()
 
 MAX_BATCH = 1000            # messages in one commit at most
 OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
-BLOCK_REFRESH = 10.0        # seconds after which a busy server reserves a fresher block
+OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 10000       # committed (sender, nonce) pairs remembered in memory
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 
@@ -179,6 +179,13 @@ class MessageLog:
     from a block reserved durably beforehand (refreshed every BLOCK_REFRESH s
     while busy), so they sort at most that far back. A message whose (sender,
     nonce) is already stored is answered with the stored one, is_new False.
+
+    Outage ids: a block of OUTAGE_BLOCK ids is reserved OUTAGE_GAP above the next
+    id (a row of message_id_blocks, written at start). Commits, by any process,
+    skip every reserved block, so the block's ids are ours alone; a spooled
+    message therefore sorts after everything committed before the outage, and
+    once the database is back the commits jump past the block, so later messages
+    sort after it. A block that commits have passed is replaced by a fresh one.
     """
 
     def __init__(self, store, spool=None, max_queued=10000):
@@ -189,8 +196,7 @@ class MessageLog:
         self.spooled = deque()      # durable in the spool, not yet in SQL (history shows them)
         self.in_doubt = []          # [(message, deferred)] whose COMMIT may or may not have happened
         self.outage = False
-        self.block = None           # [next id, end) reserved for the spool
-        self._block_at = 0.0
+        self.block = None           # [next id, end, start] reserved for the spool
         self._nonces = OrderedDict()    # (sender, nonce) -> Message or the Deferred of its save
         self._committing = False
         self._scheduled = False
@@ -260,9 +266,31 @@ class MessageLog:
         d.addCallbacks(self._committed, self._commit_failed,
                        callbackArgs=(batch,), errbackArgs=(batch,))
 
+    @defer.inlineCallbacks
+    def reserve_block(self):
+        """Reserve ids for outages now, so even the first messages can be spooled."""
+        self.block = list((yield self.store.run("reserve outage ids", self._reserve)))
+
     def _wants_block(self):
-        """Reserve a fresh block for outages if none, or the current one is stale."""
-        return self.block is None or time.monotonic() - self._block_at > BLOCK_REFRESH
+        """A fresh block if none, or if commits have reached the current one."""
+        return self.block is None or self._next_id > self.block[2]
+
+    _next_id = 0
+
+    def _lock_next_id(self, cursor):
+        """The next id, locked until the commit so no other process takes the same ones."""
+        lock = " FOR UPDATE" if self.store.engine.name == "mysql" else ""
+        cursor.execute("SELECT next_id FROM message_ids" + lock)
+        return cursor.fetchone()[0]
+
+    def _reserve(self, cursor):
+        next_id = self._lock_next_id(cursor)
+        cursor.execute("DELETE FROM message_id_blocks WHERE end_id <= ?", (next_id,))
+        cursor.execute("SELECT MAX(end_id) FROM message_id_blocks")
+        start = max(next_id + OUTAGE_GAP, cursor.fetchone()[0] or 0)
+        cursor.execute("INSERT INTO message_id_blocks (start_id, end_id) VALUES (?, ?)",
+                       (start, start + OUTAGE_BLOCK))
+        return start, start + OUTAGE_BLOCK, start
 
     def _commit(self, cursor, messages, reserve):
         """In one transaction: find nonces already stored, take ids, insert the rest."""
@@ -275,29 +303,31 @@ class MessageLog:
                 if row is not None:
                     stored[(m.sender, m.nonce)] = tuple(row)
         new = [m for m in messages if (m.sender, m.nonce) not in stored]
-        first, end = self._take_ids(cursor, len(new), OUTAGE_BLOCK if reserve else 0)
+        first = self._take_ids(cursor, len(new))
         rows = [(first + i,) + m.row()[1:] for i, m in enumerate(new)]
         if rows:
             cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ")"
                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        block = (first + len(new), end) if reserve else None
-        return first, stored, block
+        block = self._reserve(cursor) if reserve else None
+        return first, first + len(new), stored, block
 
-    def _take_ids(self, cursor, count, extra):
-        """Ids [first, first+count) and `extra` more after them, from the message_ids row
-        (locked to the commit, so no other process can take the same ones)."""
-        lock = " FOR UPDATE" if self.store.engine.name == "mysql" else ""
-        cursor.execute("SELECT next_id FROM message_ids" + lock)
-        first = cursor.fetchone()[0]
-        end = first + count + extra
-        cursor.execute("UPDATE message_ids SET next_id = ?", (end,))
-        return first, end
+    def _take_ids(self, cursor, count):
+        """`count` consecutive ids from the next one, skipping every reserved block."""
+        first = self._lock_next_id(cursor)
+        cursor.execute("SELECT start_id, end_id FROM message_id_blocks WHERE end_id > ?"
+                       " ORDER BY start_id", (first,))
+        for start, end in cursor.fetchall():
+            if first + count <= start:
+                break
+            first = max(first, end)
+        cursor.execute("UPDATE message_ids SET next_id = ?", (first + count,))
+        return first
 
     def _committed(self, result, batch):
         self._committing = False
-        first, stored, block = result
+        first, self._next_id, stored, block = result
         if block is not None:
-            self.block, self._block_at = list(block), time.monotonic()
+            self.block = list(block)
         next_id = first
         for message, d in batch:
             row = stored.get((message.sender, message.nonce))
@@ -416,6 +446,9 @@ class MessageLog:
         cursor.executemany(self.store.engine.insert_ignore + " INTO messages ("
                            + MESSAGE_COLUMNS + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            [tuple(r) + (None,) * (8 - len(r)) for r in rows])
+        # Later commits go above what the outage stored (past the rest of its block).
+        top = max(r[0] for r in rows)
+        cursor.execute("UPDATE message_ids SET next_id = ? WHERE next_id <= ?", (top + 1, top))
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -579,12 +612,8 @@ class Store:
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
-        if self.messages.spooled:
-            # A spool from before schema 3 has ids from memory: keep new ones above them.
-            top = max(m.id for m in self.messages.spooled)
-            yield self.execute("UPDATE message_ids SET next_id = ? WHERE next_id <= ?",
-                               (top + 1, top))
-            yield self.messages.replay()
+        yield self.messages.replay()
+        yield self.messages.reserve_block()
 
     @defer.inlineCallbacks
     def stop(self):
@@ -630,7 +659,10 @@ class Store:
         started = time.monotonic()
 
         def attempt(left):
-            d = self.pool.runWithConnection(self._transaction, function, args)
+            committed = []
+            d = self.pool.runWithConnection(self._transaction, function, args, committed)
+            # adbapi commits once more after us: if that fails, ours had already succeeded.
+            d.addErrback(lambda f: committed[0] if committed else f)
             if left:
                 d.addErrback(lambda f: attempt(left - 1) if self._retriable(f) else f)
             return d
@@ -657,7 +689,7 @@ class Store:
             d.addTimeout(timeout, self.clock)
         return d.addCallbacks(finished, failed)
 
-    def _transaction(self, connection, function, args):
+    def _transaction(self, connection, function, args, committed):
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
         cursor = _Cursor(connection.cursor(), self.engine.convert)
         self.engine.begin(cursor)
@@ -669,6 +701,7 @@ class Store:
             if self.engine.is_connection_error(e) and self.engine.name == "mysql":
                 raise CommitUncertain(str(e)) from e
             raise
+        committed.append(result)
         return result
 
     def _retriable(self, failure):

@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-01 23:13:05.943');
+(1,'alice','create','random',NULL,'public','2026-12-01 23:28:45.396');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-01 23:13:05.407'),
-(2,'alice','login','127.0.0.1','2026-12-01 23:13:05.488'),
-(3,'bob','register','127.0.0.1','2026-12-01 23:13:05.577'),
-(4,'bob','login','127.0.0.1','2026-12-01 23:13:05.749'),
-(5,'carol','register','127.0.0.1','2026-12-01 23:13:05.864'),
-(6,'carol','login','127.0.0.1','2026-12-01 23:13:05.939');
+(1,'alice','register','127.0.0.1','2026-12-01 23:28:44.550'),
+(2,'alice','login','127.0.0.1','2026-12-01 23:28:44.793'),
+(3,'bob','register','127.0.0.1','2026-12-01 23:28:44.934'),
+(4,'bob','login','127.0.0.1','2026-12-01 23:28:45.099'),
+(5,'carol','register','127.0.0.1','2026-12-01 23:28:45.210'),
+(6,'carol','login','127.0.0.1','2026-12-01 23:28:45.391');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-01 23:13:05.942');
+(2,'random',0,'alice','2026-12-01 23:28:45.394');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,13 +233,38 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-01 23:13:05.489'),
-(1,'bob','2026-12-01 23:13:05.750'),
-(1,'carol','2026-12-01 23:13:05.940'),
-(2,'alice','2026-12-01 23:13:05.943'),
-(2,'bob','2026-12-01 23:13:05.944'),
-(2,'carol','2026-12-01 23:13:05.945');
+(1,'alice','2026-12-01 23:28:44.795'),
+(1,'bob','2026-12-01 23:28:45.100'),
+(1,'carol','2026-12-01 23:28:45.393'),
+(2,'alice','2026-12-01 23:28:45.396'),
+(2,'bob','2026-12-01 23:28:45.401'),
+(2,'carol','2026-12-01 23:28:45.402');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Table structure for table `message_id_blocks`
+--
+
+DROP TABLE IF EXISTS `message_id_blocks`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `message_id_blocks` (
+  `start_id` bigint(20) NOT NULL,
+  `end_id` bigint(20) NOT NULL,
+  PRIMARY KEY (`start_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `message_id_blocks`
+--
+
+LOCK TABLES `message_id_blocks` WRITE;
+/*!40000 ALTER TABLE `message_id_blocks` DISABLE KEYS */;
+INSERT INTO `message_id_blocks` VALUES
+(1000001,1010001);
+/*!40000 ALTER TABLE `message_id_blocks` ENABLE KEYS */;
 UNLOCK TABLES;
 
 --
@@ -261,7 +286,7 @@ CREATE TABLE `message_ids` (
 LOCK TABLES `message_ids` WRITE;
 /*!40000 ALTER TABLE `message_ids` DISABLE KEYS */;
 INSERT INTO `message_ids` VALUES
-(10009);
+(9);
 /*!40000 ALTER TABLE `message_ids` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -297,14 +322,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-01 23:13:05.945',NULL),
-(10002,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-01 23:13:05.997',NULL),
-(10003,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-01 23:13:06.049',NULL),
-(10004,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-01 23:13:06.102',NULL),
-(10005,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-01 23:13:06.154',NULL),
-(10006,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-01 23:13:06.206',NULL),
-(10007,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-01 23:13:06.259',NULL),
-(10008,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-01 23:13:06.262',NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-01 23:28:45.404',NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-01 23:28:45.462',NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-01 23:28:45.519',NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-01 23:28:45.574',NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-01 23:28:45.627',NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-01 23:28:45.679',NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-01 23:28:45.732',NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-01 23:28:45.734',NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -357,9 +382,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$sQBOxaNcXFjmXPSy3eCoredfu.F/e/HMel3J2hSN9PTi48IHRxnjK','admin','2026-12-01 23:13:05.406'),
-('bob','bob@example.org','$2b$10$8fVvrLKKKX5U8ldtuKcOsuRivsoDfGDSalB6rZPCDBMAXCRkj6GFa','user','2026-12-01 23:13:05.576'),
-('carol','carol@example.org','$2b$10$es/rrV5Y/g/Gplin6DlcSuhOs8YOKIEXz17VnN9lDDWmlkEH6ekqe','user','2026-12-01 23:13:05.863');
+('alice','alice@example.org','$2b$10$7g9vIUP/mCuPerCVdvriMeQhQScBU2KPvUGkLcZOqIUkcR/6qi47q','admin','2026-12-01 23:28:44.549'),
+('bob','bob@example.org','$2b$10$c1b7pgz4S4lvcMaNSBjiVOe5KBq.PPrBRQO2wxCuT2UnXhG/lb1xW','user','2026-12-01 23:28:44.928'),
+('carol','carol@example.org','$2b$10$/apE8Jdbn4BrCUNSd6sOUu1u/Ex0IXx8aCFS/96M2M9pGh67Rnklm','user','2026-12-01 23:28:45.209');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;
