@@ -17,6 +17,7 @@ from pathlib import Path
 from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -198,7 +199,7 @@ class MessageLog:
         self.outage = False
         self.block = None           # [next id, end, start] reserved for the spool
         self._nonces = OrderedDict()    # (sender, nonce) -> Message or the Deferred of its save
-        self._committing = False
+        self._in_flight = deque()   # [batch, outcome] of commits running, oldest first
         self._scheduled = False
         self._retry_call = None
         self._retry_delay = 0.1
@@ -244,7 +245,8 @@ class MessageLog:
                 self._nonces.popitem(last=False)
 
     def _schedule(self):
-        if not (self._scheduled or self._committing or self._stopped):
+        busy = len(self._in_flight) >= self.store.engine.commits_in_flight
+        if not (self._scheduled or busy or self._stopped):
             self._scheduled = True
             self.store.clock.callLater(0, self._flush)
 
@@ -260,11 +262,21 @@ class MessageLog:
             self._to_spool(batch)
             self._schedule()
             return
-        self._committing = True
+        entry = [batch, None]
+        self._in_flight.append(entry)
         d = self.store.run("store messages", self._commit, [m for m, _ in batch],
                            self._wants_block(), timeout=None, retries=0)
-        d.addCallbacks(self._committed, self._commit_failed,
-                       callbackArgs=(batch,), errbackArgs=(batch,))
+        d.addBoth(self._commit_done, entry)
+
+    def _commit_done(self, outcome, entry):
+        """Outcomes are handled in the order the commits were started (so are relays)."""
+        entry[1] = outcome
+        while self._in_flight and self._in_flight[0][1] is not None:
+            batch, outcome = self._in_flight.popleft()
+            if isinstance(outcome, Failure):
+                self._commit_failed(outcome, batch)
+            else:
+                self._committed(outcome, batch)
 
     @defer.inlineCallbacks
     def reserve_block(self):
@@ -324,7 +336,6 @@ class MessageLog:
         return first
 
     def _committed(self, result, batch):
-        self._committing = False
         first, self._next_id, stored, block = result
         if block is not None:
             self.block = list(block)
@@ -339,7 +350,6 @@ class MessageLog:
         self._schedule()
 
     def _commit_failed(self, failure, batch):
-        self._committing = False
         if failure.check(CommitUncertain):
             log.warn("the database went away during a commit of {count} messages; they are"
                      " answered once it tells whether they were stored", count=len(batch))
@@ -458,7 +468,7 @@ class MessageLog:
             self.spooled.extend(Message.from_row(row) for row in self.spool.recover())
 
     def idle(self):
-        return not (self.queue or self.spooled or self.in_doubt or self._committing
+        return not (self.queue or self.spooled or self.in_doubt or self._in_flight
                     or self._scheduled)
 
     def drained(self):
