@@ -36,7 +36,7 @@ def join_general(qtbot, window):
 
 def send(qtbot, window, text):
     composer = window.chat_page.conversation.composer
-    composer.edit.setText(text)
+    composer.edit.setPlainText(text)
     qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
 
 
@@ -137,7 +137,7 @@ def test_two_clients_send_and_receive(qtbot, logged_in_window):
         send(qtbot, bob, "hello from bob")
     assert shown_texts(alice) == ["hello from bob"]
     qtbot.waitUntil(lambda: shown_texts(bob) == ["hello from bob"], timeout=PATIENCE)
-    assert bob.chat_page.conversation.composer.edit.text() == ""
+    assert bob.chat_page.conversation.composer.edit.toPlainText() == ""
     assert "You" in bob.chat_page.conversation.view.toPlainText()
     assert "You" not in alice.chat_page.conversation.view.toPlainText()
 
