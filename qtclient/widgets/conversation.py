@@ -1,6 +1,7 @@
 """The centre: a conversation's messages with day separators, and the composer."""
 
 import html
+import math
 import re
 from datetime import timedelta
 
@@ -138,7 +139,8 @@ class MessageEdit(QPlainTextEdit):
         self.setObjectName("composer")
         self.setTabChangesFocus(True)
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
-        self.document().documentLayout().documentSizeChanged.connect(lambda _: self._fit())
+        # (The widget's own signal: the document's would still fire while the widget is destroyed.)
+        self.textChanged.connect(self._fit)
         self._fit()
 
     def keyPressEvent(self, event):
@@ -152,14 +154,22 @@ class MessageEdit(QPlainTextEdit):
 
     def _fit(self):
         """As tall as its lines (wrapped ones count), between one and MAX_LINES."""
-        lines = min(max(int(self.document().size().height()), 1), self.MAX_LINES)
+        document = self.document()
+        lines = min(max(int(document.size().height()), 1), self.MAX_LINES)  # the layout counts lines
+        first_line = document.firstBlock().layout().lineAt(0)
+        line_height = first_line.height() if first_line.isValid() else self.fontMetrics().height()
         frame = self.height() - self.viewport().height() if self.isVisible() else 2 * self.frameWidth()
-        self.setFixedHeight(lines * self.fontMetrics().lineSpacing()
-                            + int(2 * self.document().documentMargin()) + frame)
+        # (+1: QPlainTextEdit scrolls unless a pixel is left below the last line.)
+        self.setFixedHeight(math.ceil(lines * line_height + 2 * document.documentMargin()) + 1 + frame)
 
     def showEvent(self, event):
         super().showEvent(event)
         self._fit()
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit()  # long lines wrap differently
 
 
 class Composer(QWidget):

@@ -134,6 +134,7 @@ def test_shift_enter_starts_a_new_line_and_enter_sends_it_all(qtbot, logged_in_w
     qtbot.keyClicks(edit, "second line")
     assert edit.toPlainText() == "first line\nsecond line"
     assert edit.height() > one_line, "the composer grows with the lines"
+    assert edit.verticalScrollBar().maximum() == 0, "both lines fit without scrolling"
     assert shown_texts(bob) == [], "Shift+Enter does not send"
 
     with qtbot.waitSignal(alice.model.messageReceived, timeout=PATIENCE) as received:
@@ -245,6 +246,12 @@ def test_notifications_for_private_messages_and_mentions_in_the_background(
     with qtbot.waitSignal(notifier.notified, timeout=PATIENCE) as private:
         send(qtbot, bob, "a word in private")
     assert private.args == ["bob", "a word in private", Conversation.private("bob")]
+    with qtbot.waitSignal(alice.model.historyLoaded, timeout=PATIENCE):
+        notifier.clicked.emit(private.args[2])  # what the tray's messageClicked leads to
+    assert alice.model.current == Conversation.private("bob")
+    assert shown_texts(alice) == ["a word in private"]
+    bob.activateWindow()
+    qtbot.waitUntil(lambda: not alice.isActiveWindow(), timeout=PATIENCE)
 
     alice.chat_page.notifications_action.trigger()  # Settings ▸ untick notifications
     assert alice.settings.value(NOTIFICATIONS_KEY, type=bool) is False
