@@ -24,7 +24,7 @@ CATCH_UP_PAGE = 200
 
 # The commands the client runs itself (the rest go to the server), as /help explains them.
 CLIENT_COMMANDS = {
-    "me": ("/me waves", 'say what you are doing: everyone sees "* you waves"'),
+    "me": ("/me waves", 'say what you are doing: everyone sees "* {user} waves"'),
     "leave": ("/leave [channel]", "leave this channel (or the one named); "
               "you can join it again from the sidebar"),
     "help": ("/help", "show this list"),
@@ -639,7 +639,8 @@ class ChatModel(QObject):
     @defer.inlineCallbacks
     def show_help(self):
         """What one can type, in words (``commandResult``); admins also get the server's commands."""
-        lines = ["Commands:"] + [f"  {usage} — {what}" for usage, what in CLIENT_COMMANDS.values()]
+        lines = ["Commands:"] + [f"  {usage} — {what.format(user=self.user)}"
+                                 for usage, what in CLIENT_COMMANDS.values()]
         if self.is_admin:
             reply = yield self._request("command", "help")
             if reply is not None:

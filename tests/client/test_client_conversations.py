@@ -212,7 +212,8 @@ def test_help_explains_the_commands_in_plain_words(qtbot, logged_in_window):
     with qtbot.waitSignal(bob.model.commandResult, timeout=PATIENCE) as shown:
         send(qtbot, bob, "/help")
     text = shown.args[0]
-    assert "/me waves" in text and "/leave" in text and "Shift+Enter" in text
+    assert '/me waves — say what you are doing: everyone sees "* bob waves"' in text
+    assert "/leave" in text and "Shift+Enter" in text
     assert "my_requests" not in text and "Admin commands" not in text
     assert notes(bob) == [text]
 
