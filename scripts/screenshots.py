@@ -19,6 +19,7 @@ Run it under a virtual X server so it looks like a desktop, not the offscreen pl
 Qt's built-in fonts.)
 """
 
+import gc
 import os
 import sys
 import tempfile
@@ -240,6 +241,7 @@ def main():
             failure.getTraceback(), file=sys.stderr))
         deferred.addBoth(lambda _: reactor.stop())
         reactor.run()
+    gc.collect()  # free the windows before exit (see qtclient/app.py)
     return 1 if failures else 0
 
 

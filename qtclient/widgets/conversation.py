@@ -65,6 +65,14 @@ class MessageView(QTextBrowser):
         finally:
             self._rendering = False
 
+    def resizeEvent(self, event):
+        """A reader at the bottom stays there when the view shrinks (the composer grew)."""
+        bar = self.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 4
+        super().resizeEvent(event)
+        if at_bottom:
+            bar.setValue(bar.maximum())
+
     def fills_view(self):
         """Whether there is anything to scroll; if not, scrolling up cannot ask for more."""
         return self.verticalScrollBar().maximum() > 0

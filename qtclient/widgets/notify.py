@@ -22,7 +22,6 @@ class Notifier(QObject):
 
     def __init__(self, window):
         super().__init__(window)
-        self.window = window
         self.tray = None
         self._last = None
         if QSystemTrayIcon.isSystemTrayAvailable():
@@ -41,5 +40,5 @@ class Notifier(QObject):
         self._last = conversation
         if self.tray is not None and self.tray.supportsMessages():
             self.tray.showMessage(title, text, QSystemTrayIcon.MessageIcon.Information, SHOWN_FOR_MS)
-        QApplication.alert(self.window)
+        QApplication.alert(self.parent())
         self.notified.emit(title, text, conversation)

@@ -127,14 +127,20 @@ def test_shift_enter_starts_a_new_line_and_enter_sends_it_all(qtbot, logged_in_w
     alice, bob = logged_in_window("alice"), logged_in_window("bob")
     join_general(qtbot, alice)
     join_general(qtbot, bob)
-    edit = bob.chat_page.conversation.composer.edit
-    one_line = edit.height()
+    edit, view = bob.chat_page.conversation.composer.edit, bob.chat_page.conversation.view
+    bar = view.verticalScrollBar()
+    for _ in range(6):
+        bob.model.show_help()  # (answered at once for a non-admin) enough to scroll
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()
+    one_line, view_height = edit.height(), view.height()
     qtbot.keyClicks(edit, "first line")
     qtbot.keyClick(edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
     qtbot.keyClicks(edit, "second line")
     assert edit.toPlainText() == "first line\nsecond line"
     assert edit.height() > one_line, "the composer grows with the lines"
     assert edit.verticalScrollBar().maximum() == 0, "both lines fit without scrolling"
+    qtbot.waitUntil(lambda: view.height() < view_height, timeout=PATIENCE)  # the layout has run
+    assert bar.value() == bar.maximum(), "the last lines stay in view above the taller composer"
     assert shown_texts(bob) == [], "Shift+Enter does not send"
 
     with qtbot.waitSignal(alice.model.messageReceived, timeout=PATIENCE) as received:
