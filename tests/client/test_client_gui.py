@@ -154,6 +154,10 @@ def test_empty_and_too_long_messages_are_refused_next_to_the_composer(qtbot, log
     assert composer.error.text() == "Type a message first."
     bob.model.send_text("x" * 4001) and composer.show_error(bob.model.send_text("x" * 4001))
     assert composer.error.text().startswith("Messages are limited to 4000 characters")
+    composer.edit.setPlainText("x" * 4001)
+    assert composer.error.text() == "4001 characters: messages are limited to 4000."
+    composer.edit.setPlainText("x" * 4000)
+    assert not composer.error.isVisible()
 
 
 def test_member_list_shows_the_other_going_away_and_coming_back(qtbot, logged_in_window):
