@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from chatd.auth import ChatError, check_channel_name
 from chatd.fanout import LocalFanout, encode
 from chatd.presence import OFFLINE, Presence, channel_topic
+from chatd.rules import message_problem
 
 log = Logger()
 
@@ -52,7 +53,7 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, store, clock=None, max_message=4000, presence_timeout=15.0):
+    def __init__(self, store, *, max_message, presence_timeout, clock=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
@@ -207,9 +208,9 @@ class Hub:
     def _check_text(self, text):
         if not text.strip():
             raise ChatError("The message is empty.")
-        if len(text) > self.max_message:
-            raise ChatError(f"A message is at most {self.max_message} characters; "
-                            f"this one has {len(text)}.")
+        too_long = message_problem(text, self.max_message)
+        if too_long:
+            raise ChatError(too_long)
 
     def channel_message(self, session, channel_name, text):
         """Relay to the channel's viewers, notify its other online members, log it."""

@@ -6,11 +6,10 @@ listening) happens in startService, and stopService undoes it in order:
 stop accepting, tell clients, write what is queued, close the database.
 """
 
-from dataclasses import dataclass, field
-
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.auth import ChatError, PasswordHasher
 from chatd.engines import engine_from_url
@@ -18,35 +17,51 @@ from chatd.hub import Hub
 from chatd.limits import LoginThrottle
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
+from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
 from chatd.protocol import ChatFactory
 from chatd.store import Store
 
 log = Logger()
 SHUTDOWN_REASON = "The server is restarting; reconnect in a moment."
+# MySQL client error codes: the server is not there, or not answering.
+MYSQL_UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
+MYSQL_UNKNOWN_DATABASE, MYSQL_ACCESS_DENIED = 1049, 1045
 
 
-@dataclass
-class ServerConfig:
-    listen: str = "tcp:7878"
-    database: str = "sqlite:chatd.sqlite"
-    bcrypt_rounds: int = 12
-    admins: list = field(default_factory=list)
-    max_line: int = 16384
-    max_message: int = 4000
-    presence_timeout: float = 15.0
-    max_connections_per_ip: int = 20
-    flood_burst: int = 20                   # requests a connection may send at once
-    flood_rate: float = 5.0                 # requests per second after the burst
-    flood_strikes: int = 10                 # refused requests within 10 s that end the connection
-    login_failures: int = 5                 # failed logins (per account, per IP) before backoff
-    login_backoff_max: float = 300.0        # longest backoff, seconds (it doubles up to this)
-    bcrypt_concurrency: int = 2             # bcrypt computations running at once
-    max_output_buffer: int = 1024 * 1024    # unread output bytes before a client is dropped
-    manhole: str | None = None              # SSH manhole endpoint; off unless given
-    manhole_keys: str | None = None         # authorized_keys file for the manhole
-    manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
-    spool_file: str | None = None           # default: next to the SQLite file, or ./
-    spool_memory: int = 10000               # log rows kept in memory while the DB is away
+class StartError(Exception):
+    """Why the server could not start, in one line for whoever started it."""
+
+
+def database_problem(engine, exc):
+    """The sentence for a database that cannot be opened at start."""
+    if isinstance(exc, ImportError) and exc.name == "MySQLdb":
+        return ("a mysql:// database needs mysqlclient, which is not installed:"
+                " pip install 'chatd[mysql]' (it builds against libmariadb-dev and pkg-config).")
+    code = exc.args[0] if type(exc).__module__.startswith("MySQLdb") and exc.args else None
+    where = f"{getattr(engine, 'host', '')}:{getattr(engine, 'port', '')}"
+    if code in MYSQL_UNREACHABLE:
+        return f"cannot reach the database server at {where}: {exc.args[-1]}"
+    if code == MYSQL_UNKNOWN_DATABASE:
+        return (f"the database {engine.database!r} does not exist on {where}; create it with"
+                f" CREATE DATABASE {engine.database} CHARACTER SET utf8mb4.")
+    if code == MYSQL_ACCESS_DENIED:
+        return f"the database server at {where} refused the login: {exc.args[-1]}"
+    return f"cannot open the database {engine.describe()}: {exc}"
+
+
+@defer.inlineCallbacks
+def listen(option, reactor, description, factory):
+    """Listen on an endpoint string; StartError naming `option` if that is not possible."""
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise StartError(f"{option} {description}: not a usable endpoint ({e}).") from e
+    try:
+        port = yield endpoint.listen(factory)
+    except error.CannotListenError as e:
+        reason = getattr(e.socketError, "strerror", None) or e.socketError
+        raise StartError(f"{option} {description}: cannot listen there ({reason}).") from e
+    return port
 
 
 class ChatServer(service.Service):
@@ -81,25 +96,31 @@ class ChatServer(service.Service):
 
     @defer.inlineCallbacks
     def _start(self):
-        yield self.store.start()
+        try:
+            yield self.store.start()
+        except Exception as e:
+            raise StartError(database_problem(self.store.engine, e)) from e
         yield self.hub.load()
         yield self.moderation.load()
         for name in self.config.admins:
             yield self.make_admin(name, by=None, must_exist=False)
-        endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
-        self.port = yield endpoint.listen(ChatFactory(self))
+        self.port = yield listen("--listen", self.reactor, self.config.listen, ChatFactory(self))
         address = self.port.getHost()
         log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
         if self.config.manhole:
-            self.manhole_port = yield listen_manhole(self)
+            try:
+                self.manhole_port = yield listen_manhole(self)
+            except Exception as e:
+                raise StartError(f"--manhole {self.config.manhole}: {e}") from e
         self.ready.callback(self)
 
     def _failed_to_start(self, failure):
+        """Log the detail; `ready` fails with a StartError whose message is one line."""
         log.failure("chatd could not start", failure)
+        if not failure.check(StartError):
+            failure = Failure(StartError(f"{failure.type.__name__}: {failure.getErrorMessage()}"))
         if not self.ready.called:
             self.ready.errback(failure)
-        if self.reactor.running:
-            self.reactor.stop()
 
     @defer.inlineCallbacks
     def stopService(self):

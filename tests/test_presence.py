@@ -152,7 +152,7 @@ class RecordingConnection:
 
 def clock_hub(timeout=15.0):
     clock = Clock()
-    hub = Hub(store=None, clock=clock, presence_timeout=timeout)
+    hub = Hub(store=None, clock=clock, max_message=4000, presence_timeout=timeout)
     hub.channels["general"] = Channel(1, "general", False)
     return clock, hub
 
