@@ -13,11 +13,12 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.task import LoopingCall
 
+from chatd import rules
+
 from .entities import ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo
 from .protocol import ChatProtocol, ServerError
 
 DEFAULT_PORT = 7878
-MAX_MESSAGE_LENGTH = 4000
 HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
 
@@ -555,8 +556,9 @@ class ChatModel(QObject):
         text = text.strip()
         if not text:
             return "Type a message first."
-        if len(text) > MAX_MESSAGE_LENGTH:
-            return f"Messages are limited to {MAX_MESSAGE_LENGTH} characters ({len(text)} typed)."
+        too_long = rules.message_problem(text)
+        if too_long:
+            return too_long
         if text.startswith("/"):
             self.run_command(text[1:])
         elif self.current is None:
