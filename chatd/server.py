@@ -34,7 +34,7 @@ class StartError(Exception):
 
 def database_problem(engine, exc):
     """The sentence for a database that cannot be opened at start."""
-    if isinstance(exc, ImportError) and exc.name == "MySQLdb":
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "MySQLdb":
         return ("a mysql:// database needs mysqlclient, which is not installed:"
                 " pip install 'chatd[mysql]' (it builds against libmariadb-dev and pkg-config).")
     code = exc.args[0] if type(exc).__module__.startswith("MySQLdb") and exc.args else None
