@@ -214,3 +214,45 @@ def test_an_unknown_database_fails_with_one_line(tmp_path):
         missing = url + "_missing"
         line, _ = twistd_failure(tmp_path, "--database", missing)
     assert f"the database {missing.rsplit('/', 1)[1]!r} does not exist" in line
+
+
+# -- the chatd command -----------------------------------------------------------
+
+CHATD = [sys.executable, "-m", "chatd"]     # what the `chatd` console script runs
+
+
+def test_chatd_run_serves_like_twistd(tmp_path):
+    process, port = run_twistd(tmp_path, "--listen", "tcp:0:interface=127.0.0.1",
+                               "--bcrypt-rounds", "4", command=[*CHATD, "run"])
+    try:
+        assert all(reply.get("ok") for reply in register_and_login(port))
+    finally:
+        stop(process)
+    assert (tmp_path / "chatd.sqlite").exists()
+
+
+def chatd(*args, cwd):
+    return subprocess.run([*CHATD, *args], cwd=cwd, env=environment(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_chatd_help_and_usage_errors_are_short(tmp_path):
+    usage = chatd("--help", cwd=tmp_path)
+    assert usage.returncode == 0 and usage.stdout.startswith("Usage: chatd run [options]")
+    options = chatd("run", "--help", cwd=tmp_path)
+    assert options.returncode == 0 and options.stdout.startswith("Usage: chatd run [options]")
+    assert "every network interface" in options.stdout and "--spool-memory" in options.stdout
+    wrong = chatd("run", "--bcrypt-rounds", "3", cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.splitlines()[0] == (
+        "chatd run: --bcrypt-rounds must be between 4 and 31, not 3")
+    unknown = chatd("serve", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown command 'serve'" in unknown.stderr
+
+
+def test_chatd_run_start_failure_exits_1_with_one_line(tmp_path):
+    failed = chatd("run", "--listen", "tcp:notaport", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        "chatd: could not start: --listen tcp:notaport: not a usable endpoint"
+        " (invalid literal for int() with base 10: 'notaport')."]
