@@ -3,13 +3,15 @@
 The twistd options and their validation (chatd/tap.py), `--help`, the
 ServerConfig dataclass (one field per option, `--max-line` -> `max_line`) and
 the option list in the README are all derived from OPTIONS. To add an option,
-add one Option(...) below and read `config.<field>` where it is used; run
-`python -m chatd.options` to print the README's list again.
+add one Option(...) below, read `config.<field>` where it is used, and run
+`python -m chatd.options --update-readme` to rewrite the README's list.
 """
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
 
 from chatd import rules
 from chatd.engines import DatabaseURLError, engine_from_url
@@ -43,7 +45,7 @@ class Option:
     at_least: float | None = None
     at_most: float | None = None
     above: float | None = None  # exclusive lower bound (for float options)
-    check: object = None        # for str options: raises ValueError(sentence) if wrong
+    check: Callable[[str], None] | None = None  # str options: ValueError(sentence) if wrong
     requires: str | None = None  # another option that must be given with this one
     field: str | None = None    # ServerConfig field, if not the name with '_' for '-'
 
@@ -68,8 +70,8 @@ class Option:
 
     def parse(self, text):
         """The typed value of `text`, or OptionError with a one-sentence reason."""
-        if text is None or self.type is str:
-            if text is not None and self.check is not None:
+        if self.type is str:
+            if self.check is not None:
                 try:
                     self.check(text)
                 except ValueError as e:
@@ -159,19 +161,22 @@ ServerConfig.__doc__ = "The server's settings, one field per entry of chatd.opti
 
 
 def config_from(values):
-    """ServerConfig from {option name: text or list as given}; OptionError if one is wrong."""
+    """ServerConfig from {option name: text, or a list for a repeatable option}, as twistd
+    parsed them; a missing or None value is the default. OptionError if one is wrong."""
     settings = {}
     for option in OPTIONS:
-        given = values.get(option.name, option.default)
+        given = values.get(option.name)
         if option.type is list:
-            settings[option.attribute] = list(given)
+            settings[option.attribute] = list(option.default if given is None else given)
             continue
         if option.requires and given is not None and values.get(option.requires) is None:
             raise OptionError(f"--{option.name} needs --{option.requires}"
                               f" {BY_NAME[option.requires].metavar}")
-        settings[option.attribute] = option.parse(given if given is None or isinstance(
-            given, str) else str(given))
+        settings[option.attribute] = option.default if given is None else option.parse(given)
     return ServerConfig(**settings)
+
+
+README_START, README_END = "<!-- options -->\n", "<!-- /options -->"
 
 
 def markdown():
@@ -183,5 +188,19 @@ def markdown():
     return "\n".join(lines) + "\n"
 
 
+def update_readme(path):
+    """Rewrite the list between the README's `<!-- options -->` markers; True if it changed."""
+    text = path.read_text("utf-8")
+    start = text.index(README_START) + len(README_START)
+    end = text.index(README_END)
+    updated = text[:start] + markdown() + text[end:]
+    path.write_text(updated, "utf-8")
+    return updated != text
+
+
 if __name__ == "__main__":
-    sys.stdout.write(markdown())
+    if sys.argv[1:2] == ["--update-readme"]:
+        readme = Path(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+        print(f"{readme}: {'updated' if update_readme(readme) else 'already current'}")
+    else:
+        sys.stdout.write(markdown())

@@ -33,13 +33,14 @@ class Options(usage.Options):
                 self[option.name] = []
 
     def postOptions(self):
-        try:
-            self.server_config = config_from(self)
-        except OptionError as e:
-            raise usage.UsageError(str(e)) from None
+        self.config()
 
     def config(self):
-        return self.server_config
+        """The ServerConfig these options give; UsageError (one sentence) if one is wrong."""
+        try:
+            return config_from(self)
+        except OptionError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 for _option in OPTIONS:
