@@ -45,6 +45,7 @@ class Option:
     at_least: float | None = None
     at_most: float | None = None
     above: float | None = None  # exclusive lower bound (for float options)
+    choices: tuple[str, ...] | None = None  # for str options: the accepted values
     check: Callable[[str], None] | None = None  # str options: ValueError(sentence) if wrong
     requires: str | None = None  # another option that must be given with this one
     field: str | None = None    # ServerConfig field, if not the name with '_' for '-'
@@ -61,6 +62,8 @@ class Option:
             return f"at least {self.at_least}"
         if self.above is not None:
             return f"more than {self.above}"
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
         return None
 
     def describe(self):
@@ -71,6 +74,8 @@ class Option:
     def parse(self, text):
         """The typed value of `text`, or OptionError with a one-sentence reason."""
         if self.type is str:
+            if self.choices and text not in self.choices:
+                raise OptionError(f"--{self.name} must be {self.bounds}, not {text!r}")
             if self.check is not None:
                 try:
                     self.check(text)

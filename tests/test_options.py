@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from twisted.python.usage import UsageError
 
-from chatd.options import OPTIONS, ServerConfig, markdown, update_readme
+from chatd.options import OPTIONS, Option, OptionError, ServerConfig, markdown, update_readme
 from chatd.tap import Options
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -41,6 +41,15 @@ def test_numbers_are_typed_and_bounded_from_the_declaration():
     assert parse("--flood-rate", "2.5", "--max-line", "256").flood_rate == 2.5
     with pytest.raises(UsageError, match="must be a number"):
         parse("--flood-rate", "inf")
+
+
+def test_an_option_with_choices_names_them():
+    durability = Option("durability", str, "commit", "When a message is acknowledged.",
+                        choices=("commit", "relay"))
+    assert durability.parse("relay") == "relay"
+    assert durability.describe().endswith("Must be one of commit, relay.")
+    with pytest.raises(OptionError, match="--durability must be one of commit, relay, not 'x'"):
+        durability.parse("x")
 
 
 def test_repeatable_and_dependent_options():
