@@ -38,7 +38,9 @@ def database_problem(engine, exc):
         return ("a mysql:// database needs mysqlclient, which is not installed:"
                 " pip install 'chatd[mysql]' (it builds against libmariadb-dev and pkg-config).")
     code = exc.args[0] if type(exc).__module__.startswith("MySQLdb") and exc.args else None
-    where = f"{getattr(engine, 'host', '')}:{getattr(engine, 'port', '')}"
+    if code is None:
+        return f"cannot open the database {engine.describe()}: {exc}"
+    where = f"{engine.host}:{engine.port}"
     if code in MYSQL_UNREACHABLE:
         return f"cannot reach the database server at {where}: {exc.args[-1]}"
     if code == MYSQL_UNKNOWN_DATABASE:
@@ -46,7 +48,7 @@ def database_problem(engine, exc):
                 f" CREATE DATABASE {engine.database} CHARACTER SET utf8mb4.")
     if code == MYSQL_ACCESS_DENIED:
         return f"the database server at {where} refused the login: {exc.args[-1]}"
-    return f"cannot open the database {engine.describe()}: {exc}"
+    return f"cannot open the database {engine.describe()}: {exc.args[-1]}"
 
 
 @defer.inlineCallbacks

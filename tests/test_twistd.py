@@ -191,6 +191,12 @@ def test_a_port_in_use_fails_with_one_line(tmp_path):
     assert "in use" in line
 
 
+def test_an_sqlite_file_that_cannot_be_opened_fails_with_one_line(tmp_path):
+    line, _ = twistd_failure(tmp_path, "--database", "sqlite:no/such/dir/chatd.sqlite")
+    assert line == ("chatd: could not start: cannot open the database"
+                    " sqlite:no/such/dir/chatd.sqlite: unable to open database file")
+
+
 def test_mysql_without_mysqlclient_fails_with_one_line_instead_of_hanging(tmp_path):
     fake = tmp_path / "no-mysqlclient"
     fake.mkdir()
