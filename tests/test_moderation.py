@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from twisted.internet import defer, endpoints, protocol, task
 from twisted.internet import reactor
 
-from chatd.moderation import COMMANDS, MANHOLE
+from chatd.moderation import MANHOLE
+from chatd.registry import ADMIN, COMMANDS
 from chatd.server import ChatServer, ServerConfig
 import support
 from support import (PASSWORD, connect, error, login, login_admin, look_at, ok, register,
@@ -81,7 +82,7 @@ def test_join_request_life_cycle(server):
     assert ok((yield command(alice, "requests")))["requests"] == []
 
     yield register(server, "dave")
-    yield server.make_admin("dave")
+    yield server.accounts.set_role("dave", "admin")
     dave = yield login(server, "dave", register_first=False)
     assert ok((yield dave.request({"join": "secret"})))["status"] == "joined"
 
@@ -176,7 +177,7 @@ def test_non_admins_get_an_error_for_every_admin_command_and_nothing_happens(ser
     alice = yield login_admin(server, "alice")
     bob = yield login(server, "bob")
     yield bob.request({"join": "general"})
-    admin_only = sorted(name for name, c in COMMANDS.items() if c.admin_only)
+    admin_only = sorted(name for name, c in COMMANDS.items() if c.access == ADMIN)
     assert admin_only == sorted(SAMPLE_ARGUMENTS)
     for name in admin_only:
         reply = yield command(bob, f"{name} {SAMPLE_ARGUMENTS[name]}".strip())
@@ -185,9 +186,9 @@ def test_non_admins_get_an_error_for_every_admin_command_and_nothing_happens(ser
     assert help_text["commands"] == ["help"]
     assert "admins" in help_text["result"]
     ok((yield alice.request({"list_users": ""})))          # alice is still connected
-    assert server.moderation.bans == {}
+    assert server.moderation.ban_list.active == {}
     assert (yield audit_rows(server)) == []
-    assert server.hub.roles["bob"] == "user" and "general" in server.hub.channels
+    assert server.accounts.role_of("bob") == "user" and "general" in server.hub.channels
     assert "There is no command 'dance'" in error((yield command(bob, "dance")))
 
 
@@ -210,7 +211,7 @@ def test_admins_make_admins_and_cannot_demote_kick_or_ban_themselves(server):
     rows = yield server.store.query("SELECT name, role FROM users ORDER BY name")
     assert [tuple(r) for r in rows] == [("alice", "user"), ("carol", "admin")]
     assert "Usage: ban NAME|IP|CIDR" in error((yield command(carol, "ban")))
-    assert "not a duration" in error((yield server.moderation.ban(MANHOLE, "alice", "soon")
+    assert "not a duration" in error((yield server.moderation.ban(MANHOLE, "alice", "soon", "")
                                       .addErrback(lambda f: {"error": f.getErrorMessage()})))
 
 
@@ -297,7 +298,7 @@ def test_ban_by_ip_and_range_from_another_address(database):
     try:
         for name in ("alice", "bob", "carol"):
             yield register(server, name)
-        yield server.make_admin("alice")
+        yield server.accounts.set_role("alice", "admin")
         alice = yield login_from(server, "alice", "::1")
         bob = yield login_from(server, "bob", "127.0.0.1")
         stranger = yield connect_from(server, "127.0.0.1")       # not logged in
@@ -375,6 +376,7 @@ def test_ban_expiry_runs_on_the_hub_clock(sqlite_database):
     yield server.store.start()
     try:
         yield server.store.create_user("bob", "bob@example.org", "x", "user")
+        yield server.accounts.load()
         yield server.hub.load()
         yield server.moderation.load()
         yield server.moderation.ban(MANHOLE, "bob", "30m", "flood")
@@ -383,7 +385,7 @@ def test_ban_expiry_runs_on_the_hub_clock(sqlite_database):
         assert not server.hub.can_receive_private("bob")
         clock.advance(1)
         assert server.hub.can_receive_private("bob")
-        assert server.moderation.list_bans()["bans"] == []
+        assert server.moderation.bans(MANHOLE)["bans"] == []
     finally:
         yield server.store.stop()
 
