@@ -458,3 +458,50 @@ def test_message_log_by_user_and_channel_with_range_and_limit(server):
                                      ("alice", "log", "bob"), ("alice", "log", "bob"),
                                      ("alice", "log", "#general")]
     assert rows[1][4] == "1970-01-01 00:00:00.000 to 9999-12-31 00:00:00.000, limit 2"
+
+
+@defer.inlineCallbacks
+def test_message_log_until_the_end_of_the_calendar_and_with_offsets(server):
+    """Regressions: 'until 9999-12-31' overflowed; '+02:00' offsets were dropped, not converted."""
+    alice = yield login_admin(server, "alice")
+    ok((yield alice.request({"join": "general"})))
+    ok((yield alice.request({"channel_message": "late", "channel": "general"})))
+    found = ok((yield command(alice, "log channel general until 9999-12-31")))
+    assert [m["channel_message"] for m in found["messages"]] == ["late"]
+    now = datetime.now(timezone.utc)
+    # 'since' one minute ago written in UTC+02:00: the message is inside the range...
+    since = (now - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
+    found = ok((yield command(alice, f"log channel general since {since.isoformat()}")))
+    assert [m["channel_message"] for m in found["messages"]] == ["late"]
+    # ...and 'until' one minute ago in UTC-05:00 leaves it out (read naively, it would not).
+    until = (now - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=-5)))
+    found = ok((yield alice.request({"log": "", "channel": "general",
+                                     "until": until.isoformat()})))
+    assert found["messages"] == []
+
+
+def test_parse_time_converts_offsets_to_utc_and_clamps_the_calendar():
+    from chatd.moderation.common import parse_time
+    assert parse_time("2026-11-24T13:20+02:00") == datetime(2026, 11, 24, 11, 20)
+    assert parse_time("2026-11-24T13:20Z") == datetime(2026, 11, 24, 13, 20)
+    assert parse_time("2026-11-24", end_of_day=True) == datetime(2026, 11, 25)
+    assert parse_time("9999-12-31", end_of_day=True) == datetime.max
+    assert parse_time("0001-01-01T00:00+01:00") == datetime.min
+
+
+@defer.inlineCallbacks
+def test_creating_or_deleting_the_same_channel_twice_at_once(server):
+    """Regressions: the second create ended in an IntegrityError, the second delete in KeyError."""
+    alice = yield login_admin(server, "alice")
+    root = yield login_admin(server, "root")
+    first, second = yield defer.gatherResults([
+        command(alice, "create twice"), command(root, "create twice")])
+    replies = sorted([first, second], key=lambda r: "error" in r)
+    assert ok(replies[0])["result"] == "Created the public channel #twice."
+    assert error(replies[1]) == "#twice already exists."
+    first, second = yield defer.gatherResults([
+        command(alice, "delete twice"), command(root, "delete twice")])
+    replies = sorted([first, second], key=lambda r: "error" in r)
+    assert ok(replies[0])["result"] == "Deleted #twice; its messages stay in the log."
+    assert "There is no channel named 'twice'" in error(replies[1])
+    assert "twice" not in server.hub.channels
