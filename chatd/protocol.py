@@ -21,7 +21,7 @@ from chatd.accounts import Credentials
 from chatd.auth import ChatError
 from chatd.fanout import encode
 from chatd.limits import TOO_FAST, FloodGuard, unsent_bytes
-from chatd.moderation.commands import actor_of
+from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
 from chatd.registry import ACTIONS, ANYONE
 from chatd.store import wire_time
@@ -234,11 +234,12 @@ class ChatProtocol(LineReceiver):
         if self.session is None and action.access != ANYONE:
             raise ChatError("Log in first (send user:pwd), or register an account.")
         self._check_claim(key, value, claimed)
-        arguments = action.bind(value, request)
-        if action.command is not None:
-            return self.server.moderation.run(actor_of(self.session), action.command,
-                                              action.command.own(arguments))
-        return getattr(self, action.handler_name)(**arguments)
+        if action.command is None:
+            return getattr(self, action.handler_name)(**action.bind(value, request))
+        actor = actor_of(self.session)
+        check_access(action.command, actor, key)    # before the fields, as in the text form
+        arguments = action.command.own(action.bind(value, request))
+        return self.server.moderation.run(actor, action.command, arguments)
 
     def _check_claim(self, action, value, claimed):
         """The `user` field is a claim; it must be who this session is."""

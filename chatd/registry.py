@@ -18,7 +18,7 @@ the same name to its handler; to add a command, add a `Command` and its
 """
 
 import re
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
 
 from chatd.auth import ChatError
 from chatd.limits import HEARTBEAT_COST
@@ -29,6 +29,7 @@ LOGGED_IN = "logged-in"
 ADMIN = "admin"
 
 REQUIRED = object()         # a Field's default when the request must give it
+TEXT, INT = (str,), (int,)  # a Field's accepted JSON types
 
 # How a Field is written in a command's text form ('ban bob 2h spamming').
 WORD = "word"               # the next word (optional if the field has a default)
@@ -129,6 +130,10 @@ class Action:
         return arguments
 
 
+NO_VALUE = Field(None, TEXT)       # a command without a main argument
+IGNORED = Field("_", TEXT)         # an action whose value means nothing (send "")
+
+
 @dataclass(frozen=True)
 class Command:
     """One admin command, in three forms: chat text, structured JSON, manhole function.
@@ -137,11 +142,11 @@ class Command:
     as their Field.text says). Structured: `{"ban": "bob", "duration": "2h",
     "reason": "spamming"}` (the `key`, with the fields by name). Manhole:
     `ban("bob", "2h", "spamming")`. All three run `Moderation.<key>`.
-    A `value` whose name is None takes no argument (its wire value is ignored).
+    Without a main argument (NO_VALUE), the structured form's value is ignored.
     """
     text: str
     key: str | None                 # structured action key and manhole name; None: text only
-    value: Field | None = None
+    value: Field = NO_VALUE
     fields: tuple = ()
     access: str = ADMIN
     help: str = ""
@@ -149,8 +154,7 @@ class Command:
     @property
     def parameters(self):
         """Every argument, in order: the main value (if it has one), then the fields."""
-        return ((self.value,) if self.value is not None and self.value.name else ()) + \
-            self.fields
+        return ((self.value,) if self.value.name else ()) + self.fields
 
     def own(self, arguments):
         """The command's arguments out of its structured action's (no placeholder value)."""
@@ -164,8 +168,7 @@ class Command:
 
     def action(self):
         """The structured form as a wire action."""
-        value = self.value if self.value is not None and self.value.name else \
-            Field("_", (str,), help="ignored; send \"\"")
+        value = self.value if self.value.name else IGNORED
         return Action(self.key, value, self.fields, access=self.access,
                       help=self.help, command=self)
 
@@ -210,13 +213,12 @@ def _from_text(field, word):
     return field.check(word)
 
 
-NO_VALUE = Field(None, (str,))
-TEXT = (str,)
-INT = (int,)
 USER = Field("user", TEXT, metavar="USER")
 CHANNEL = Field("channel", TEXT, channel=True, metavar="CHANNEL")
 TARGET = Field("target", TEXT, metavar="NAME|IP|CIDR")
 LIMIT_HELP = "how many, at most 500"
+HISTORY_PAGE = (Field("before", INT, None, "a message id: only older messages"),
+                Field("limit", INT, None, "how many, 1 to 200 (default 50)"))
 
 
 # -- the protocol's actions -----------------------------------------------------------
@@ -227,28 +229,25 @@ PROTOCOL_ACTIONS = (
     Action("user:pwd", Field("credentials", TEXT), access=ANYONE, handler="login",
            help="log in: the value is \"name:password\""),
     Action("logout", Field("name", TEXT), help="log out; the connection stays open"),
-    Action("list_channels", Field("_", TEXT), help="every channel, and your membership"),
-    Action("list_users", Field("_", TEXT), help="everyone you can write to privately"),
+    Action("list_channels", IGNORED, help="every channel, and your membership"),
+    Action("list_users", IGNORED, help="everyone you can write to privately"),
     Action("join", Field("channel", TEXT), help="join a channel, or ask to join a private one"),
     Action("leave", Field("channel", TEXT), help="leave a channel"),
     Action("channel_message", Field("text", TEXT), (Field("channel", TEXT),),
            help="send a message to a channel"),
     Action("private_message", Field("text", TEXT), (Field("other_user", TEXT),),
            help="send a private message"),
-    Action("get_channel", Field("channel", TEXT),
-           (Field("before", INT, None, "a message id: older messages only"),
-            Field("limit", INT, None, "how many, 1 to 200 (default 50)")),
+    Action("get_channel", Field("channel", TEXT), HISTORY_PAGE,
            help="a channel's history (counts as looking at it)"),
-    Action("get_private", Field("other_user", TEXT),
-           (Field("before", INT, None, "a message id: older messages only"),
-            Field("limit", INT, None, "how many, 1 to 200 (default 50)")),
+    Action("get_private", Field("other_user", TEXT), HISTORY_PAGE,
            help="a private conversation's history"),
-    Action("presence", Field("status", TEXT),
-           (Field("channel", TEXT, None), Field("other_user", TEXT, None)),
+    Action("presence", Field("status", TEXT, help="online or away"),
+           (Field("channel", TEXT, None, "the channel you look at"),
+            Field("other_user", TEXT, None, "the private conversation you look at")),
            cost=HEARTBEAT_COST, silent=True,
            help="the heartbeat: online/away and what you look at"),
     Action("command", Field("line", TEXT), help="a chat command as text, e.g. \"ban Jules 1h\""),
-    Action("my_requests", Field("_", TEXT), help="your join requests and their states"),
+    Action("my_requests", IGNORED, help="your join requests and their states"),
 )
 
 
@@ -264,7 +263,7 @@ COMMAND_LIST = (
             help="create a channel (public unless private); you become a member"),
     Command("delete", "delete_channel", Field("name", TEXT, channel=True, metavar="CHANNEL"),
             help="delete a channel and its memberships (its messages stay in the log)"),
-    Command("requests", "requests", NO_VALUE, help="list pending join requests"),
+    Command("requests", "requests", help="list pending join requests"),
     Command("accept", "accept", USER, (CHANNEL,), help="accept USER's request to join CHANNEL"),
     Command("reject", "reject", USER, (CHANNEL,), help="reject USER's request to join CHANNEL"),
     Command("remove", "remove", USER, (CHANNEL,), help="remove USER from CHANNEL"),
@@ -276,10 +275,10 @@ COMMAND_LIST = (
              Field("reason", TEXT, "", text=REST)),
             help="disconnect and keep out; duration like 30m, 2h, 7d (none: permanent)"),
     Command("unban", "unban", TARGET, help="lift a ban"),
-    Command("bans", "bans", NO_VALUE, help="list active bans"),
-    Command("users", "users", NO_VALUE, help="who is online, from which IP, looking at what"),
-    Command("log", "log", NO_VALUE,
-            (Field("sender", TEXT, None, text=PAIR, word="user", metavar="NAME"),
+    Command("bans", "bans", help="list active bans"),
+    Command("users", "users", help="who is online, from which IP, looking at what"),
+    Command("log", "log", fields=(
+             Field("sender", TEXT, None, text=PAIR, word="user", metavar="NAME"),
              Field("channel", TEXT, None, channel=True, text=PAIR, word="channel",
                    metavar="CHANNEL"),
              Field("since", TEXT, None, text=PAIR, word="since", metavar="DATE"),
@@ -287,8 +286,8 @@ COMMAND_LIST = (
              Field("limit", INT, 50, LIMIT_HELP, text=PAIR, word="limit", metavar="N")),
             help="who sent what, when and where: one user or one channel (dates in UTC, "
                  "2026-11-24 or 2026-11-24T13:20, or with an offset like +02:00)"),
-    Command("audit", "audit", NO_VALUE,
-            (Field("limit", INT, 20, LIMIT_HELP, text=PAIR, word="limit", metavar="N"),),
+    Command("audit", "audit", fields=(
+             Field("limit", INT, 20, LIMIT_HELP, text=PAIR, word="limit", metavar="N"),),
             help="the latest admin actions"),
 )
 
@@ -307,9 +306,10 @@ def actions_table():
     """docs/protocol.md's table of actions."""
     rows = ["| action | value | fields | who | what |", "| --- | --- | --- | --- | --- |"]
     for a in PROTOCOL_ACTIONS:
-        fields = ", ".join(f"`{f.name}`" + ("" if f.required else " (optional)")
-                           for f in a.fields) or "–"
-        rows.append(f"| [`{a.key}`](#{a.key.replace(':', '')}) | `{a.value.name}` | {fields} "
+        fields = "; ".join(f"`{f.name}`" + ("" if f.required else " (optional)")
+                           + (f": {f.help}" if f.help else "") for f in a.fields) or "–"
+        value = '`""`' if a.value is IGNORED else f"`{a.value.name}`"
+        rows.append(f"| [`{a.key}`](#{a.key.replace(':', '')}) | {value} | {fields} "
                     f"| {a.access} "
                     f"| {a.help} |")
     return "\n".join(rows)
@@ -322,8 +322,7 @@ def commands_table():
     for c in COMMAND_LIST:
         structured = "–"
         if c.key is not None:
-            value = f'"{c.value.metavar or c.value.name.upper()}"' \
-                if c.value is not None and c.value.name else '""'
+            value = f'"{c.value.metavar or c.value.name.upper()}"' if c.value.name else '""'
             fields = "".join(f', "{f.name}": …' for f in c.fields)
             structured = f'`{{"{c.key}": {value}{fields}}}`'
         rows.append(f"| `{_escape(c.usage())}` | {_escape(structured)} | {c.access} "

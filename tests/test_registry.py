@@ -169,6 +169,7 @@ def test_structured_admin_actions(server):
 
     carol = yield login(server, "carol")
     assert error((yield carol.request({"ban": "alice"}))) == "Only admins may use 'ban'."
+    assert error((yield carol.request({"ban": 5, "colour": 1}))) == "Only admins may use 'ban'."
     assert error((yield carol.request({"create_channel": "x"}))) == \
         "Only admins may use 'create_channel'."
     # The seed's text form is unchanged.
