@@ -47,7 +47,7 @@ class Accounts:
         self.names = {}         # casefolded name -> name as registered
         self.roles = {}         # name as registered -> USER | ADMIN
         # --admin names without an account yet: they become admin when registered.
-        self.pending_admins = {name.casefold() for name in admins}
+        self.pending_admins = {name.casefold(): name for name in admins}
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
 
     @defer.inlineCallbacks
@@ -55,11 +55,11 @@ class Accounts:
         """Read the directory (once, at start) and apply the --admin names that exist."""
         for name, role in (yield self.store.all_users()):
             self.add(name, role)
-        for folded in sorted(self.pending_admins):
+        for folded, given in sorted(self.pending_admins.items()):
             name = self.names.get(folded)
             if name is None:
                 log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                         name=folded)
+                         name=given)
             elif self.roles[name] != ADMIN:
                 yield self.set_role(name, ADMIN)
 

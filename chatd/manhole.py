@@ -26,7 +26,7 @@ from zope.interface import implementer
 from chatd.auth import ChatError
 from chatd.engines import SqliteEngine, engine_from_url
 from chatd.moderation import MANHOLE
-from chatd.registry import COMMAND_LIST, manhole_help
+from chatd.registry import ACTIONS, COMMAND_LIST, manhole_help
 
 log = Logger()
 
@@ -86,28 +86,21 @@ class AdminAPI:
 
 
 def bind(command, args, kwargs):
-    """A manhole call's arguments, checked against the command's declaration."""
-    parameters = command.parameters
-    if len(args) > len(parameters):
-        raise ChatError(f"{command.signature()} takes at most {len(parameters)} arguments.")
-    given = dict(kwargs)
-    for parameter, value in zip(parameters, args):
-        if parameter.name in given:
-            raise ChatError(f"{parameter.name!r} is given twice.")
-        given[parameter.name] = value
-    unexpected = sorted(set(given) - {p.name for p in parameters})
-    if unexpected:
-        raise ChatError(f"{command.key}() has no argument {unexpected[0]!r}: "
-                        f"{command.signature()}.")
-    arguments = {}
-    for parameter in parameters:
-        if parameter.name in given:
-            arguments[parameter.name] = parameter.check(given[parameter.name])
-        elif parameter.required:
-            raise ChatError(f"Missing argument {parameter.name!r}: {command.signature()}.")
-        else:
-            arguments[parameter.name] = parameter.default
-    return arguments
+    """A manhole call's arguments, checked by the command's structured action."""
+    names = [p.name for p in command.parameters]
+    if len(args) > len(names):
+        raise ChatError(f"{command.signature()} takes at most {len(names)} arguments.")
+    given = dict(zip(names, args))
+    twice = sorted(set(given) & set(kwargs))
+    if twice:
+        raise ChatError(f"{twice[0]!r} is given twice: {command.signature()}.")
+    given.update(kwargs)
+    value = ""
+    if command.value.name:
+        if command.value.name not in given:
+            raise ChatError(f"Missing argument {command.value.name!r}: {command.signature()}.")
+        value = given.pop(command.value.name)
+    return command.own(ACTIONS[command.key].bind(value, given))
 
 
 @implementer(IAuthorizedKeysDB)

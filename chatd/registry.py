@@ -17,6 +17,7 @@ the same name to its handler; to add a command, add a `Command` and its
 `Moderation` method.
 """
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -262,7 +263,8 @@ COMMAND_LIST = (
             (Field("private", (bool,), False, text=FLAG, word="private"),),
             help="create a channel (public unless private); you become a member"),
     Command("delete", "delete_channel", Field("name", TEXT, channel=True, metavar="CHANNEL"),
-            help="delete a channel and its memberships (its messages stay in the log)"),
+            help="delete a channel, its memberships and join requests "
+                 "(its messages stay in the log)"),
     Command("requests", "requests", help="list pending join requests"),
     Command("accept", "accept", USER, (CHANNEL,), help="accept USER's request to join CHANNEL"),
     Command("reject", "reject", USER, (CHANNEL,), help="reject USER's request to join CHANNEL"),
@@ -317,13 +319,14 @@ def actions_table():
 
 def commands_table():
     """docs/admin.md's table of commands in both forms."""
-    rows = ["| Command (text) | Structured form | Who | What it does |",
+    rows = ["| Command (text) | Structured form (with the defaults) | Who | What it does |",
             "| --- | --- | --- | --- |"]
     for c in COMMAND_LIST:
         structured = "–"
         if c.key is not None:
             value = f'"{c.value.metavar or c.value.name.upper()}"' if c.value.name else '""'
-            fields = "".join(f', "{f.name}": …' for f in c.fields)
+            fields = "".join(f', "{f.name}": ' + ("…" if f.required else json.dumps(f.default))
+                             for f in c.fields)
             structured = f'`{{"{c.key}": {value}{fields}}}`'
         rows.append(f"| `{_escape(c.usage())}` | {_escape(structured)} | {c.access} "
                     f"| {_escape(c.help)} |")

@@ -1,4 +1,4 @@
-"""ChatServer: the service that owns the store, the hub and the listening port.
+"""ChatServer: the service that owns the store, the accounts, the hub and the listening port.
 
 makeService only builds it from option values; everything asynchronous
 (opening the database, upgrading the schema, loading the directory, then

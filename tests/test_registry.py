@@ -73,9 +73,12 @@ def test_manhole_functions_are_the_commands_and_check_their_arguments(sqlite_ser
             assert command.signature() in help_text
     ban = namespace["ban"]
     assert ban("bob", 3, "x", "extra").startswith("Refused: ban(target")
-    assert ban("bob", colour="red").startswith("Refused: ban() has no argument 'colour'")
-    assert ban(42) == "Refused: 'target' must be a string."
-    assert namespace["accept"]("bob") == "Refused: Missing argument 'channel': accept(user, channel)."
+    assert ban("bob", colour="red") == "Refused: Unexpected field 'colour' for 'ban'."
+    assert ban(42) == "Refused: 'ban' must be a string."
+    assert ban("bob", target="bob") == \
+        "Refused: 'target' is given twice: ban(target, duration=None, reason='')."
+    assert namespace["accept"]() == "Refused: Missing argument 'user': accept(user, channel)."
+    assert namespace["accept"]("bob") == "Refused: Missing field 'channel'."
 
 
 FUTURE = "from __future__ import annotations\n"
