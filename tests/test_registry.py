@@ -188,9 +188,10 @@ def test_manhole_function_runs_the_command(server):
     result = yield defer.maybeDeferred(namespace["create_channel"], "lobby", private=True)
     assert result == "Created the private channel #lobby."
     result = yield defer.maybeDeferred(namespace["ban"], "bob", reason="3d of spam")
-    assert "banned permanently" in namespace["bans"]()
-    assert server.moderation.ban_list.name_ban("bob").reason == "3d of spam"
+    assert result.startswith("Banned bob permanently")
+    assert "banned permanently by manhole: 3d of spam" in namespace["bans"]()
     assert namespace["unban"]("nobody") == \
         "Refused: There is no active ban on nobody; 'bans' lists the active bans."
-    assert result.startswith("Banned bob permanently")
-    assert MANHOLE.is_admin
+    rows = yield server.store.query("SELECT actor, action, target FROM audit_log ORDER BY id")
+    assert [tuple(r) for r in rows] == [(MANHOLE.name, "create", "lobby"),
+                                        (MANHOLE.name, "ban", "bob")]
