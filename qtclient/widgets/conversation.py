@@ -9,7 +9,8 @@ from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
 
-from ..model import MAX_MESSAGE_LENGTH
+from chatd import rules
+
 from .style import ACCENT, hash_icon, lock_icon
 
 GROUP_WINDOW = timedelta(minutes=5)  # consecutive messages of one sender within this share a header
@@ -214,9 +215,7 @@ class Composer(QWidget):
         self.sendRequested.emit(self.edit.toPlainText())
 
     def _typed(self):
-        length = len(self.edit.toPlainText())
-        self.show_error(f"{length} characters: messages are limited to {MAX_MESSAGE_LENGTH}."
-                        if length > MAX_MESSAGE_LENGTH else "")
+        self.show_error(rules.message_problem(self.edit.toPlainText().strip()) or "")
 
     def show_error(self, message):
         self.error.setText(message)
