@@ -10,7 +10,7 @@ database is unreachable.
 import json
 import os
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -193,6 +193,7 @@ class MessageLog:
         self.store = store
         self.spool = spool
         self.max_queued = max_queued
+        self.accepted = Counter()   # sender -> messages ever queued (what tests can count on)
         self.queue = []             # [(message, deferred)] accepted, not yet durable
         self.spooled = deque()      # durable in the spool, not yet in SQL (history shows them)
         self.in_doubt = []          # [(message, deferred)] whose COMMIT may or may not have happened
@@ -219,6 +220,7 @@ class MessageLog:
             return d
         if len(self.queue) >= self.max_queued:
             return defer.fail(ServerBusy(f"{len(self.queue)} messages wait for the database"))
+        self.accepted[message.sender] += 1
         d = defer.Deferred()
         if message.nonce is not None:
             self._nonces[key] = []      # later saves with this nonce wait for this one
@@ -599,7 +601,7 @@ class Store:
     `shutdown_timeout` how long stop() waits for queued writes; `max_queued` how
     many messages may wait for their commit before more are refused as busy."""
 
-    def __init__(self, engine, clock=None, spool_path=None, max_queued=10000,
+    def __init__(self, engine, clock=None, spool_path=None, *, max_queued,
                  reply_timeout=10.0, shutdown_timeout=5.0):
         if clock is None:
             from twisted.internet import reactor as clock

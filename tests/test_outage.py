@@ -69,7 +69,7 @@ def save_all(store, bodies):
 @defer.inlineCallbacks
 def test_sqlite_locked_spools_acknowledged_messages_and_writes_them_once(tmp_path):
     db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
-    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool)
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
     yield store.start()
     try:
         before = yield save_all(store, [f"before {i}" for i in range(5)])
@@ -96,7 +96,7 @@ def test_sqlite_locked_spools_acknowledged_messages_and_writes_them_once(tmp_pat
 @defer.inlineCallbacks
 def test_sqlite_spool_left_by_a_stop_or_crash_is_replayed_at_start(tmp_path):
     db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
-    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, shutdown_timeout=0.5)
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, shutdown_timeout=0.5, max_queued=1000)
     yield store.start()
     lock = Lock(db)
     sent = yield save_all(store, [f"message {i}" for i in range(20)])
@@ -112,7 +112,7 @@ def test_sqlite_spool_left_by_a_stop_or_crash_is_replayed_at_start(tmp_path):
     with spool.open("ab") as f:
         f.write(b'[999, "alice", 1, null, nu')
 
-    again = Store(SqliteEngine(str(db)), spool_path=spool)
+    again = Store(SqliteEngine(str(db)), spool_path=spool, max_queued=1000)
     yield again.start()
     try:
         assert not spool.exists()
@@ -126,7 +126,7 @@ def test_sqlite_spool_left_by_a_stop_or_crash_is_replayed_at_start(tmp_path):
 @defer.inlineCallbacks
 def test_sqlite_a_mistake_in_sql_is_a_bug_not_an_outage(tmp_path):
     """Only "locked", "unable to open", I/O and full-disk errors mean unavailable."""
-    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")))
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
     yield store.start()
     try:
         for sql in ("SELECT * FROM no_such_table", "SELEKT 1"):
@@ -151,14 +151,14 @@ def test_sqlite_a_mistake_in_sql_is_a_bug_not_an_outage(tmp_path):
 @defer.inlineCallbacks
 def test_nonce_is_remembered_across_a_restart_and_not_stored_twice(tmp_path):
     db = tmp_path / "chatd.sqlite"
-    store = Store(SqliteEngine(str(db)))
+    store = Store(SqliteEngine(str(db)), max_queued=1000)
     yield store.start()
     first, is_new = yield store.save_message(message("hello", nonce="n-1"))
     assert is_new
     again, is_new = yield store.save_message(message("hello again", nonce="n-1"))
     assert (again.id, again.body, is_new) == (first.id, "hello", False)
     yield store.stop()
-    store = Store(SqliteEngine(str(db)))
+    store = Store(SqliteEngine(str(db)), max_queued=1000)
     yield store.start()
     try:
         # Two copies in one batch and one in the database: one row, one id.
@@ -364,7 +364,7 @@ def test_a_query_that_hangs_is_answered_as_unavailable_after_the_reply_timeout(t
         def runWithConnection(self, *args):
             return defer.Deferred()
     clock = Clock()
-    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, reply_timeout=10)
+    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, reply_timeout=10, max_queued=1000)
     store.pool = HangingPool()
     outcome = []
     store.get_user("alice").addErrback(outcome.append)
@@ -386,7 +386,7 @@ def test_default_spool_paths_follow_the_database():
 @defer.inlineCallbacks
 def test_the_auth_log_queue_is_bounded_during_an_outage(tmp_path):
     db = tmp_path / "chatd.sqlite"
-    store = Store(SqliteEngine(str(db), busy_timeout=0.1))
+    store = Store(SqliteEngine(str(db), busy_timeout=0.1), max_queued=1000)
     yield store.start()
     store.auth_events.max_pending = 100
     try:

@@ -70,7 +70,7 @@ def test_a_migration_that_fails_half_way_leaves_nothing_behind_on_sqlite(tmp_pat
     leave its first table behind (every later start then failed: "table already exists")."""
     from chatd.engines import SqliteEngine
     from chatd.store import Store
-    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")))
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
     store.pool = store.engine.make_pool()
     try:
         broken = [(1, "CREATE TABLE first (x INTEGER); CREATE TABLE second (y INTEGER,")]
