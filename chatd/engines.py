@@ -36,7 +36,6 @@ class Engine:
     name = None
     module = None           # the DB-API module
     insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
-    commits_in_flight = 1   # message batches committing at once
 
     def __init__(self, durability="crash"):
         if durability not in DURABILITY_LEVELS:
@@ -127,9 +126,6 @@ class SqliteEngine(Engine):
 class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
-    # A second batch prepares while the first waits for InnoDB's log flush; the lock
-    # on message_ids orders them, and outcomes are handled in order (MessageLog).
-    commits_in_flight = 2
     # Server errors that mean busy or going away (client-side errors are 2000-2999):
     # too many connections, shutdown, lock wait timeout, deadlock, query interrupted, killed.
     UNAVAILABLE_CODES = {1040, 1053, 1205, 1213, 1317, 1927}

@@ -247,8 +247,9 @@ class MessageLog:
                 self._nonces.popitem(last=False)
 
     def _schedule(self):
-        busy = len(self._in_flight) >= self.store.engine.commits_in_flight
-        if not (self._scheduled or busy or self._stopped):
+        # One commit at a time: two could take their ids from message_ids in either
+        # order, and relays must go out in id order.
+        if not (self._scheduled or self._in_flight or self._stopped):
             self._scheduled = True
             self.store.clock.callLater(0, self._flush)
 
