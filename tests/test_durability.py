@@ -19,7 +19,8 @@ from test_twistd import run_twistd
 
 USERS = ["ann", "ben", "cat", "dan"]
 WINDOW = 4              # requests a sender keeps in flight (pipelined)
-CYCLES = 5              # kill -9 and restart, per engine
+# kill -9 and restart, per engine (CHATD_KILL9_CYCLES=20 for a deeper run)
+CYCLES = int(os.environ.get("CHATD_KILL9_CYCLES", "5"))
 ARGS = ("--listen", "tcp:0:interface=127.0.0.1", "--bcrypt-rounds", "4",
         "--flood-burst", "1000000", "--flood-rate", "1000000")
 
