@@ -6,6 +6,7 @@ of starving the reactor's other work of CPU.
 """
 
 import re
+import unicodedata
 
 import bcrypt
 from twisted.internet import defer, threads
@@ -14,10 +15,21 @@ NAME_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,31}\Z")
 CHANNEL_RULE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
 EMAIL_RULE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+\Z")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
+# Unicode categories that print nothing: spaces, separators, controls, format
+# characters (zero-width space U+200B, word joiner U+2060, BOM U+FEFF, ...).
+BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf"}
+# Letters that render as blank space (Hangul and braille fillers).
+BLANK_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
 
 
 class ChatError(Exception):
     """A request that cannot be done; the message is shown to the person who asked."""
+
+
+def is_blank(text):
+    """True if `text` shows nothing: only spaces and invisible characters."""
+    return all(c.isspace() or c in BLANK_LETTERS or unicodedata.category(c) in BLANK_CATEGORIES
+               for c in text)
 
 
 def check_name(name):

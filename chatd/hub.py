@@ -6,12 +6,12 @@ account directory and channel membership in memory (loaded at start, written
 through to SQL), so nothing on the message path waits for the database.
 """
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatd.auth import ChatError, check_channel_name
+from chatd.auth import ChatError, check_channel_name, is_blank
 from chatd.fanout import LocalFanout, encode
 from chatd.presence import OFFLINE, Presence, channel_topic
 
@@ -66,7 +66,6 @@ class Hub:
         self.roles = {}         # name -> "user" | "admin"
         self.channels = {}      # channel name -> Channel
         self.connections = set()
-        self.connections_per_ip = Counter()     # IP -> open connections (for the per-IP limit)
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
 
     @defer.inlineCallbacks
@@ -113,14 +112,10 @@ class Hub:
 
     def add_connection(self, connection):
         self.connections.add(connection)
-        self.connections_per_ip[connection.ip] += 1
 
     def remove_connection(self, connection):
         if connection in self.connections:
             self.connections.remove(connection)
-            self.connections_per_ip[connection.ip] -= 1
-            if not self.connections_per_ip[connection.ip]:
-                del self.connections_per_ip[connection.ip]
 
     def start_session(self, connection, name, ip):
         """Log `name` in on `connection`; the newest login wins over an older one."""
@@ -205,7 +200,7 @@ class Hub:
     # -- messages ----------------------------------------------------------
 
     def _check_text(self, text):
-        if not text.strip():
+        if is_blank(text):
             raise ChatError("The message is empty.")
         if len(text) > self.max_message:
             raise ChatError(f"A message is at most {self.max_message} characters; "

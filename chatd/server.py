@@ -15,7 +15,9 @@ from twisted.logger import Logger
 from chatd.auth import ChatError, PasswordHasher
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
-from chatd.limits import LoginThrottle
+from chatd.limits import (
+    SHUTDOWN_WAIT, ConnectionCount, LoginThrottle, LogThrottle, default_max_connections,
+)
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
 from chatd.protocol import ChatFactory
@@ -23,6 +25,7 @@ from chatd.store import Store
 
 log = Logger()
 SHUTDOWN_REASON = "The server is restarting; reconnect in a moment."
+IDLE_PRESENCE_TIMEOUTS = 4  # a logged-in connection silent this many presence timeouts is closed
 
 
 @dataclass
@@ -34,7 +37,11 @@ class ServerConfig:
     max_line: int = 16384
     max_message: int = 4000
     presence_timeout: float = 15.0
-    max_connections_per_ip: int = 20
+    max_connections_per_ip: int = 20      # per IPv4 address or IPv6 /64
+    max_connections: int | None = None      # in all; default: descriptor limit - FD_HEADROOM
+    login_timeout: float = 30.0             # seconds a connection may take to log in
+    idle_timeout: float | None = None       # seconds of silence; default IDLE_PRESENCE_TIMEOUTS
+                                            # x presence_timeout
     flood_burst: int = 20                   # requests a connection may send at once
     flood_rate: float = 5.0                 # requests per second after the burst
     flood_strikes: int = 10                 # refused requests within 10 s that end the connection
@@ -42,6 +49,7 @@ class ServerConfig:
     login_backoff_max: float = 300.0        # longest backoff, seconds (it doubles up to this)
     bcrypt_concurrency: int = 2             # bcrypt computations running at once
     max_output_buffer: int = 1024 * 1024    # unread output bytes before a client is dropped
+    drain_timeout: float = 10.0             # seconds to read output down below that limit
     manhole: str | None = None              # SSH manhole endpoint; off unless given
     manhole_keys: str | None = None         # authorized_keys file for the manhole
     manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
@@ -68,6 +76,10 @@ class ChatServer(service.Service):
         self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
                                             cap=config.login_backoff_max)
         self.moderation = self.hub.moderation = Moderation(self)
+        self.connections = ConnectionCount(reactor)
+        self.max_connections = config.max_connections or default_max_connections()
+        self.idle_timeout = config.idle_timeout or IDLE_PRESENCE_TIMEOUTS * config.presence_timeout
+        self.refusal_log = LogThrottle(reactor)
         self.manhole_port = None
         self.port = None
         self.ready = defer.Deferred()
@@ -113,7 +125,13 @@ class ChatServer(service.Service):
         clients = list(self.hub.connections)
         for connection in clients:
             connection.disconnect("shutdown", SHUTDOWN_REASON)
+        # Wait (bounded) for the clients to take the goodbye and close: once stopService
+        # returns, the reactor stops and drops unsent output.
+        closed = self.connections.until_empty(SHUTDOWN_WAIT)
         yield self.store.stop()
+        if not (yield closed):
+            log.warn("chatd stopping: {count} clients did not close within {wait:g} s of the"
+                     " goodbye", count=self.connections.total, wait=SHUTDOWN_WAIT)
         spool = self.store.spool
         if spool is not None and spool.unread:
             log.warn("chatd stopped: {clients} clients told, {count} message-log rows kept in"
@@ -134,8 +152,8 @@ class ChatServer(service.Service):
             yield self.store.set_role(registered, role)
             self.hub.roles[registered] = role
         else:
-            log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                     name=registered)
+            log.warn("--admin {name}: no such account yet; whoever registers {name} first "
+                     "becomes admin. Register it now (or drop the option).", name=registered)
             self.pending_admins.add(registered.casefold())
         session = self.hub.sessions.get(registered)
         if session is not None:
@@ -148,15 +166,32 @@ class ChatServer(service.Service):
     # -- moderation hooks (chatd/moderation.py) --------------------------------
 
     def refuse_connection(self, connection):
-        """(kind, reason) if this connection must be closed at once, else None."""
+        """(kind, reason) if this connection must be closed at once, else None.
+
+        The connection is already counted; the log line about a limit is
+        throttled (one a minute per limit and address), as a flood of refused
+        connections would otherwise be a flood of log lines.
+        """
         refusal = self.moderation.refuse_connection(connection)
+        if refusal is not None:
+            return refusal
+        if self.connections.total > self.max_connections:
+            self._log_refusal("all", "refused a connection from {ip}: already {limit} open in"
+                              " all (--max-connections)", connection.ip, self.max_connections)
+            return ("limit", "The server is full right now; try again in a minute.")
         limit = self.config.max_connections_per_ip
-        if refusal is None and self.hub.connections_per_ip[connection.ip] > limit:
-            log.warn("refused a connection from {ip}: already {limit} open "
-                     "(--max-connections-per-ip)", ip=connection.ip, limit=limit)
-            refusal = ("limit", f"Too many connections from your address {connection.ip} "
-                                f"(at most {limit}); close one and try again.")
-        return refusal
+        if self.connections.per_group[connection.group] > limit:
+            self._log_refusal(connection.group, "refused a connection from {ip}: already {limit}"
+                              " open (--max-connections-per-ip)", connection.ip, limit)
+            return ("limit", f"Too many connections from your address {connection.ip} "
+                             f"(at most {limit}); close one and try again.")
+        return None
+
+    def _log_refusal(self, key, text, ip, limit):
+        allowed, held = self.refusal_log.allow(key)
+        if allowed:
+            log.warn(text + "{held}", ip=ip, limit=limit,
+                     held=f"; {held} more refused since the last such line" if held else "")
 
     def check_login_allowed(self, connection, name):
         """Raise ChatError if `name` may not log in from this connection."""

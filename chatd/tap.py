@@ -41,7 +41,16 @@ class Options(usage.Options):
         ["max-message", None, "4000", "Longest accepted message text, in characters."],
         ["presence-timeout", None, "15", "Seconds without a heartbeat before a user is offline."],
         ["max-connections-per-ip", None, "20",
-         "Open connections allowed from one IP address; more are told why and closed."],
+         "Open connections allowed from one IP address (an IPv6 /64 counts as one);"
+         " more are told why and closed."],
+        ["max-connections", None, None,
+         "Open connections allowed in all; more are told why and closed"
+         " (default: the process's file-descriptor limit minus 64)."],
+        ["login-timeout", None, "30",
+         "Seconds a connection may take to log in before it is closed."],
+        ["idle-timeout", None, None,
+         "Seconds a logged-in connection may send nothing before it is closed"
+         " (default: 4 x --presence-timeout)."],
         ["flood-burst", None, "20", "Requests a connection may send at once before flood control."],
         ["flood-rate", None, "5",
          "Requests per second a connection may send after the burst (a heartbeat counts 1/4)."],
@@ -54,6 +63,8 @@ class Options(usage.Options):
         ["bcrypt-concurrency", None, "2", "bcrypt computations allowed to run at once."],
         ["max-output-buffer", None, "1048576",
          "Bytes of output a client may leave unread before it is dropped."],
+        ["drain-timeout", None, "10",
+         "Seconds a client may take to read its unread output down below --max-output-buffer."],
         ["manhole", None, None,
          "Endpoint for the SSH admin manhole, e.g. tcp:2222:interface=127.0.0.1 (off by default)."],
         ["manhole-keys", None, None,
@@ -103,6 +114,12 @@ class Options(usage.Options):
         self["login-backoff-max"] = _positive_number("login-backoff-max", self["login-backoff-max"])
         self["max-output-buffer"] = _positive_int("max-output-buffer", self["max-output-buffer"],
                                                   65536)
+        for name in ("login-timeout", "drain-timeout"):
+            self[name] = _positive_number(name, self[name])
+        if self["idle-timeout"] is not None:
+            self["idle-timeout"] = _positive_number("idle-timeout", self["idle-timeout"])
+        if self["max-connections"] is not None:
+            self["max-connections"] = _positive_int("max-connections", self["max-connections"], 1)
         if self["manhole"] and not self["manhole-keys"]:
             raise usage.UsageError("--manhole needs --manhole-keys FILE (authorized_keys format)")
 
@@ -113,6 +130,8 @@ class Options(usage.Options):
             max_line=self["max-line"], max_message=self["max-message"],
             presence_timeout=float(self["presence-timeout"]),
             max_connections_per_ip=self["max-connections-per-ip"],
+            max_connections=self["max-connections"], login_timeout=self["login-timeout"],
+            idle_timeout=self["idle-timeout"], drain_timeout=self["drain-timeout"],
             flood_burst=self["flood-burst"], flood_rate=self["flood-rate"],
             flood_strikes=self["flood-strikes"], login_failures=self["login-failures"],
             login_backoff_max=self["login-backoff-max"],
