@@ -59,6 +59,8 @@ def in_network(ip, network):
 def address_group(ip):
     """The key per-address limits count by: the IPv4 address, or the IPv6 /64."""
     address = parse_address(ip)
-    if address is None or address.version == 4:
+    if address is None:
         return ip
+    if address.version == 4:
+        return str(address)
     return str(ipaddress.ip_network((address, IPV6_GROUP_PREFIX), strict=False))

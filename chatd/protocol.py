@@ -153,6 +153,8 @@ class ChatProtocol(Protocol):
     def _check_deadline(self):
         """Close a connection that has not logged in within --login-timeout, or that
         (logged in) sent nothing for --idle-timeout; else look again when it could be due."""
+        if self._deadline_call is not None and self._deadline_call.active():
+            self._deadline_call.cancel()
         self._deadline_call = None
         if self.closing:
             return
@@ -428,6 +430,8 @@ class ChatProtocol(Protocol):
                 raise ChatError(f"{name!r} must be {_type_name(expected)}.")
 
     def reply(self, action, ref, result=None, error=None):
+        if (self.session is None) != (self._anonymous_since is not None):
+            self._check_deadline()  # logged in or out: the other deadline applies from now
         payload = {"reply_to": action}
         if ref is not None:
             payload["ref"] = ref

@@ -1,9 +1,12 @@
 """twistd integration: `twistd -n chatd [options]`."""
 
+import os
+
 from twisted.application import service
 from twisted.python import usage
 
 from chatd.engines import DatabaseURLError, engine_from_url
+from chatd.manhole import check_keys_file_mode
 from chatd.server import ChatServer, ServerConfig
 
 
@@ -66,7 +69,8 @@ class Options(usage.Options):
         ["drain-timeout", None, "10",
          "Seconds a client may take to read its unread output down below --max-output-buffer."],
         ["manhole", None, None,
-         "Endpoint for the SSH admin manhole, e.g. tcp:2222:interface=127.0.0.1 (off by default)."],
+         "Endpoint for the SSH admin manhole, e.g. tcp:2222 (loopback unless interface= names"
+         " another address; off by default)."],
         ["manhole-keys", None, None,
          "authorized_keys file: the SSH public keys allowed into the manhole."],
         ["manhole-host-key", None, None,
@@ -122,6 +126,11 @@ class Options(usage.Options):
             self["max-connections"] = _positive_int("max-connections", self["max-connections"], 1)
         if self["manhole"] and not self["manhole-keys"]:
             raise usage.UsageError("--manhole needs --manhole-keys FILE (authorized_keys format)")
+        if self["manhole-keys"] and os.path.exists(self["manhole-keys"]):
+            try:
+                check_keys_file_mode(self["manhole-keys"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
 
     def config(self):
         return ServerConfig(
