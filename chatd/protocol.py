@@ -50,7 +50,6 @@ HISTORY_DEFAULT, HISTORY_MAX = 50, 200
 MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
 CLOSE_TIMEOUT = 10.0    # seconds a closing connection may take to flush before it is aborted
-REFUSED_CLOSE_TIMEOUT = 1.0     # the same for a connection refused at accept (a limit, a ban)
 
 
 def _type_name(expected):
@@ -138,7 +137,7 @@ class ChatProtocol(Protocol):
         refusal = self.server.refuse_connection(self)
         if refusal is not None:
             kind, reason = refusal
-            self.disconnect(kind, reason, close_timeout=REFUSED_CLOSE_TIMEOUT)
+            self.disconnect(kind, reason, at_once=True)
 
     def connectionLost(self, reason):
         self.hub.remove_connection(self)
@@ -226,7 +225,7 @@ class ChatProtocol(Protocol):
     def send(self, payload):
         self.write_line(encode(payload))
 
-    def disconnect(self, kind, reason, close_timeout=CLOSE_TIMEOUT):
+    def disconnect(self, kind, reason, at_once=False):
         """Say why, then close: the one way the server ends a connection.
 
         The session ends at once (out of member lists, its name free), and
@@ -234,8 +233,10 @@ class ChatProtocol(Protocol):
         closed, and what the client still sends is read and dropped until it
         closes too: closing a socket with unread input makes the kernel send a
         reset, which can destroy the goodbye before the client has read it. If
-        the client does not take the goodbye and close within `close_timeout`
-        seconds, the connection is aborted.
+        the client does not take the goodbye and close within CLOSE_TIMEOUT
+        seconds, the connection is aborted. A connection refused at accept
+        (`at_once`) is closed as soon as its line is written instead: a flood
+        of them must not hold descriptors while waiting for the clients.
         """
         if self.transport is None or self.closing:
             return
@@ -245,12 +246,13 @@ class ChatProtocol(Protocol):
         self.closing = True
         if self.session is not None:
             self.hub.end_session(self.session)
-        if ITCPTransport.providedBy(self.transport) and not INegotiated.providedBy(self.transport):
+        if not at_once and ITCPTransport.providedBy(self.transport) and \
+                not INegotiated.providedBy(self.transport):
             self.transport.loseWriteConnection()
             self.transport.resumeProducing()
         else:
             self.transport.loseConnection()
-        self._abort_call = self.clock.callLater(close_timeout, self._abort)
+        self._abort_call = self.clock.callLater(CLOSE_TIMEOUT, self._abort)
 
     # -- lines ---------------------------------------------------------------
 
