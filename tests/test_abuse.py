@@ -7,11 +7,10 @@ measured on a StringTransport, where the reactor is not in the way.
 import gc
 import json
 import resource
-import socket
 import time
 
 import pytest
-from twisted.internet import defer, endpoints, protocol, reactor, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -20,7 +19,7 @@ from chatd.addresses import address_group, parse_network, plain_address
 from chatd.limits import FD_HEADROOM, default_max_connections
 from chatd.moderation import MANHOLE
 from chatd.protocol import ChatFactory
-from support import (LIMITS_LIFTED, PASSWORD, connect, error, login, login_admin, look_at, ok,
+from support import (LIMITS_LIFTED, connect, error, login, login_admin, look_at, ok,
                      register, start_server, stop_server)
 from test_slow_reader import Transport, stalled_client, wait_closed
 
