@@ -138,11 +138,23 @@ def unsent_bytes(transport):
     in `_appSendBuffer` during its handshake and in its small-write aggregator
     (`_aggregator._buffer`, up to 64 kB, flushed at the next reactor turn).
     """
+    return _output_bytes(transport, sent_too=False)
+
+
+def held_bytes(transport):
+    """Bytes of output `transport` keeps in memory (None if unknown): the unsent
+    bytes, plus the part of its current buffer already sent, which Twisted frees
+    only once less than its SEND_LIMIT (128 kB) of that buffer is left to send."""
+    return _output_bytes(transport, sent_too=True)
+
+
+def _output_bytes(transport, sent_too):
     held = 0
     while transport is not None:
         # isinstance, not hasattr: a TLS wrapper forwards unknown attributes to its transport.
         if isinstance(transport, FileDescriptor):
-            return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            sent = 0 if sent_too else transport.offset
+            return held + len(transport.dataBuffer) - sent + transport._tempDataLen
         held += sum(map(len, getattr(transport, "_appSendBuffer", ())))
         held += sum(map(len, getattr(getattr(transport, "_aggregator", None), "_buffer", ())))
         transport = getattr(transport, "transport", None)

@@ -22,7 +22,7 @@ from chatd.auth import (
 )
 from chatd.fanout import encode
 from chatd.moderation import MANHOLE
-from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, unsent_bytes
+from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, held_bytes, unsent_bytes
 from chatd.presence import ONLINE, OFFLINE
 from chatd.store import wire_time
 
@@ -182,33 +182,35 @@ class ChatProtocol(Protocol):
 
         Checked before writing: what the server holds for one client stays
         below --max-output-buffer plus one line. Checked after writing too: a
-        client whose unsent output is then over the limit (one large history
-        page, say) must read it down below the limit within --drain-timeout
-        seconds, or it is dropped, even if nothing more is ever written to it.
+        client for which the transport then holds more than the limit (one
+        large history page, say) must read it down below the limit within
+        --drain-timeout seconds, or it is dropped, even if nothing more is ever
+        written to it. That check counts what the transport keeps in memory
+        (chatd.limits.held_bytes), which includes the sent start of a large
+        write until little of it is left.
         """
         if self.closing:
             return      # after the goodbye (or an abort) nothing more is sent
         limit = self.server.config.max_output_buffer
         unsent = unsent_bytes(self.transport)
         if unsent is not None and unsent > limit:
-            self._drop_slow_reader(unsent)
+            self._drop_slow_reader(f"{unsent} bytes of output not read")
             return
         self.transport.write(line)
-        if self._drain_call is None and (unsent_bytes(self.transport) or 0) > limit:
+        if self._drain_call is None and (held_bytes(self.transport) or 0) > limit:
             self._drain_call = self.clock.callLater(self.server.config.drain_timeout,
                                                     self._check_drained)
 
     def _check_drained(self):
         self._drain_call = None
-        unsent = unsent_bytes(self.transport)
-        if not self.closing and unsent is not None and \
-                unsent > self.server.config.max_output_buffer:
-            self._drop_slow_reader(unsent)
+        held = held_bytes(self.transport)
+        if not self.closing and held is not None and held > self.server.config.max_output_buffer:
+            self._drop_slow_reader(f"{held} bytes of output held after "
+                                   f"--drain-timeout {self.server.config.drain_timeout:g} s")
 
-    def _drop_slow_reader(self, unsent):
-        log.warn("dropping {who} from {ip}: {unsent} bytes of output not read "
-                 "(--max-output-buffer {limit})", who=self._who(), ip=self.ip, unsent=unsent,
-                 limit=self.server.config.max_output_buffer)
+    def _drop_slow_reader(self, why):
+        log.warn("dropping {who} from {ip}: {why} (--max-output-buffer {limit})",
+                 who=self._who(), ip=self.ip, why=why, limit=self.server.config.max_output_buffer)
         self._abort()
 
     def _who(self):

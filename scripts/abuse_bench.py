@@ -1,6 +1,6 @@
 """Measure what abusive connections do to everyone else (issue 11), on a real `twistd chatd`.
 
-A bystander pair (alice sends 4 messages a second to #lobby, bob receives them)
+A bystander pair (alice sends 4 messages a second to #general, bob receives them)
 measures message latency while the attack runs; the server's RSS is sampled
 from /proc. Scenarios:
 
@@ -107,15 +107,15 @@ def source(index):
 
 
 class Bystanders:
-    """alice -> #lobby -> bob, 4 messages a second; latencies in ms."""
+    """alice -> #general -> bob, 4 messages a second; latencies in ms."""
 
     def __init__(self, port):
         self.alice, self.bob = Client(port), Client(port)
         self.alice.account("alice")
         self.bob.account("bob")
         for client in (self.alice, self.bob):
-            client.request({"join": "lobby"})
-            client.send({"presence": "online", "channel": "lobby"})
+            client.request({"join": "general"})
+            client.send({"presence": "online", "channel": "general"})
         self.sent, self.latencies, self.running = {}, [], True
         threading.Thread(target=self._receive, daemon=True).start()
         threading.Thread(target=self._drain, args=(self.alice,), daemon=True).start()
@@ -128,10 +128,10 @@ class Bystanders:
             if self.window is not None:
                 self.sent[f"m{sequence}"] = time.monotonic()
             try:
-                self.alice.send({"channel_message": f"m{sequence}", "channel": "lobby"})
+                self.alice.send({"channel_message": f"m{sequence}", "channel": "general"})
                 if sequence % 20 == 0:
-                    self.alice.send({"presence": "online", "channel": "lobby"})
-                    self.bob.send({"presence": "online", "channel": "lobby"})
+                    self.alice.send({"presence": "online", "channel": "general"})
+                    self.bob.send({"presence": "online", "channel": "general"})
             except OSError:
                 return
             time.sleep(0.25)
@@ -164,14 +164,25 @@ class Bystanders:
 
 
 def blank_flooder(port, index, stop, outcome):
+    """Send blank lines until the server closes its side (seen by a reader thread)."""
+    client = Client(port, source(index))
+    closed = threading.Event()
+
+    def read():
+        try:
+            for _ in client.lines:
+                pass
+        except OSError:
+            pass
+        closed.set()
+    threading.Thread(target=read, daemon=True).start()
+    data = b"\n" * 65536
     try:
-        client = Client(port, source(index))
-        data = b"\n" * 65536
-        while not stop.is_set():
+        while not stop.is_set() and not closed.is_set():
             client.sock.sendall(data)
-        outcome.append("still connected")
     except OSError:
-        outcome.append("disconnected")
+        closed.set()
+    outcome.append("disconnected" if closed.wait(1) else "still connected")
 
 
 def seed_history(tree, workdir, messages=200):
@@ -189,6 +200,7 @@ def seed_history(tree, workdir, messages=200):
 def big_page_reader(port, index, readers):
     client = Client(port, source(index), rcvbuf=4096)
     client.account(f"reader{index}")
+    client.request({"join": "general"})
     client.sock.sendall(b'{"get_channel": "general", "limit": 200}\n')
     readers.append(client)         # and never read again
 

@@ -272,8 +272,9 @@ def test_one_big_page_that_is_never_read_is_dropped_after_the_drain_timeout(
         yield until(lambda: "stalled" not in server.hub.sessions, timeout=10)
         assert reactor.seconds() - started < 5
         assert (yield threads.deferToThread(wait_closed, stalled))
-        [drop] = [w for w in warnings if "bytes of output not read" in w]
-        assert "dropping stalled from 127.0.0.1" in drop
+        [drop] = [w for w in warnings if "dropping stalled" in w]
+        assert "dropping stalled from 127.0.0.1: " in drop and "held after --drain-timeout 1 s" \
+            in drop
         # A client that reads gets the same page and stays.
         page = yield writer.request({"get_channel": "general", "limit": 200})
         assert len(ok(page)["messages"]) == 200
