@@ -1,6 +1,6 @@
 """Measure what abusive connections do to everyone else (issue 11), on a real `twistd chatd`.
 
-A bystander pair (alice sends 4 messages a second to #general, bob receives them)
+A bystander pair (alice sends 4 messages a second to #lobby, bob receives them)
 measures message latency while the attack runs; the server's RSS is sampled
 from /proc. Scenarios:
 
@@ -107,15 +107,15 @@ def source(index):
 
 
 class Bystanders:
-    """alice -> #general -> bob, 4 messages a second; latencies in ms."""
+    """alice -> #lobby -> bob, 4 messages a second; latencies in ms."""
 
     def __init__(self, port):
         self.alice, self.bob = Client(port), Client(port)
         self.alice.account("alice")
         self.bob.account("bob")
         for client in (self.alice, self.bob):
-            client.request({"join": "general"})
-            client.send({"presence": "online", "channel": "general"})
+            client.request({"join": "lobby"})
+            client.send({"presence": "online", "channel": "lobby"})
         self.sent, self.latencies, self.running = {}, [], True
         threading.Thread(target=self._receive, daemon=True).start()
         threading.Thread(target=self._drain, args=(self.alice,), daemon=True).start()
@@ -128,10 +128,10 @@ class Bystanders:
             if self.window is not None:
                 self.sent[f"m{sequence}"] = time.monotonic()
             try:
-                self.alice.send({"channel_message": f"m{sequence}", "channel": "general"})
+                self.alice.send({"channel_message": f"m{sequence}", "channel": "lobby"})
                 if sequence % 20 == 0:
-                    self.alice.send({"presence": "online", "channel": "general"})
-                    self.bob.send({"presence": "online", "channel": "general"})
+                    self.alice.send({"presence": "online", "channel": "lobby"})
+                    self.bob.send({"presence": "online", "channel": "lobby"})
             except OSError:
                 return
             time.sleep(0.25)
@@ -160,7 +160,7 @@ class Bystanders:
             return "no message arrived"
         p50 = statistics.median(values)
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-        return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} messages, {lost} missing)"
+        return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} messages, {lost} not arrived)"
 
 
 def blank_flooder(port, index, stop, outcome):
@@ -185,11 +185,14 @@ def blank_flooder(port, index, stop, outcome):
     outcome.append("disconnected" if closed.wait(1) else "still connected")
 
 
-def seed_history(tree, workdir, messages=200):
-    """A first run with flood control lifted writes the long messages into #general."""
-    server = Server(tree, workdir, "--flood-burst", "100000", "--flood-rate", "100000").start()
+def seed(tree, workdir, messages):
+    """A first run (flood control lifted) creates #lobby for the bystanders, away from
+    the attack, and writes `messages` long messages into #general."""
+    server = Server(tree, workdir, "--flood-burst", "100000", "--flood-rate", "100000",
+                    "--admin", "writer").start()
     writer = Client(server.port)
     writer.account("writer")
+    writer.request({"command": "create lobby"})
     writer.request({"join": "general"})
     for i in range(messages):
         writer.request({"channel_message": f"{i:03} {LONG_TEXT}", "channel": "general"})
@@ -197,10 +200,16 @@ def seed_history(tree, workdir, messages=200):
     server.stop()
 
 
-def big_page_reader(port, index, readers):
+def big_page_reader(port, index, readers, ready):
+    """Log in and join #general; once every reader has, ask for the page and never read.
+
+    (Joining after the others asked would write a member event to them, and the
+    check before each write would drop them for that, not for their page.)
+    """
     client = Client(port, source(index), rcvbuf=4096)
     client.account(f"reader{index}")
     client.request({"join": "general"})
+    ready.wait()
     client.sock.sendall(b'{"get_channel": "general", "limit": 200}\n')
     readers.append(client)         # and never read again
 
@@ -214,8 +223,7 @@ def main():
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="abuse-bench-")
     try:
-        if args.scenario == "bigpage":
-            seed_history(args.tree, workdir)
+        seed(args.tree, workdir, messages=200 if args.scenario == "bigpage" else 0)
         server = Server(args.tree, workdir).start()
         pid = server.process.pid
         bystanders = Bystanders(server.port)
@@ -231,8 +239,9 @@ def main():
                                         args=(server.port, i, stop, outcome))
                        for i in range(args.connections)]
         else:
+            ready = threading.Barrier(args.connections)
             threads = [threading.Thread(target=big_page_reader, daemon=True,
-                                        args=(server.port, i, readers))
+                                        args=(server.port, i, readers, ready))
                        for i in range(args.connections)]
         for thread in threads:
             thread.start()
