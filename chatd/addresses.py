@@ -1,4 +1,5 @@
-"""Peer addresses, written one way: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is plain IPv4.
+"""Peer addresses and ranges, written one way: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is
+plain IPv4. What a ban or a kick by IP matches, and what per-address limits count.
 
 A dual-stack listener reports IPv4 clients as `::ffff:1.2.3.4`. chatd turns
 that into `1.2.3.4` at accept time and in ban and kick targets, so one person
@@ -44,6 +45,13 @@ def parse_network(text):
         return ipaddress.ip_network(
             (network.network_address.ipv4_mapped, network.prefixlen - MAPPED.prefixlen))
     return network
+
+
+def network_label(network):
+    """'203.0.113.7' for a single address, '203.0.113.0/24' for a range."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
 
 
 def in_network(ip, network):

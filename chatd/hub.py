@@ -11,9 +11,10 @@ from collections import defaultdict
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatd.auth import ChatError, check_channel_name, is_blank
+from chatd.auth import ChatError, check_channel_name
 from chatd.fanout import LocalFanout, encode
 from chatd.presence import OFFLINE, Presence, channel_topic
+from chatd.rules import is_blank, message_problem
 
 log = Logger()
 
@@ -21,11 +22,11 @@ log = Logger()
 class Session:
     """One logged-in user on one connection."""
 
-    def __init__(self, name, ip, connection, role):
+    def __init__(self, name, ip, connection, accounts):
         self.name = name
         self.ip = ip
         self.connection = connection
-        self.role = role
+        self.accounts = accounts
         self.status = OFFLINE
         self.viewing = None
         self.last_seen = None
@@ -39,8 +40,12 @@ class Session:
         self.write(encode(payload))
 
     @property
+    def role(self):
+        return self.accounts.role_of(self.name)
+
+    @property
     def is_admin(self):
-        return self.role == "admin"
+        return self.accounts.is_admin(self.name)
 
 
 class Channel:
@@ -52,27 +57,24 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, store, clock=None, max_message=4000, presence_timeout=15.0):
+    def __init__(self, store, accounts, *, max_message, presence_timeout, clock=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
+        self.accounts = accounts    # chatd.accounts.Accounts: names and roles
         self.clock = clock
         self.max_message = max_message
         self.fanout = LocalFanout()
         self.presence = Presence(self, timeout=presence_timeout)
         self.sessions = {}      # user name -> Session
         self.ips = {}           # user name -> current (latest) IP, as the notes ask
-        self.accounts = {}      # casefolded name -> name as registered
-        self.roles = {}         # name -> "user" | "admin"
         self.channels = {}      # channel name -> Channel
         self.connections = set()
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
 
     @defer.inlineCallbacks
     def load(self):
-        """Read the directory and the channels into memory (once, at start)."""
-        for name, role in (yield self.store.all_users()):
-            self.add_account(name, role)
+        """Read the channels and their members into memory (once, at start)."""
         by_id = {}
         for channel_id, name, private in (yield self.store.all_channels()):
             by_id[channel_id] = self.channels[name] = Channel(channel_id, name, private)
@@ -82,18 +84,9 @@ class Hub:
 
     # -- accounts ----------------------------------------------------------
 
-    def add_account(self, name, role="user"):
-        self.accounts[name.casefold()] = name
-        self.roles[name] = role
-
     def account_name(self, name, must_exist=True):
         """The name as registered, whatever case `name` is given in."""
-        registered = self.accounts.get(name.casefold()) if isinstance(name, str) else None
-        if registered is None:
-            if must_exist:
-                raise ChatError(f"There is no user named {name!r}.")
-            return name
-        return registered
+        return self.accounts.name_of(name, must_exist)
 
     def status_of(self, name):
         session = self.sessions.get(name)
@@ -102,7 +95,7 @@ class Hub:
     def directory(self):
         """Everyone one can write to privately: every account (bans filtered by moderation)."""
         return [{"user": name, "status": self.status_of(name)}
-                for name in sorted(self.roles, key=str.casefold) if self.can_receive_private(name)]
+                for name in self.accounts.all_names() if self.can_receive_private(name)]
 
     def can_receive_private(self, name):
         """Banned users are out of the directory and get no private messages."""
@@ -124,7 +117,7 @@ class Hub:
             previous.connection.disconnect(
                 "replaced", f"You logged in again from {ip}; this connection is closed.")
             self.end_session(previous)
-        session = Session(name, ip, connection, self.roles.get(name, "user"))
+        session = Session(name, ip, connection, self.accounts)
         self.sessions[name] = session
         self.ips[name] = ip
         self.presence.session_started(session)
@@ -193,7 +186,12 @@ class Hub:
         check_channel_name(name)
         if name in self.channels:
             raise ChatError(f"#{name} already exists.")
-        channel_id = yield self.store.create_channel(name, private, created_by)
+        try:
+            channel_id = yield self.store.create_channel(name, private, created_by)
+        except Exception as e:
+            if self.store.engine.is_integrity_error(e):    # created meanwhile
+                raise ChatError(f"#{name} already exists.")
+            raise
         self.channels[name] = channel = Channel(channel_id, name, private)
         return channel
 
@@ -202,9 +200,9 @@ class Hub:
     def _check_text(self, text):
         if is_blank(text):
             raise ChatError("The message is empty.")
-        if len(text) > self.max_message:
-            raise ChatError(f"A message is at most {self.max_message} characters; "
-                            f"this one has {len(text)}.")
+        too_long = message_problem(text, self.max_message)
+        if too_long:
+            raise ChatError(too_long)
 
     def channel_message(self, session, channel_name, text):
         """Relay to the channel's viewers, notify its other online members, log it."""

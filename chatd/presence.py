@@ -22,7 +22,7 @@ def peer_topic(name):
 
 
 class Presence:
-    def __init__(self, hub, timeout=15.0):
+    def __init__(self, hub, timeout):
         self.hub = hub
         self.timeout = timeout
 

@@ -316,7 +316,7 @@ def test_on_a_dual_stack_listener_users_have_ipv4_addresses_for_bans_and_kicks(
         assert "2 connection(s) closed" in result["result"]
         assert (yield victim.event("disconnect"))["kind"] == "kicked"
         # ... and a ban on the IPv4 range covers clients that arrive mapped.
-        yield server.moderation.ban(MANHOLE, "127.0.0.0/8", "1h")
+        yield server.moderation.ban(MANHOLE, "127.0.0.0/8", "1h", "")
         newcomer = yield connect(server)
         notice = yield newcomer.event("disconnect")
         assert notice["kind"] == "banned" and "127.0.0.0/8" in notice["reason"]
@@ -336,7 +336,7 @@ def test_an_unclaimed_admin_name_is_warned_about_at_every_start(sqlite_database,
         assert len(unclaimed) == 2 and "whoever registers boss first becomes admin" \
             in unclaimed[0]
         boss = yield login(server, "boss")
-        assert server.hub.roles["boss"] == "admin"
+        assert server.accounts.roles["boss"] == "admin"
         boss.transport.loseConnection()
         yield boss.closed
     finally:
