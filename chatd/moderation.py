@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatd.auth import ChatError
+from chatd.bus import ADMINS, CONNECTIONS, user_topic
 from chatd.store import Message, db_time, parse_db_time, utcnow, wire_time
 
 log = Logger()
@@ -275,7 +276,7 @@ class Moderation:
         """
         if session.is_admin:
             yield self.store.add_member(channel.id, session.name)
-            channel.members.add(session.name)
+            self.hub.add_member(channel, session.name)
             return {"channel": channel.name, "status": "joined"}
         mine = self.requests.setdefault(session.name.casefold(), {})
         current = mine.get(channel.name)
@@ -284,11 +285,8 @@ class Moderation:
         now = utcnow()
         request_id = yield self.store.create_join_request(channel.id, session.name, now)
         mine[channel.name] = JoinRequest(request_id, channel.name, session.name, "pending", now)
-        notice = {"event": "join_request", "channel": channel.name, "user": session.name,
-                  "id": request_id}
-        for other in list(self.hub.sessions.values()):
-            if other.is_admin:
-                other.send(notice)
+        self.hub.bus.publish(ADMINS, {"event": "join_request", "channel": channel.name,
+                                      "user": session.name, "id": request_id})
         return {"channel": channel.name, "status": "pending"}
 
     def run_command(self, session, line):
@@ -330,7 +328,7 @@ class Moderation:
         if actor.is_user:
             # The creator of a private channel must be able to read it.
             yield self.store.add_member(channel.id, actor.name)
-            channel.members.add(actor.name)
+            self.hub.add_member(channel, actor.name)
         yield self._audit(actor, "create", channel.name,
                           detail="private" if channel.private else "public")
         kind = "private" if channel.private else "public"
@@ -383,7 +381,7 @@ class Moderation:
             raise
         request.decided_by, request.decided_at = actor.name, now
         if accept:
-            channel.members.add(name)
+            self.hub.add_member(channel, name)
         self._tell(name, {"event": "request_decided", "channel": channel.name,
                           "status": status, "decided_by": actor.name})
         yield self._audit(actor, "accept" if accept else "reject", name,
@@ -394,9 +392,7 @@ class Moderation:
 
     def _tell(self, name, event):
         """Send `event` to `name` if online; offline users see the change at next login."""
-        session = self.hub.sessions.get(name)
-        if session is not None:
-            session.send(event)
+        self.hub.bus.publish(user_topic(name), event)
 
     @defer.inlineCallbacks
     def remove_member(self, actor, user, channel_name):
@@ -421,6 +417,14 @@ class Moderation:
 
     def _connections_in(self, network):
         return [c for c in list(self.hub.connections) if in_network(c.ip, network)]
+
+    def _close(self, name, network, kind, reason):
+        """Close a user's sessions, or the connections from `network`, on every node."""
+        if name is not None:
+            self.hub.bus.control(user_topic(name), "close", {"kind": kind, "reason": reason})
+        else:
+            self.hub.bus.control(CONNECTIONS, "close", {"network": str(network), "kind": kind,
+                                                        "reason": reason})
 
     @staticmethod
     def _refuse_own_address(actor, network, verb):
@@ -456,9 +460,8 @@ class Moderation:
                 raise ChatError(f"Nobody is connected from {label}.")
         kicked = sorted(c.session.name for c in victims if c.session is not None)
         why = f": {reason}" if reason else "."
-        for connection in victims:
-            connection.disconnect("kicked", f"You were kicked by {actor.name}{why} "
-                                            "You may log in again.")
+        self._close(name, network, "kicked",
+                    f"You were kicked by {actor.name}{why} You may log in again.")
         yield self.store.add_kick(label, ip, reason, actor.name, utcnow())
         yield self._audit(actor, "kick", label, reason, f"{len(victims)} connection(s) closed")
         return outcome(f"Kicked {label} ({len(victims)} connection(s) closed).", kicked=kicked)
@@ -483,12 +486,10 @@ class Moderation:
         ban = Ban(ban_id, kind, label, ip, reason, actor.name, now, expires_at)
         self._activate(ban, seconds)
         if name is not None:
-            session = self.hub.sessions.get(name)
-            victims = [] if session is None else [session.connection]
+            victims = [] if self.hub.sessions.get(name) is None else [name]
         else:
             victims = self._connections_in(network)
-        for connection in victims:
-            connection.disconnect("banned", ban.notice())
+        self._close(name, network, "banned", ban.notice())
         yield self._audit(actor, "ban", label, reason, ban.until)
         return outcome(f"Banned {label} {ban.until} ({len(victims)} connection(s) closed).",
                        ban=ban.to_wire())

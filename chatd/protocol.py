@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineReceiver
 from chatd.auth import (
     ChatError, check_email, check_name, check_password,
 )
-from chatd.fanout import encode
+from chatd.bus import encode
 from chatd.moderation import MANHOLE
 from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, unsent_bytes
 from chatd.presence import ONLINE, OFFLINE

@@ -13,6 +13,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from chatd.auth import ChatError, PasswordHasher
+from chatd.bus import user_topic
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import LoginThrottle
@@ -137,9 +138,7 @@ class ChatServer(service.Service):
             log.warn("--admin {name}: no such account yet; it will be admin once registered",
                      name=registered)
             self.pending_admins.add(registered.casefold())
-        session = self.hub.sessions.get(registered)
-        if session is not None:
-            session.role = role
+        self.hub.bus.control(user_topic(registered), "role", {"role": role})
         return registered
 
     def role_for_new_account(self, name):
