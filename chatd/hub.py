@@ -117,14 +117,14 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, store, clock=None, max_message=4000, presence_timeout=15.0):
+    def __init__(self, store, clock=None, max_message=4000, presence_timeout=15.0, bus=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
         self.clock = clock
         self.max_message = max_message
         self.id = uuid.uuid4().hex      # this node, as the subscriber to ("connections",)
-        self.bus = LocalBus()
+        self.bus = LocalBus() if bus is None else bus
         self.bus.subscribe(CONNECTIONS, self)
         self.presence = Presence(self, timeout=presence_timeout)
         self.sessions = {}      # user name -> Session
