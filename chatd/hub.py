@@ -42,7 +42,7 @@ class Session:
         self.connection = connection
         self.role = role
         self.status = OFFLINE
-        self.viewing = None
+        self.viewing = None     # the place it looks at: ("channel", c), ("peer", n) or None
         self.last_seen = None
         self.timeout_call = None
         self.unread = defaultdict(int)
@@ -57,6 +57,16 @@ class Session:
     @property
     def is_admin(self):
         return self.role == "admin"
+
+    @property
+    def viewing(self):
+        return self._viewing
+
+    @viewing.setter
+    def viewing(self, place):
+        self._viewing = place
+        # The members topic whose messages this session shows (see deliver).
+        self._showing = None if place is None or place[0] != "channel" else members_topic(place[1])
 
     # -- on the bus ----------------------------------------------------------
 
@@ -73,12 +83,12 @@ class Session:
             self.stop_listening(topic)
 
     def deliver(self, topic, line):
-        if topic[0] == "members" and self.viewing != channel_topic(topic[1]):
+        if topic == self._showing or topic[0] != "members":
+            self.connection.write_line(line)
+        else:
             channel = topic[1]
             self.unread[channel] += 1
             self.send({"event": "unread", "channel": channel, "count": self.unread[channel]})
-        else:
-            self.write(line)
 
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
