@@ -12,6 +12,7 @@ from datetime import datetime
 
 from twisted.internet.task import Clock
 
+from chatd.accounts import Accounts
 from chatd.hub import Channel, Hub
 from chatd.store import Message
 
@@ -22,12 +23,13 @@ class NullConnection:
 
 
 def microseconds_per_message(members, viewers, messages):
-    hub = Hub(store=None, clock=Clock())
+    hub = Hub(store=None, accounts=Accounts(None, None, None), clock=Clock(),
+              max_message=4000, presence_timeout=15.0)
     general, other = Channel(1, "general", False), Channel(2, "other", False)
     hub.channels.update(general=general, other=other)
     for n in range(members):
         name = f"u{n}"
-        hub.add_account(name)
+        hub.accounts.add(name)
         general.members.add(name)
         other.members.add(name)
         session = hub.start_session(NullConnection(), name, "127.0.0.1")

@@ -1,52 +1,43 @@
-"""Account rules and password hashing.
+"""Account checks (the rules themselves are in chatd/rules.py) and password hashing.
 
 bcrypt is slow on purpose, so it always runs in a thread, and a semaphore
 bounds how many hashes run at once: a login storm then waits its turn instead
 of starving the reactor's other work of CPU.
 """
 
-import re
-
 import bcrypt
 from twisted.internet import defer, threads
 
-NAME_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,31}\Z")
-CHANNEL_RULE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
-EMAIL_RULE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+\Z")
-PASSWORD_MIN, PASSWORD_MAX = 8, 128
+from chatd import rules
 
 
 class ChatError(Exception):
     """A request that cannot be done; the message is shown to the person who asked."""
 
 
+def _refuse(problem):
+    if problem is not None:
+        raise ChatError(problem)
+
+
 def check_name(name):
-    if not NAME_RULE.match(name):
-        raise ChatError(
-            "A name is 2 to 32 characters: a letter first, then letters, digits, '_', '.' or '-'.")
+    _refuse(rules.name_problem(name))
 
 
 def check_channel_name(name):
-    if not CHANNEL_RULE.match(name):
-        raise ChatError(
-            "A channel name is 1 to 32 characters: lowercase letters, digits, '_' or '-', "
-            "starting with a letter or digit.")
+    _refuse(rules.channel_name_problem(name))
 
 
 def check_email(email):
-    if len(email) > 254 or not EMAIL_RULE.match(email):
-        raise ChatError("That email address does not look right; use the form name@example.org.")
+    _refuse(rules.email_problem(email))
 
 
 def check_password(name, password):
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise ChatError(f"A password is {PASSWORD_MIN} to {PASSWORD_MAX} characters long.")
-    if password.casefold() == name.casefold():
-        raise ChatError("The password must not be your name.")
+    _refuse(rules.password_problem(name, password))
 
 
 class PasswordHasher:
-    def __init__(self, rounds=12, concurrency=2):
+    def __init__(self, rounds, concurrency):
         self.rounds = rounds
         self.concurrency = concurrency
         self._slots = defer.DeferredSemaphore(concurrency)

@@ -17,8 +17,9 @@ from chatd.auth import ChatError, check_channel_name
 from chatd.bus import (
     ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, user_topic,
 )
-from chatd.moderation import in_network
+from chatd.moderation.addresses import in_network
 from chatd.presence import OFFLINE, Presence
+from chatd.rules import message_problem
 
 log = Logger()
 
@@ -34,13 +35,13 @@ class Session:
     the channel's members.
     """
 
-    def __init__(self, hub, name, ip, connection, role):
+    def __init__(self, hub, name, ip, connection, accounts):
         self.id = uuid.uuid4().hex      # unique across nodes, for the bus
         self.hub = hub
         self.name = name
         self.ip = ip
         self.connection = connection
-        self.role = role
+        self.accounts = accounts
         self.status = OFFLINE
         self.viewing = None     # the place it looks at: ("channel", c), ("peer", n) or None
         self.last_seen = None
@@ -55,8 +56,12 @@ class Session:
         self.write(encode(payload))
 
     @property
+    def role(self):
+        return self.accounts.role_of(self.name)
+
+    @property
     def is_admin(self):
-        return self.role == "admin"
+        return self.accounts.is_admin(self.name)
 
     @property
     def viewing(self):
@@ -101,8 +106,8 @@ class Session:
             self.hub.end_session(self)
 
     def control_role(self, role):
-        self.role = role
-        if self.is_admin:
+        """The role changed (`role` reads it from the accounts): admins hear admin notices."""
+        if role == "admin":
             self.listen(ADMINS)
         else:
             self.stop_listening(ADMINS)
@@ -127,10 +132,13 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, store, clock=None, max_message=4000, presence_timeout=15.0, bus=None):
+    def __init__(self, store, accounts, *, max_message, presence_timeout, clock=None,
+                 bus=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
+        self.accounts = accounts    # chatd.accounts.Accounts: names and roles
+        accounts.role_changes.append(self._role_changed)
         self.clock = clock
         self.max_message = max_message
         self.id = uuid.uuid4().hex      # this node, as the subscriber to ("connections",)
@@ -139,8 +147,6 @@ class Hub:
         self.presence = Presence(self, timeout=presence_timeout)
         self.sessions = {}      # user name -> Session
         self.ips = {}           # user name -> current (latest) IP, as the notes ask
-        self.accounts = {}      # casefolded name -> name as registered
-        self.roles = {}         # name -> "user" | "admin"
         self.channels = {}      # channel name -> Channel
         self.connections = set()
         self.connections_per_ip = Counter()     # IP -> open connections (for the per-IP limit)
@@ -148,9 +154,7 @@ class Hub:
 
     @defer.inlineCallbacks
     def load(self):
-        """Read the directory and the channels into memory (once, at start)."""
-        for name, role in (yield self.store.all_users()):
-            self.add_account(name, role)
+        """Read the channels and their members into memory (once, at start)."""
         by_id = {}
         for channel_id, name, private in (yield self.store.all_channels()):
             by_id[channel_id] = self.channels[name] = Channel(channel_id, name, private)
@@ -160,18 +164,12 @@ class Hub:
 
     # -- accounts ----------------------------------------------------------
 
-    def add_account(self, name, role="user"):
-        self.accounts[name.casefold()] = name
-        self.roles[name] = role
+    def _role_changed(self, name, role):
+        self.bus.control(user_topic(name), "role", {"role": role})
 
     def account_name(self, name, must_exist=True):
         """The name as registered, whatever case `name` is given in."""
-        registered = self.accounts.get(name.casefold()) if isinstance(name, str) else None
-        if registered is None:
-            if must_exist:
-                raise ChatError(f"There is no user named {name!r}.")
-            return name
-        return registered
+        return self.accounts.name_of(name, must_exist)
 
     def status_of(self, name):
         session = self.sessions.get(name)
@@ -180,7 +178,7 @@ class Hub:
     def directory(self):
         """Everyone one can write to privately: every account (bans filtered by moderation)."""
         return [{"user": name, "status": self.status_of(name)}
-                for name in sorted(self.roles, key=str.casefold) if self.can_receive_private(name)]
+                for name in self.accounts.all_names() if self.can_receive_private(name)]
 
     def can_receive_private(self, name):
         """Banned users are out of the directory and get no private messages."""
@@ -210,7 +208,7 @@ class Hub:
 
     def start_session(self, connection, name, ip):
         """Log `name` in on `connection`; the newest login wins over older ones."""
-        session = Session(self, name, ip, connection, self.roles.get(name, "user"))
+        session = Session(self, name, ip, connection, self.accounts)
         self.bus.control(user_topic(name), "close", {
             "kind": "replaced", "reason": f"You logged in again from {ip}; "
                                           "this connection is closed.", "keep": session.id})
@@ -289,7 +287,12 @@ class Hub:
         check_channel_name(name)
         if name in self.channels:
             raise ChatError(f"#{name} already exists.")
-        channel_id = yield self.store.create_channel(name, private, created_by)
+        try:
+            channel_id = yield self.store.create_channel(name, private, created_by)
+        except Exception as e:
+            if self.store.engine.is_integrity_error(e):    # created meanwhile
+                raise ChatError(f"#{name} already exists.")
+            raise
         self.channels[name] = channel = Channel(channel_id, name, private)
         return channel
 
@@ -298,9 +301,9 @@ class Hub:
     def _check_text(self, text):
         if not text.strip():
             raise ChatError("The message is empty.")
-        if len(text) > self.max_message:
-            raise ChatError(f"A message is at most {self.max_message} characters; "
-                            f"this one has {len(text)}.")
+        too_long = message_problem(text, self.max_message)
+        if too_long:
+            raise ChatError(too_long)
 
     def channel_message(self, session, channel_name, text):
         """Check, log and relay a message to a channel."""

@@ -71,7 +71,7 @@ class LoginThrottle:
     attempt is not a failure (it does not lengthen the wait) and costs no bcrypt.
     """
 
-    def __init__(self, clock, threshold=5, cap=300.0):
+    def __init__(self, clock, threshold, cap):
         self.clock = clock
         self.threshold = threshold
         self.cap = cap

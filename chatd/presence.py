@@ -17,7 +17,7 @@ STATUSES = (ONLINE, AWAY)
 
 
 class Presence:
-    def __init__(self, hub, timeout=15.0):
+    def __init__(self, hub, timeout):
         self.hub = hub
         self.timeout = timeout
         self.looking = {}       # channel name -> {user name: status}, in order of arrival

@@ -1,4 +1,4 @@
-"""ChatServer: the service that owns the store, the hub and the listening port.
+"""ChatServer: the service that owns the store, the accounts, the hub and the listening port.
 
 makeService only builds it from option values; everything asynchronous
 (opening the database, upgrading the schema, loading the directory, then
@@ -6,48 +6,65 @@ listening) happens in startService, and stopService undoes it in order:
 stop accepting, tell clients, write what is queued, close the database.
 """
 
-from dataclasses import dataclass, field
-
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from chatd.auth import ChatError, PasswordHasher
-from chatd.bus import user_topic
+from chatd.accounts import Accounts
+from chatd.auth import PasswordHasher
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import LoginThrottle
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
+from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
 from chatd.protocol import ChatFactory
 from chatd.store import Store
 
 log = Logger()
 SHUTDOWN_REASON = "The server is restarting; reconnect in a moment."
+# MySQL client error codes: the server is not there, or not answering.
+MYSQL_UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
+MYSQL_UNKNOWN_DATABASE, MYSQL_ACCESS_DENIED = 1049, 1045
 
 
-@dataclass
-class ServerConfig:
-    listen: str = "tcp:7878"
-    database: str = "sqlite:chatd.sqlite"
-    bcrypt_rounds: int = 12
-    admins: list = field(default_factory=list)
-    max_line: int = 16384
-    max_message: int = 4000
-    presence_timeout: float = 15.0
-    max_connections_per_ip: int = 20
-    flood_burst: int = 20                   # requests a connection may send at once
-    flood_rate: float = 5.0                 # requests per second after the burst
-    flood_strikes: int = 10                 # refused requests within 10 s that end the connection
-    login_failures: int = 5                 # failed logins (per account, per IP) before backoff
-    login_backoff_max: float = 300.0        # longest backoff, seconds (it doubles up to this)
-    bcrypt_concurrency: int = 2             # bcrypt computations running at once
-    max_output_buffer: int = 1024 * 1024    # unread output bytes before a client is dropped
-    manhole: str | None = None              # SSH manhole endpoint; off unless given
-    manhole_keys: str | None = None         # authorized_keys file for the manhole
-    manhole_host_key: str | None = None     # default: next to the SQLite file, or ./
-    spool_file: str | None = None           # default: next to the SQLite file, or ./
-    spool_memory: int = 10000               # log rows kept in memory while the DB is away
+class StartError(Exception):
+    """Why the server could not start, in one line for whoever started it."""
+
+
+def database_problem(engine, exc):
+    """The sentence for a database that cannot be opened at start."""
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "MySQLdb":
+        return ("a mysql:// database needs mysqlclient, which is not installed:"
+                " pip install 'chatd[mysql]' (it builds against libmariadb-dev and pkg-config).")
+    code = exc.args[0] if type(exc).__module__.startswith("MySQLdb") and exc.args else None
+    if code is None:
+        return f"cannot open the database {engine.describe()}: {exc}"
+    where = f"{engine.host}:{engine.port}"
+    if code in MYSQL_UNREACHABLE:
+        return f"cannot reach the database server at {where}: {exc.args[-1]}"
+    if code == MYSQL_UNKNOWN_DATABASE:
+        return (f"the database {engine.database!r} does not exist on {where}; create it with"
+                f" CREATE DATABASE {engine.database} CHARACTER SET utf8mb4.")
+    if code == MYSQL_ACCESS_DENIED:
+        return f"the database server at {where} refused the login: {exc.args[-1]}"
+    return f"cannot open the database {engine.describe()}: {exc.args[-1]}"
+
+
+@defer.inlineCallbacks
+def listen(option, reactor, description, factory):
+    """Listen on an endpoint string; StartError naming `option` if that is not possible."""
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise StartError(f"{option} {description}: not a usable endpoint ({e}).") from e
+    try:
+        port = yield endpoint.listen(factory)
+    except error.CannotListenError as e:
+        reason = getattr(e.socketError, "strerror", None) or e.socketError
+        raise StartError(f"{option} {description}: cannot listen there ({reason}).") from e
+    return port
 
 
 class ChatServer(service.Service):
@@ -62,18 +79,19 @@ class ChatServer(service.Service):
         self.store = Store(engine, clock=reactor,
                            spool_path=config.spool_file or engine.default_spool_path(),
                            spool_memory=config.spool_memory)
-        self.hub = Hub(self.store, clock=reactor, max_message=config.max_message,
-                       presence_timeout=config.presence_timeout)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
                                      concurrency=config.bcrypt_concurrency)
         self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
                                             cap=config.login_backoff_max)
+        self.accounts = Accounts(self.store, self.hasher, self.login_throttle,
+                                 admins=config.admins)
+        self.hub = Hub(self.store, self.accounts, clock=reactor,
+                       max_message=config.max_message, presence_timeout=config.presence_timeout)
         self.moderation = self.hub.moderation = Moderation(self)
+        self.accounts.login_checks.append(self.moderation.check_login_allowed)
         self.manhole_port = None
         self.port = None
         self.ready = defer.Deferred()
-        # --admin names without an account yet: they become admin when registered.
-        self.pending_admins = set()
 
     def startService(self):
         super().startService()
@@ -82,25 +100,30 @@ class ChatServer(service.Service):
 
     @defer.inlineCallbacks
     def _start(self):
-        yield self.store.start()
+        try:
+            yield self.store.start()
+        except Exception as e:
+            raise StartError(database_problem(self.store.engine, e)) from e
+        yield self.accounts.load()
         yield self.hub.load()
         yield self.moderation.load()
-        for name in self.config.admins:
-            yield self.make_admin(name, by=None, must_exist=False)
-        endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
-        self.port = yield endpoint.listen(ChatFactory(self))
+        self.port = yield listen("--listen", self.reactor, self.config.listen, ChatFactory(self))
         address = self.port.getHost()
         log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
         if self.config.manhole:
-            self.manhole_port = yield listen_manhole(self)
+            try:
+                self.manhole_port = yield listen_manhole(self)
+            except Exception as e:
+                raise StartError(f"--manhole {self.config.manhole}: {e}") from e
         self.ready.callback(self)
 
     def _failed_to_start(self, failure):
+        """Log the detail; `ready` fails with a StartError whose message is one line."""
         log.failure("chatd could not start", failure)
+        if not failure.check(StartError):
+            failure = Failure(StartError(f"{failure.type.__name__}: {failure.getErrorMessage()}"))
         if not self.ready.called:
             self.ready.errback(failure)
-        if self.reactor.running:
-            self.reactor.stop()
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -124,27 +147,7 @@ class ChatServer(service.Service):
             log.info("chatd stopped: {clients} clients told, message log written",
                      clients=len(clients))
 
-    # -- admin roles -------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def make_admin(self, name, by=None, admin=True, must_exist=True):
-        """Give or take the admin role; `--admin` names may not exist yet."""
-        registered = self.hub.account_name(name, must_exist=must_exist)
-        role = "admin" if admin else "user"
-        if registered.casefold() in self.hub.accounts:
-            yield self.store.set_role(registered, role)
-            self.hub.roles[registered] = role
-        else:
-            log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                     name=registered)
-            self.pending_admins.add(registered.casefold())
-        self.hub.bus.control(user_topic(registered), "role", {"role": role})
-        return registered
-
-    def role_for_new_account(self, name):
-        return "admin" if name.casefold() in self.pending_admins else "user"
-
-    # -- moderation hooks (chatd/moderation.py) --------------------------------
+    # -- connection hooks (chatd/moderation/) -----------------------------------
 
     def refuse_connection(self, connection):
         """(kind, reason) if this connection must be closed at once, else None."""
@@ -156,35 +159,3 @@ class ChatServer(service.Service):
             refusal = ("limit", f"Too many connections from your address {connection.ip} "
                                 f"(at most {limit}); close one and try again.")
         return refusal
-
-    def check_login_allowed(self, connection, name):
-        """Raise ChatError if `name` may not log in from this connection."""
-        self.moderation.check_login_allowed(connection, name)
-
-    def check_login_throttle(self, connection, name):
-        """Raise ChatError during a failed-login backoff; log the refused attempt."""
-        try:
-            self.login_throttle.check(name, connection.ip)
-        except ChatError:
-            log.warn("login for {name!r} from {ip} refused: failed-login backoff",
-                     name=name, ip=connection.ip)
-            self.store.log_auth(name, "login_throttled", connection.ip)
-            raise
-
-    def login_failed(self, connection, name):
-        """After a wrong password or unknown name: count it towards the backoff."""
-        backoff = self.login_throttle.failed(name, connection.ip)
-        log.info("failed login for {name!r} from {ip}{backoff}", name=name, ip=connection.ip,
-                 backoff=f"; backoff {backoff:g} s" if backoff else "")
-
-    def login_succeeded(self, connection, name):
-        self.login_throttle.succeeded(name, connection.ip)
-
-    def join_request_states(self, name):
-        return self.moderation.join_request_states(name)
-
-    def run_command(self, session, line):
-        return self.moderation.run_command(session, line)
-
-    def my_requests(self, session):
-        return self.moderation.my_requests(session)

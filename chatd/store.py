@@ -310,7 +310,7 @@ class Store:
     bounds how long a client request waits for the database; `shutdown_timeout`
     how long stop() waits for queued log rows before spooling them."""
 
-    def __init__(self, engine, clock=None, spool_path=None, spool_memory=10000,
+    def __init__(self, engine, clock=None, spool_path=None, *, spool_memory,
                  reply_timeout=10.0, shutdown_timeout=5.0):
         if clock is None:
             from twisted.internet import reactor as clock

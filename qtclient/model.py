@@ -13,11 +13,12 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.task import LoopingCall
 
+from chatd import rules
+
 from .entities import ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo
 from .protocol import ChatProtocol, ServerError
 
 DEFAULT_PORT = 7878
-MAX_MESSAGE_LENGTH = 4000
 HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
 
@@ -555,8 +556,9 @@ class ChatModel(QObject):
         text = text.strip()
         if not text:
             return "Type a message first."
-        if len(text) > MAX_MESSAGE_LENGTH:
-            return f"Messages are limited to {MAX_MESSAGE_LENGTH} characters ({len(text)} typed)."
+        too_long = rules.message_problem(text)
+        if too_long:
+            return too_long
         if text.startswith("/"):
             self.run_command(text[1:])
         elif self.current is None:
@@ -567,19 +569,24 @@ class ChatModel(QObject):
             self._request("private_message", text, other_user=self.current.name)
         return None
 
-    @defer.inlineCallbacks
     def run_command(self, command):
-        reply = yield self._request("command", command)
+        """A command typed as text (``/create lobby``); answers with ``commandResult``."""
+        return self._admin("command", command)
+
+    @defer.inlineCallbacks
+    def _admin(self, action, value="", **fields):
+        """An admin action; its readable result is shown through ``commandResult``."""
+        reply = yield self._request(action, value, **fields)
         if reply is not None:
             self.commandResult.emit(_result_text(reply.get("result", "")))
         return reply
 
-    # --- administration ------------------------------------------------------
+    # --- administration (the structured forms: no text to mis-parse) --------
 
     @defer.inlineCallbacks
     def refresh_requests(self):
         """Pending join requests (admins): ``requests`` lists them."""
-        reply = yield self._request("command", "requests")
+        reply = yield self._request("requests")
         if reply is None:
             return
         self.pending_requests = {
@@ -589,19 +596,18 @@ class ChatModel(QObject):
 
     @defer.inlineCallbacks
     def decide_request(self, request, accept):
-        verb = "accept" if accept else "reject"
-        reply = yield self._request("command", f"{verb} {request.user} {request.channel}")
+        reply = yield self._admin("accept" if accept else "reject", request.user,
+                                  channel=request.channel)
         if reply is not None:
             self.pending_requests.pop(request.id, None)
             self.joinRequestsChanged.emit(list(self.pending_requests.values()))
-            self.commandResult.emit(_result_text(reply.get("result", "")))
 
     def kick(self, user, reason):
-        return self.run_command(f"kick {user} {reason}".strip())
+        return self._admin("kick", user, reason=reason)
 
     def ban(self, user, duration, reason):
-        """Ban ``user`` for ``duration`` ("2h", "7d"; "" for ever)."""
-        return self.run_command(" ".join(part for part in ("ban", user, duration, reason) if part))
+        """Ban ``user`` for ``duration`` ("2h", "7d"; "" for ever), whatever the reason says."""
+        return self._admin("ban", user, duration=duration or None, reason=reason)
 
     # --- what the server says on its own ------------------------------------
 

@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 from twisted.internet.task import Clock
 
+from chatd.accounts import Accounts
 from chatd.bus import ADMINS, CONNECTIONS, LocalBus, encode, members_topic, user_topic
 from chatd.hub import Channel, Hub
 from chatd.store import Message
@@ -105,13 +106,14 @@ class WireBus(LocalBus):
 @pytest.fixture
 def wire_hub():
     bus = WireBus()
-    hub = Hub(store=None, clock=Clock(), bus=bus)
+    hub = Hub(store=None, accounts=Accounts(None, None, None), clock=Clock(),
+              max_message=4000, presence_timeout=15.0, bus=bus)
     hub.channels["general"] = Channel(1, "general", False)
     return hub, bus
 
 
 def log_in(hub, name, ip="127.0.0.1", role="user", member=True):
-    hub.add_account(name, role)
+    hub.accounts.add(name, role)
     if member:
         hub.channels["general"].members.add(name)
     connection = RecordingConnection()

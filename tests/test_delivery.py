@@ -134,7 +134,7 @@ def test_kick_by_address_closes_every_connection_from_it_and_no_other(database):
     try:
         for name in ("alice", "bob", "carol", "dave"):
             yield register(server, name)
-        yield server.make_admin("alice")
+        yield server.accounts.set_role("alice", "admin")
         alice = yield login_from(server, "alice", "::1")
         dave = yield login_from(server, "dave", "::1")
         bob = yield login_from(server, "bob", "127.0.0.1")

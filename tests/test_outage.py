@@ -83,7 +83,8 @@ def test_sqlite_writes_spooled_rows_in_order_exactly_once(tmp_path):
 @defer.inlineCallbacks
 def test_sqlite_spool_left_by_a_stop_or_crash_is_replayed_at_start(tmp_path):
     db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
-    store = Store(SqliteEngine(str(db)), spool_path=spool, shutdown_timeout=0.5)
+    store = Store(SqliteEngine(str(db)), spool_path=spool, spool_memory=10000,
+                  shutdown_timeout=0.5)
     yield store.start()
     refuse_message_inserts(db)
     sent = [store.new_message("alice", f"message {i}", channel="general", channel_id=1)
@@ -99,7 +100,7 @@ def test_sqlite_spool_left_by_a_stop_or_crash_is_replayed_at_start(tmp_path):
     with spool.open("ab") as f:
         f.write(b'[999, "alice", 1, null, nu')
 
-    again = Store(SqliteEngine(str(db)), spool_path=spool)
+    again = Store(SqliteEngine(str(db)), spool_path=spool, spool_memory=10000)
     yield again.start()
     try:
         newer = again.new_message("alice", "after restart", channel="general", channel_id=1)
@@ -296,7 +297,8 @@ def test_a_query_that_hangs_is_answered_as_unavailable_after_the_reply_timeout(t
     from twisted.python.failure import Failure
     from chatd.store import DatabaseUnavailable
     clock = Clock()
-    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, reply_timeout=10)
+    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, spool_memory=10000,
+                  reply_timeout=10)
     outcome = []
     store.answer_in_time(defer.Deferred()).addErrback(outcome.append)
     clock.advance(9.9)

@@ -9,6 +9,7 @@ import json
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from chatd.accounts import Accounts
 from chatd.hub import Channel, Hub
 from support import login, look_at, start_server, stop_server
 
@@ -152,13 +153,14 @@ class RecordingConnection:
 
 def clock_hub(timeout=15.0):
     clock = Clock()
-    hub = Hub(store=None, clock=clock, presence_timeout=timeout)
+    hub = Hub(store=None, accounts=Accounts(None, None, None), clock=clock,
+              max_message=4000, presence_timeout=timeout)
     hub.channels["general"] = Channel(1, "general", False)
     return clock, hub
 
 
 def join(hub, name):
-    hub.add_account(name)
+    hub.accounts.add(name)
     hub.channels["general"].members.add(name)
     connection = RecordingConnection()
     session = hub.start_session(connection, name, "127.0.0.1")

@@ -1,6 +1,7 @@
 """`twistd chatd`: options, and the real command in a subprocess on each engine."""
 
 import json
+import os
 import re
 import queue
 import signal
@@ -60,11 +61,22 @@ def test_make_service_only_assembles():
     assert server.config.admins == ["alice", "bob"]
 
 
-def run_twistd(cwd, *args):
+TWISTD = [str(Path(sys.executable).with_name("twistd")), "--pidfile=", "-n", "chatd"]
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def environment(*first_on_path):
+    """This checkout (and `first_on_path`) first on PYTHONPATH, so twistd finds its plugin
+    whatever kind of install this is."""
+    path = [str(p) for p in first_on_path] + [str(CHECKOUT)]
+    inherited = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path + ([inherited] if inherited else [])))
+
+
+def run_twistd(cwd, *args, command=TWISTD):
     """Start `twistd -n chatd ARGS` in `cwd`; return it and the port it listens on."""
-    twistd = Path(sys.executable).with_name("twistd")
     process = subprocess.Popen(
-        [str(twistd), "--pidfile=", "-n", "chatd", *args], cwd=cwd,
+        [*command, *args], cwd=cwd, env=environment(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
     def read_output():
@@ -140,3 +152,113 @@ def test_twistd_against_mariadb(tmp_path):
             assert all(reply.get("ok") for reply in register_and_login(port))
         finally:
             stop(process)
+
+
+# -- start-up that fails loudly -------------------------------------------------
+
+def twistd_failure(cwd, *args, env=None):
+    """Run `twistd -n chatd ARGS`, which must fail to start; return (stderr line, log)."""
+    started = time.monotonic()
+    done = subprocess.run([*TWISTD, "--bcrypt-rounds", "4", *args], cwd=cwd,
+                          env=env or environment(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, (done.returncode, done.stderr, done.stdout)
+    assert time.monotonic() - started < 30
+    [line] = done.stderr.splitlines()
+    assert line.startswith("chatd: could not start: ")
+    assert "chatd could not start" in done.stdout and "Traceback" in done.stdout
+    assert "chatd listening" not in done.stdout
+    return line, done.stdout
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_bad_endpoint_string_fails_with_one_line(tmp_path):
+    line, _ = twistd_failure(tmp_path, "--listen", "tcp:notaport")
+    assert "--listen tcp:notaport: not a usable endpoint" in line
+
+
+def test_a_port_in_use_fails_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line, _ = twistd_failure(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    assert f"--listen tcp:{port}:interface=127.0.0.1: cannot listen there" in line
+    assert "in use" in line
+
+
+def test_an_sqlite_file_that_cannot_be_opened_fails_with_one_line(tmp_path):
+    line, _ = twistd_failure(tmp_path, "--database", "sqlite:no/such/dir/chatd.sqlite")
+    assert line == ("chatd: could not start: cannot open the database"
+                    " sqlite:no/such/dir/chatd.sqlite: unable to open database file")
+
+
+def test_mysql_without_mysqlclient_fails_with_one_line_instead_of_hanging(tmp_path):
+    fake = tmp_path / "no-mysqlclient"
+    fake.mkdir()
+    (fake / "MySQLdb.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'MySQLdb'\", name='MySQLdb')\n")
+    line, _ = twistd_failure(tmp_path, "--database", "mysql://root@127.0.0.1:3306/chatd",
+                             env=environment(fake))
+    assert "needs mysqlclient, which is not installed: pip install 'chatd[mysql]'" in line
+
+
+def test_an_unreachable_database_server_fails_with_one_line(tmp_path):
+    pytest.importorskip("MySQLdb")
+    port = free_port()
+    line, _ = twistd_failure(tmp_path, "--database", f"mysql://root@127.0.0.1:{port}/chatd")
+    assert f"cannot reach the database server at 127.0.0.1:{port}" in line
+
+
+def test_an_unknown_database_fails_with_one_line(tmp_path):
+    from support import mysql_database
+    with mysql_database() as url:
+        missing = url + "_missing"
+        line, _ = twistd_failure(tmp_path, "--database", missing)
+    assert f"the database {missing.rsplit('/', 1)[1]!r} does not exist" in line
+
+
+# -- the chatd command -----------------------------------------------------------
+
+CHATD = [sys.executable, "-m", "chatd"]     # what the `chatd` console script runs
+
+
+def test_chatd_run_serves_like_twistd(tmp_path):
+    process, port = run_twistd(tmp_path, "--listen", "tcp:0:interface=127.0.0.1",
+                               "--bcrypt-rounds", "4", command=[*CHATD, "run"])
+    try:
+        assert all(reply.get("ok") for reply in register_and_login(port))
+    finally:
+        stop(process)
+    assert (tmp_path / "chatd.sqlite").exists()
+
+
+def chatd(*args, cwd):
+    return subprocess.run([*CHATD, *args], cwd=cwd, env=environment(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_chatd_help_and_usage_errors_are_short(tmp_path):
+    usage = chatd("--help", cwd=tmp_path)
+    assert usage.returncode == 0 and usage.stdout.startswith("Usage: chatd run [options]")
+    options = chatd("run", "--help", cwd=tmp_path)
+    assert options.returncode == 0 and options.stdout.startswith("Usage: chatd run [options]")
+    assert "every network interface" in options.stdout and "--spool-memory" in options.stdout
+    wrong = chatd("run", "--bcrypt-rounds", "3", cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.splitlines()[0] == (
+        "chatd run: --bcrypt-rounds must be between 4 and 31, not 3")
+    unknown = chatd("serve", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown command 'serve'" in unknown.stderr
+
+
+def test_chatd_run_start_failure_exits_1_with_one_line(tmp_path):
+    failed = chatd("run", "--listen", "tcp:notaport", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        "chatd: could not start: --listen tcp:notaport: not a usable endpoint"
+        " (invalid literal for int() with base 10: 'notaport')."]

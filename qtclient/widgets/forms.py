@@ -1,14 +1,12 @@
 """The login and register pages: centred cards with inline errors."""
 
-import re
-
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox, QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
     QVBoxLayout, QWidget)
 
-NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,31}")
-EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+from chatd import rules
+
 
 
 def _label(text, name):
@@ -203,7 +201,7 @@ class RegisterPage(_CardPage):
         self.name, self.name_error = self._field("Name", "2–32 letters, digits, _ . -")
         self.email, self.email_error = self._field("Email", "you@example.org")
         self.password, self.password_error = self._field(
-            "Password", "at least 8 characters", password=True)
+            "Password", f"at least {rules.PASSWORD_MIN} characters", password=True)
         self.confirm, self.confirm_error = self._field(
             "Confirm password", "the same again", password=True)
         self.error = _label("", "formError")
@@ -237,14 +235,11 @@ class RegisterPage(_CardPage):
         problems = {}
         if not self.address.text().strip():
             problems["address"] = "Required."
-        if not NAME_PATTERN.fullmatch(name):
-            problems["name"] = ("2–32 characters: a letter first, then letters, digits, _ . or -.")
-        if not EMAIL_PATTERN.fullmatch(self.email.text().strip()):
-            problems["email"] = "An address like someone@example.org."
-        if not 8 <= len(password) <= 128:
-            problems["password"] = "8 to 128 characters."
-        elif name and password.lower() == name.lower():
-            problems["password"] = "The password must not be your name."
+        for field, problem in (("name", rules.name_problem(name)),
+                               ("email", rules.email_problem(self.email.text().strip())),
+                               ("password", rules.password_problem(name, password))):
+            if problem:
+                problems[field] = problem
         if self.confirm.text() != password:
             problems["confirm"] = "The passwords do not match."
         return problems

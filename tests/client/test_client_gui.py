@@ -58,6 +58,12 @@ def test_register_checks_as_you_type_and_puts_server_errors_next_to_the_field(
     page.name.clear()
     qtbot.keyClicks(page.name, "alice")
     qtbot.keyClicks(page.email, "alice@example.org")
+    qtbot.keyClicks(page.password, "password1")
+    assert "most common" in page.password_error.text() and not page.submit.isEnabled()
+    page.password.clear()
+    qtbot.keyClicks(page.password, "Alice")
+    assert page.password_error.text().startswith("A password is 8")
+    page.password.clear()
     qtbot.keyClicks(page.password, "correct horse")
     qtbot.keyClicks(page.confirm, "correct hors")
     assert page.confirm_error.text() == "The passwords do not match."
@@ -153,7 +159,7 @@ def test_empty_and_too_long_messages_are_refused_next_to_the_composer(qtbot, log
     send(qtbot, bob, "   ")
     assert composer.error.text() == "Type a message first."
     bob.model.send_text("x" * 4001) and composer.show_error(bob.model.send_text("x" * 4001))
-    assert composer.error.text().startswith("Messages are limited to 4000 characters")
+    assert composer.error.text() == "A message is at most 4000 characters; this one has 4001."
 
 
 def test_member_list_shows_the_other_going_away_and_coming_back(qtbot, logged_in_window):

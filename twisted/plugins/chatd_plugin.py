@@ -1,4 +1,3 @@
-from twisted.application.service import ServiceMaker
+"""Makes `twistd chatd` work; the service maker itself is in chatd/cli.py."""
 
-chatd = ServiceMaker(
-    "chatd", "chatd.tap", "A chat server speaking JSON lines.", "chatd")
+from chatd.cli import service_maker as chatd  # noqa: F401  (twistd looks for it here)

@@ -1,0 +1,63 @@
+"""The rules for names, passwords, email addresses and message size, written once.
+
+The server enforces them (chatd/auth.py turns a problem into a ChatError) and
+the desktop client checks the same rules as you type, so this module imports
+neither Twisted nor Qt. Each `*_problem` function returns None when the value
+is fine, else the sentence to show, which is the same on both sides.
+"""
+
+import functools
+import re
+from importlib import resources
+
+NAME_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,31}\Z")
+CHANNEL_RULE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
+EMAIL_RULE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+\Z")
+EMAIL_MAX = 254
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+MAX_MESSAGE = 4000      # characters; the server's --max-message default
+
+
+def name_problem(name):
+    if not NAME_RULE.match(name):
+        return ("A name is 2 to 32 characters: a letter first, then letters, digits, "
+                "'_', '.' or '-'.")
+    return None
+
+
+def channel_name_problem(name):
+    if not CHANNEL_RULE.match(name):
+        return ("A channel name is 1 to 32 characters: lowercase letters, digits, '_' or '-', "
+                "starting with a letter or digit.")
+    return None
+
+
+def email_problem(email):
+    if len(email) > EMAIL_MAX or not EMAIL_RULE.match(email):
+        return "That email address does not look right; use the form name@example.org."
+    return None
+
+
+@functools.cache
+def common_passwords():
+    """The bundled list of the most common passwords (lowercased), loaded once."""
+    text = resources.files("chatd").joinpath("common-passwords.txt").read_text("utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def password_problem(name, password):
+    """Length, not the name, and not one of the passwords attackers try first."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        return f"A password is {PASSWORD_MIN} to {PASSWORD_MAX} characters long."
+    if password.casefold() == name.casefold():
+        return "The password must not be your name: it is the first one anybody would try."
+    if password.lower() in common_passwords():
+        return ("That password is one of the most common ones, which attackers try first; "
+                "pick a longer or less usual one.")
+    return None
+
+
+def message_problem(text, limit=MAX_MESSAGE):
+    if len(text) > limit:
+        return f"A message is at most {limit} characters; this one has {len(text)}."
+    return None
