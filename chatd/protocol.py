@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from chatd.accounts import Credentials
 from chatd.addresses import address_group, plain_address
 from chatd.auth import ChatError
-from chatd.fanout import encode
+from chatd.bus import encode
 from chatd.limits import TOO_FAST, FloodGuard, held_bytes, unsent_bytes
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
