@@ -57,6 +57,13 @@ class Engine:
     def begin(self, cursor):
         """Open the transaction explicitly where the driver does not."""
 
+    def insert_raising(self, table, keys, column):
+        """INSERT of `keys` + `column` that, on a row with those keys, keeps the larger
+        `column` (a read marker only moves forward)."""
+        names = ", ".join(keys + (column,))
+        marks = ", ".join("?" * (len(keys) + 1))
+        return f"INSERT INTO {table} ({names}) VALUES ({marks}) " + self._raise_clause(keys, column)
+
     def migrations(self):
         """[(version, sql text)] of schema/<engine>/NNN_*.sql, oldest first."""
         found = []
@@ -122,6 +129,11 @@ class SqliteEngine(Engine):
     def begin(self, cursor):
         cursor.execute("BEGIN IMMEDIATE")
 
+    @staticmethod
+    def _raise_clause(keys, column):
+        return (f"ON CONFLICT ({', '.join(keys)}) DO UPDATE"
+                f" SET {column} = MAX({column}, excluded.{column})")
+
 
 class MysqlEngine(Engine):
     name = "mysql"
@@ -175,6 +187,10 @@ class MysqlEngine(Engine):
 
     def convert(self, sql):
         return sql.replace("?", "%s")
+
+    @staticmethod
+    def _raise_clause(keys, column):
+        return f"ON DUPLICATE KEY UPDATE {column} = GREATEST({column}, VALUES({column}))"
 
     def is_connection_error(self, exc):
         MySQLdb = self.module

@@ -116,6 +116,15 @@ class Session:
     def control_joined(self, channel):
         self.listen(members_topic(channel))
 
+    def control_read(self, by, read, unread, channel=None, other_user=None):
+        """A session of this user marked a conversation read (chatd/conversations.py):
+        the channel's count follows, and the other sessions are told."""
+        if channel is not None:
+            self.unread[channel] = unread
+        if self.id != by:
+            place = {"channel": channel} if channel is not None else {"other_user": other_user}
+            self.send(dict({"event": "read"}, **place, read=read, unread=unread))
+
     def control_left(self, channel):
         """No longer a member: no more messages or unread counts, and not looking there."""
         self.stop_listening(members_topic(channel))

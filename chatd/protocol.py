@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.accounts import Credentials
 from chatd.addresses import address_group, plain_address
@@ -25,12 +26,11 @@ from chatd.limits import TOO_FAST, FloodGuard, held_bytes, unsent_bytes
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
 from chatd.registry import ACTIONS, ANYONE
-from chatd.store import ServerBusy, wire_time
+from chatd.store import MESSAGE_ID_MAX, ServerBusy, wire_time
 
 log = Logger()
 
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
-MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
 BUSY = "The server is busy storing messages; send that one again in a moment."
 PIPELINED = {"channel_message", "private_message"}  # read on while these wait for a commit
@@ -482,9 +482,21 @@ class ChatProtocol(Protocol):
         credentials = Credentials.from_wire(credentials)
         if self.session is not None:
             raise ChatError(f"You are already logged in as {self.session.name}; log out first.")
-        self.session = yield self.server.accounts.login(credentials, self.ip, self._start_session)
-        return {"user": self.session.name, "role": self.session.role,
-                "channels": self.hub.channels_of(self.session.name)}
+        self.session = session = yield self.server.accounts.login(credentials, self.ip,
+                                                                  self._start_session)
+        reply = {"user": session.name, "role": session.role,
+                 "channels": self.hub.channels_of(session.name)}
+        try:
+            conversations = yield self.server.conversations.summaries(session)
+        except Exception as e:
+            if not self.server.store.is_unavailable(Failure(e)):
+                raise
+            return reply    # logged in all the same; list_conversations can be asked later
+        for c in conversations:
+            if "channel" in c:
+                session.unread[c["channel"]] = c["unread"]
+        reply["conversations"] = conversations
+        return reply
 
     def _start_session(self, name):
         """The realm: this connection's Session for `name`, unless it changed meanwhile."""
@@ -511,6 +523,15 @@ class ChatProtocol(Protocol):
 
     def do_list_users(self, _):
         return {"users": self.hub.directory()}
+
+    # -- conversations and read markers ------------------------------------
+
+    @defer.inlineCallbacks
+    def do_list_conversations(self, _):
+        return {"conversations": (yield self.server.conversations.summaries(self.session))}
+
+    def do_mark_read(self, id, channel, other_user):
+        return self.server.conversations.mark_read(self.session, id, channel, other_user)
 
     # -- channels and messages ---------------------------------------------
 

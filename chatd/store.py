@@ -26,6 +26,7 @@ OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 10000       # committed (sender, nonce) pairs remembered in memory
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
+MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
 
 
 def utcnow():
@@ -784,10 +785,15 @@ class Store:
         return self.run("delete channel", delete)
 
     def add_member(self, channel_id, name):
-        return self.execute(
-            self.engine.insert_ignore +
-            " INTO memberships (channel_id, user_name, joined_at) VALUES (?, ?, ?)",
-            (channel_id, name, db_time(utcnow())))
+        """A new member has read what was said before they joined (their read marker)."""
+        def add(cursor):
+            cursor.execute(self.engine.insert_ignore +
+                           " INTO memberships (channel_id, user_name, joined_at) VALUES (?, ?, ?)",
+                           (channel_id, name, db_time(utcnow())))
+            newest = self._newest(cursor, channel_id, "")
+            if newest is not None:
+                self._raise_marker(cursor, name, channel_id, "", newest[0])
+        return self.run("add member", add)
 
     def remove_member(self, channel_id, name):
         return self.execute(
@@ -843,6 +849,78 @@ class Store:
         page = newest_first[:limit]
         page.reverse()
         return page, len(newest_first) > limit
+
+    # -- conversations and read markers ----------------------------------------
+    # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
+
+    def conversations(self, name, channel_ids):
+        """[(channel_id, peer_key, last id, last time, read marker, unread)] for each
+        channel in `channel_ids` and each private conversation `name` has (channel_id 0);
+        unread counts the messages of others after the marker (0 when none)."""
+        return self.run("conversations", self._conversations, name, channel_ids)
+
+    def _conversations(self, cursor, name, channel_ids):
+        cursor.execute("SELECT channel_id, peer_key, last_read FROM read_markers"
+                       " WHERE user_name = ?", (name,))
+        markers = {(channel_id, key): last for channel_id, key, last in cursor.fetchall()}
+        cursor.execute("SELECT DISTINCT peer_key FROM messages"
+                       f" {self.engine.use_index('messages_by_recipient')} WHERE recipient = ?",
+                       (name,))
+        keys = {row[0] for row in cursor.fetchall()}
+        cursor.execute("SELECT DISTINCT peer_key FROM messages"
+                       f" {self.engine.use_index('messages_by_sender')}"
+                       " WHERE sender = ? AND peer_key IS NOT NULL", (name,))
+        keys.update(row[0] for row in cursor.fetchall())
+        places = [(channel_id, "") for channel_id in channel_ids] + [(0, k) for k in sorted(keys)]
+        summaries = []
+        for channel_id, key in places:
+            marker = markers.get((channel_id, key), 0)
+            newest = self._newest(cursor, channel_id, key)
+            summaries.append((channel_id, key) + (newest or (None, None)) + (
+                marker, self._unread(cursor, name, channel_id, key, marker)))
+        return summaries
+
+    def mark_read(self, name, channel_id, key, upto):
+        """Move `name`'s marker forward to the newest message at or before `upto`;
+        fires with (the marker, unread after it)."""
+        return self.run("mark read", self._mark_read, name, channel_id, key, upto)
+
+    def _mark_read(self, cursor, name, channel_id, key, upto):
+        newest = self._newest(cursor, channel_id, key, upto)
+        if newest is not None:
+            self._raise_marker(cursor, name, channel_id, key, newest[0])
+        cursor.execute("SELECT last_read FROM read_markers WHERE user_name = ?"
+                       " AND channel_id = ? AND peer_key = ?", (name, channel_id, key))
+        row = cursor.fetchone()
+        marker = row[0] if row else 0
+        return marker, self._unread(cursor, name, channel_id, key, marker)
+
+    def _raise_marker(self, cursor, name, channel_id, key, message_id):
+        cursor.execute(self.engine.insert_raising(
+            "read_markers", ("user_name", "channel_id", "peer_key"), "last_read"),
+            (name, channel_id, key, message_id))
+
+    def _place(self, channel_id, key):
+        """(index hint, WHERE clause, its value) that select one conversation's messages."""
+        if key:
+            return self.engine.use_index("messages_by_peers"), "peer_key = ?", key
+        return self.engine.use_index("messages_by_channel"), "channel_id = ?", channel_id
+
+    def _newest(self, cursor, channel_id, key, upto=None):
+        """(id, time) of the conversation's newest message (at or before `upto`), or None."""
+        hint, where, value = self._place(channel_id, key)
+        if upto is not None:
+            where += " AND id <= ?"
+        cursor.execute(f"SELECT id, sent_at FROM messages {hint} WHERE {where}"
+                       " ORDER BY id DESC LIMIT 1", (value,) + (() if upto is None else (upto,)))
+        row = cursor.fetchone()
+        return None if row is None else (row[0], parse_db_time(row[1]))
+
+    def _unread(self, cursor, name, channel_id, key, marker):
+        hint, where, value = self._place(channel_id, key)
+        cursor.execute(f"SELECT COUNT(*) FROM messages {hint} WHERE {where}"
+                       " AND id > ? AND sender <> ?", (value, marker, name))
+        return cursor.fetchone()[0]
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------
     # (used by chatd/moderation.py; times are written with db_time, read with parse_db_time)

@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-01 23:28:45.396');
+(1,'alice','create','random',NULL,'public','2026-12-02 00:11:40.468');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-01 23:28:44.550'),
-(2,'alice','login','127.0.0.1','2026-12-01 23:28:44.793'),
-(3,'bob','register','127.0.0.1','2026-12-01 23:28:44.934'),
-(4,'bob','login','127.0.0.1','2026-12-01 23:28:45.099'),
-(5,'carol','register','127.0.0.1','2026-12-01 23:28:45.210'),
-(6,'carol','login','127.0.0.1','2026-12-01 23:28:45.391');
+(1,'alice','register','127.0.0.1','2026-12-02 00:11:39.777'),
+(2,'alice','login','127.0.0.1','2026-12-02 00:11:39.930'),
+(3,'bob','register','127.0.0.1','2026-12-02 00:11:40.053'),
+(4,'bob','login','127.0.0.1','2026-12-02 00:11:40.150'),
+(5,'carol','register','127.0.0.1','2026-12-02 00:11:40.367'),
+(6,'carol','login','127.0.0.1','2026-12-02 00:11:40.460');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-01 23:28:45.394');
+(2,'random',0,'alice','2026-12-02 00:11:40.465');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,12 +233,12 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-01 23:28:44.795'),
-(1,'bob','2026-12-01 23:28:45.100'),
-(1,'carol','2026-12-01 23:28:45.393'),
-(2,'alice','2026-12-01 23:28:45.396'),
-(2,'bob','2026-12-01 23:28:45.401'),
-(2,'carol','2026-12-01 23:28:45.402');
+(1,'alice','2026-12-02 00:11:39.934'),
+(1,'bob','2026-12-02 00:11:40.153'),
+(1,'carol','2026-12-02 00:11:40.464'),
+(2,'alice','2026-12-02 00:11:40.467'),
+(2,'bob','2026-12-02 00:11:40.469'),
+(2,'carol','2026-12-02 00:11:40.471');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -311,7 +311,8 @@ CREATE TABLE `messages` (
   KEY `messages_by_channel` (`channel_id`,`id`),
   KEY `messages_by_peers` (`peer_key`,`id`),
   KEY `messages_by_sender` (`sender`,`id`),
-  KEY `messages_by_time` (`sent_at`)
+  KEY `messages_by_time` (`sent_at`),
+  KEY `messages_by_recipient` (`recipient`,`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 /*!40101 SET character_set_client = @saved_cs_client */;
 
@@ -322,15 +323,40 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-01 23:28:45.404',NULL),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-01 23:28:45.462',NULL),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-01 23:28:45.519',NULL),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-01 23:28:45.574',NULL),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-01 23:28:45.627',NULL),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-01 23:28:45.679',NULL),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-01 23:28:45.732',NULL),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-01 23:28:45.734',NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 00:11:40.472',NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 00:11:40.524',NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 00:11:40.577',NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 00:11:40.631',NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 00:11:40.688',NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 00:11:40.741',NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 00:11:40.796',NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 00:11:40.799',NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Table structure for table `read_markers`
+--
+
+DROP TABLE IF EXISTS `read_markers`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `read_markers` (
+  `user_name` varchar(32) NOT NULL,
+  `channel_id` int(11) NOT NULL,
+  `peer_key` varchar(80) NOT NULL,
+  `last_read` bigint(20) NOT NULL,
+  PRIMARY KEY (`user_name`,`channel_id`,`peer_key`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `read_markers`
+--
+
+LOCK TABLES `read_markers` WRITE;
+/*!40000 ALTER TABLE `read_markers` DISABLE KEYS */;
+/*!40000 ALTER TABLE `read_markers` ENABLE KEYS */;
 UNLOCK TABLES;
 
 --
@@ -354,7 +380,8 @@ LOCK TABLES `schema_version` WRITE;
 INSERT INTO `schema_version` VALUES
 (1),
 (2),
-(3);
+(3),
+(4);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -382,9 +409,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$7g9vIUP/mCuPerCVdvriMeQhQScBU2KPvUGkLcZOqIUkcR/6qi47q','admin','2026-12-01 23:28:44.549'),
-('bob','bob@example.org','$2b$10$c1b7pgz4S4lvcMaNSBjiVOe5KBq.PPrBRQO2wxCuT2UnXhG/lb1xW','user','2026-12-01 23:28:44.928'),
-('carol','carol@example.org','$2b$10$/apE8Jdbn4BrCUNSd6sOUu1u/Ex0IXx8aCFS/96M2M9pGh67Rnklm','user','2026-12-01 23:28:45.209');
+('alice','alice@example.org','$2b$10$rVEaGlfKGuu0pndGByhSuOyscUXYItWPWTrTMU3WVph7FfUrqi5yy','admin','2026-12-02 00:11:39.767'),
+('bob','bob@example.org','$2b$10$64T07lso3Glpva0h14xNGuYI9h5nVaDc9P30/8OaN9FNCt.ps1yPm','user','2026-12-02 00:11:40.052'),
+('carol','carol@example.org','$2b$10$kb6TzqHPPPHVkUicxOw/.e0AVeF2K2DlRK4Zu2uRsZZq0iesgJyAO','user','2026-12-02 00:11:40.366');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;

@@ -1,0 +1,72 @@
+"""Conversations and read markers: what each user takes part in and has read, from SQL.
+
+A user's conversations are the channels they are a member of and every private
+conversation with a message to or from them. Each user has one read marker per
+conversation (the newest message id read; it only moves forward, see
+Store.mark_read), so unread counts are right after a restart of the server or
+of the client. A marked read reaches every session of the user as the bus
+control ("user", name) "read": each keeps its channel unread counts, and the
+other sessions are told with a `read` event.
+"""
+
+from twisted.internet import defer
+
+from chatd.auth import ChatError
+from chatd.bus import user_topic
+from chatd.store import MESSAGE_ID_MAX, peer_key, wire_time
+
+
+class Conversations:
+    def __init__(self, hub, store):
+        self.hub = hub
+        self.store = store
+
+    @defer.inlineCallbacks
+    def summaries(self, session):
+        """Every conversation of `session`'s user: the channels by name, then the
+        private ones newest first, each with its last message and unread count."""
+        channels = {}
+        for name in self.hub.channels_of(session.name):
+            channel = self.hub.channels[name]
+            channels[channel.id] = channel
+        rows = yield self.store.conversations(session.name, list(channels))
+        listed, private = [], []
+        for channel_id, key, last_id, last_time, marker, unread in rows:
+            if channel_id:
+                channel = channels[channel_id]
+                entry = {"channel": channel.name, "private": channel.private}
+                listed.append(entry)
+            else:
+                entry = {"other_user": self._other_user(session.name, key)}
+                private.append(entry)
+            entry.update(last_id=last_id,
+                         last_time=None if last_time is None else wire_time(last_time),
+                         read=marker, unread=unread)
+        private.sort(key=lambda e: e["last_id"], reverse=True)
+        return listed + private
+
+    def _other_user(self, name, key):
+        first, _, second = key.partition("|")
+        other = second if first == name.casefold() else first
+        return self.hub.account_name(other, must_exist=False)
+
+    def place(self, session, channel, other_user):
+        """(reply fields, channel id, peer key) of the conversation a request names."""
+        if (channel is None) == (other_user is None):
+            raise ChatError("Name one conversation: 'channel' or 'other_user'.")
+        if channel is not None:
+            found = self.hub.readable_channel(session, channel)
+            return {"channel": found.name}, found.id, ""
+        other = self.hub.account_name(other_user)
+        return {"other_user": other}, 0, peer_key(session.name, other)
+
+    @defer.inlineCallbacks
+    def mark_read(self, session, upto, channel, other_user):
+        """Move the user's marker forward to message `upto` (at most the newest there)."""
+        if not 1 <= upto <= MESSAGE_ID_MAX:
+            raise ChatError("'mark_read' is a message id: a whole number from 1 up.")
+        fields, channel_id, key = self.place(session, channel, other_user)
+        marker, unread = yield self.store.mark_read(session.name, channel_id, key, upto)
+        result = dict(fields, read=marker, unread=unread)
+        self.hub.bus.control(user_topic(session.name), "read", dict(result, by=session.id))
+        return result
