@@ -169,6 +169,7 @@ class ChatModel(QObject):
     membersChanged = pyqtSignal(str, list)  # channel, [Member] of those looking at it
     peerStatusChanged = pyqtSignal(str, str)  # user, status
     unreadChanged = pyqtSignal(object, int)  # Conversation, count
+    conversationsListed = pyqtSignal(list)  # [Conversation] I take part in, from the server
     joinStatusChanged = pyqtSignal(str, str)  # channel, "joined"/"member"/"pending"
     leftChannel = pyqtSignal(str)  # channel I left myself
     requestDecided = pyqtSignal(str, str, str)  # channel, "accepted"/"rejected", decided_by
@@ -215,6 +216,7 @@ class ChatModel(QObject):
         self._messages = {}
         self._has_more = {}
         self._private_unread = {}
+        self._read = {}  # Conversation → the newest message id the server has as read
         self._loading_older = False
 
     # --- what the widgets read ---------------------------------------------
@@ -385,6 +387,7 @@ class ChatModel(QObject):
     def _after_login(self):
         yield self.refresh_channels()
         yield self.refresh_users()
+        yield self.refresh_conversations()
         if self.is_admin:
             yield self.refresh_requests()
 
@@ -487,6 +490,48 @@ class ChatModel(QObject):
             self.statuses = {u.user: u.status for u in self.users}
             self.usersChanged.emit(self.users)
 
+    # --- conversations and read markers ------------------------------------------
+
+    @defer.inlineCallbacks
+    def refresh_conversations(self):
+        """Every conversation I take part in and its unread count, as the server has them
+        (so they are right after a restart, and on a machine I never used)."""
+        reply = yield self._request("list_conversations")
+        if reply is None:
+            return
+        conversations = []
+        for entry in reply["conversations"]:
+            if "channel" in entry:
+                conversation = Conversation.channel(entry["channel"])
+            else:
+                conversation = Conversation.private(entry["other_user"])
+                self._private_unread[conversation] = entry["unread"]
+            self._read[conversation] = entry["read"]
+            conversations.append(conversation)
+            self.unreadChanged.emit(conversation, 0 if conversation == self.current
+                                    else entry["unread"])
+        self.conversationsListed.emit(conversations)
+
+    def _mark_read(self, conversation):
+        """Tell the server I have read ``conversation`` up to the newest message shown."""
+        newest = max(self._messages.get(conversation, {}), default=None)
+        if newest is None or newest <= self._read.get(conversation, 0):
+            return
+        self._read[conversation] = newest
+        place = "channel" if conversation.is_channel else "other_user"
+        self._request("mark_read", newest, **{place: conversation.name})
+
+    def _on_read(self, line):
+        """Another session of mine read a conversation: its badge follows."""
+        if "channel" in line:
+            conversation = Conversation.channel(line["channel"])
+        else:
+            conversation = Conversation.private(line["other_user"])
+            self._private_unread[conversation] = line["unread"]
+        self._read[conversation] = max(self._read.get(conversation, 0), line["read"])
+        if conversation != self.current:
+            self.unreadChanged.emit(conversation, line["unread"])
+
     @defer.inlineCallbacks
     def join(self, channel):
         """Join a public channel or ask to join a private one."""
@@ -558,6 +603,7 @@ class ChatModel(QObject):
             before = messages[0].id
         if self.current == conversation:
             self.historyLoaded.emit(conversation)
+            self._mark_read(conversation)
 
     @defer.inlineCallbacks
     def load_older(self):
@@ -716,6 +762,8 @@ class ChatModel(QObject):
                 return
             stored[message.id] = message
         self.messageReceived.emit(message)
+        if conversation == self.current and stored is not None and message.sender != self.user:
+            self._mark_read(conversation)
         if message.is_for(self.user):
             self.messageForMe.emit(message)
         if not conversation.is_channel and conversation != self.current and message.sender != self.user:

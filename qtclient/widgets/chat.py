@@ -63,6 +63,7 @@ class ChatPage(QWidget):
         model.membersChanged.connect(self._members_changed)
         model.peerStatusChanged.connect(self._peer_status)
         model.unreadChanged.connect(self.sidebar.set_unread)
+        model.conversationsListed.connect(self._conversations_listed)
         model.joinStatusChanged.connect(self._join_status)
         model.leftChannel.connect(self._left_channel)
         model.joinRequestsChanged.connect(self._requests_changed)
@@ -181,6 +182,14 @@ class ChatPage(QWidget):
         if not message.conversation.is_channel:
             self.sidebar.add_direct(message.conversation.name)
             self.directMessagesChanged.emit(self.sidebar.direct_users())
+
+    def _conversations_listed(self, conversations):
+        """Every private conversation the server knows of gets its row, not only the ones
+        this machine remembers."""
+        for conversation in conversations:
+            if not conversation.is_channel:
+                self.sidebar.add_direct(conversation.name)
+        self.directMessagesChanged.emit(self.sidebar.direct_users())
 
     def _members_changed(self, channel, members):
         if self.model.current == Conversation.channel(channel):
