@@ -303,7 +303,8 @@ class Hub:
 
     # -- messages ----------------------------------------------------------
 
-    def _check_text(self, text):
+    def check_text(self, text):
+        """A message's text (new or edited): not blank, not too long."""
         if is_blank(text):
             raise ChatError("The message is empty.")
         too_long = message_problem(text, self.max_message)
@@ -316,7 +317,7 @@ class Hub:
 
     def channel_message(self, session, channel_name, text, nonce=None):
         """Store, then deliver: fires with the message as stored once it is durable."""
-        self._check_text(text)
+        self.check_text(text)
         self._check_nonce(nonce)
         channel = self.readable_channel(session, channel_name)
         message = Message(None, session.name, text, utcnow(), channel=channel.name,
@@ -331,7 +332,7 @@ class Hub:
 
     def private_message(self, session, other_user, text, nonce=None):
         """Store, then deliver to the recipient (and echo to the sender)."""
-        self._check_text(text)
+        self.check_text(text)
         self._check_nonce(nonce)
         recipient = self.account_name(other_user)
         if not self.can_receive_private(recipient):

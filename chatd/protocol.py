@@ -547,6 +547,12 @@ class ChatProtocol(Protocol):
     def do_private_message(self, text, other_user, nonce=None):
         return self.hub.private_message(self.session, other_user, text, nonce).addCallback(_stored)
 
+    def do_edit_message(self, text, id):
+        return self.server.revisions.edit(self.session, id, text)
+
+    def do_delete_message(self, id):
+        return self.server.revisions.delete(self.session, id)
+
     def _looking_status(self):
         return self.session.status if self.session.status != OFFLINE else ONLINE
 

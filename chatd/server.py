@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from chatd.accounts import Accounts
 from chatd.auth import PasswordHasher
 from chatd.conversations import Conversations
+from chatd.revisions import Revisions
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import (
@@ -93,6 +94,7 @@ class ChatServer(service.Service):
                        max_message=config.max_message, presence_timeout=config.presence_timeout)
         self.moderation = self.hub.moderation = Moderation(self)
         self.conversations = Conversations(self.hub, self.store)
+        self.revisions = Revisions(self.hub, self.store)
         self.accounts.login_checks.append(self.moderation.check_login_allowed)
         self.connections = ConnectionCount(reactor)
         self.max_connections = config.max_connections or default_max_connections()

@@ -48,6 +48,10 @@ def parse_db_time(value):
     return datetime.fromisoformat(value)
 
 
+def _time_or_none(value):
+    return None if value is None else parse_db_time(value)
+
+
 def peer_key(a, b):
     """The key of the private conversation between two users, whatever the order."""
     return "|".join(sorted((a.casefold(), b.casefold())))
@@ -55,25 +59,33 @@ def peer_key(a, b):
 
 class Message:
     """One channel or private message, as relayed and as logged. `id` is None until
-    the message is durable; `nonce` is the sender's optional resend key."""
+    the message is durable; `nonce` is the sender's optional resend key; `edited` and
+    `deleted` are the times of the last edit and of the deletion (None if never)."""
 
-    __slots__ = ("id", "sender", "body", "time", "channel", "channel_id", "recipient", "nonce")
+    __slots__ = ("id", "sender", "body", "time", "channel", "channel_id", "recipient", "nonce",
+                 "edited", "deleted")
 
     def __init__(self, id, sender, body, time, channel=None, channel_id=None, recipient=None,
-                 nonce=None):
+                 nonce=None, edited=None, deleted=None):
         self.id, self.sender, self.body, self.time = id, sender, body, time
         self.channel, self.channel_id, self.recipient = channel, channel_id, recipient
-        self.nonce = nonce
+        self.nonce, self.edited, self.deleted = nonce, edited, deleted
 
     def to_wire(self):
+        """The relayed shape; a deleted message is a tombstone: no text, `deleted` set."""
+        body = self.body if self.deleted is None else ""
         if self.channel is not None:
-            wire = {"channel_message": self.body, "user": self.sender,
+            wire = {"channel_message": body, "user": self.sender,
                     "channel": self.channel, "id": self.id, "time": wire_time(self.time)}
         else:
-            wire = {"private_message": self.body, "user": self.sender,
+            wire = {"private_message": body, "user": self.sender,
                     "other_user": self.recipient, "id": self.id, "time": wire_time(self.time)}
         if self.nonce is not None:
             wire["nonce"] = self.nonce
+        if self.deleted is not None:
+            wire["deleted"] = wire_time(self.deleted)
+        elif self.edited is not None:
+            wire["edited"] = wire_time(self.edited)
         return wire
 
     def row(self):
@@ -814,7 +826,8 @@ class Store:
         rows = yield self._history_rows("messages_by_channel", "channel_id = ?", channel_id,
                                         before, limit)
         stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), channel=channel,
-                          channel_id=channel_id, nonce=r[5]) for r in rows]
+                          channel_id=channel_id, nonce=r[5], edited=_time_or_none(r[6]),
+                          deleted=_time_or_none(r[7])) for r in rows]
         return self._merge(stored, spooled, before, limit)
 
     @defer.inlineCallbacks
@@ -823,7 +836,8 @@ class Store:
         spooled = [m for m in self.messages.spooled
                    if m.recipient is not None and peer_key(m.sender, m.recipient) == key]
         rows = yield self._history_rows("messages_by_peers", "peer_key = ?", key, before, limit)
-        stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2], nonce=r[5])
+        stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2], nonce=r[5],
+                          edited=_time_or_none(r[6]), deleted=_time_or_none(r[7]))
                   for r in rows]
         return self._merge(stored, spooled, before, limit)
 
@@ -833,7 +847,8 @@ class Store:
             where += " AND id < ?"
             params.append(before)
         params.append(limit + 1)
-        return self.query(f"SELECT id, sender, recipient, body, sent_at, nonce FROM messages"
+        return self.query(f"SELECT id, sender, recipient, body, sent_at, nonce, edited_at,"
+                          f" deleted_at FROM messages"
                           f" {self.engine.use_index(index)}"
                           f" WHERE {where} ORDER BY id DESC LIMIT ?",
                           tuple(params))
@@ -849,6 +864,45 @@ class Store:
         page = newest_first[:limit]
         page.reverse()
         return page, len(newest_first) > limit
+
+    # -- edits and deletions ---------------------------------------------------
+
+    @defer.inlineCallbacks
+    def stored_message(self, message_id):
+        """The message with that id as stored (its channel name left to the caller), or None."""
+        rows = yield self.query("SELECT id, sender, channel_id, recipient, body, sent_at,"
+                                " edited_at, deleted_at FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            return None
+        id, sender, channel_id, recipient, body, sent_at, edited, deleted = rows[0]
+        return Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
+                       recipient=recipient, edited=_time_or_none(edited),
+                       deleted=_time_or_none(deleted))
+
+    def edit_message(self, message_id, author, text, at):
+        """Replace the text of `author`'s message, keeping the old one in message_versions;
+        fires with False if it is not theirs any more or was deleted meanwhile."""
+        def edit(cursor):
+            cursor.execute("INSERT INTO message_versions (message_id, body, replaced_at)"
+                           " SELECT id, body, ? FROM messages"
+                           " WHERE id = ? AND sender = ? AND deleted_at IS NULL",
+                           (db_time(at), message_id, author))
+            if cursor.rowcount != 1:
+                return False
+            cursor.execute("UPDATE messages SET body = ?, edited_at = ? WHERE id = ?",
+                           (text, db_time(at), message_id))
+            return True
+        return self.run("edit message", edit)
+
+    def delete_message(self, message_id, deleted_by, at):
+        """Mark the message deleted (its text stays for the admins' log); fires with False
+        if it was deleted already."""
+        def delete(cursor):
+            cursor.execute("UPDATE messages SET deleted_at = ?, deleted_by = ?"
+                           " WHERE id = ? AND deleted_at IS NULL",
+                           (db_time(at), deleted_by, message_id))
+            return cursor.rowcount == 1
+        return self.run("delete message", delete)
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
@@ -993,8 +1047,10 @@ class Store:
 
     @defer.inlineCallbacks
     def message_log(self, since, until, limit, sender=None, channel_id=None):
-        """Rows (id, sender, channel_id, recipient, body, sent_at), newest `limit` in
-        [since, until), oldest first. Every acknowledged message is committed, except
+        """Rows (id, sender, channel_id, recipient, body, sent_at, edited_at, deleted_at,
+        deleted_by, versions), newest `limit` in [since, until), oldest first; `body` is
+        the current text (kept when deleted) and `versions` the earlier ones, oldest first,
+        as [(body, replaced_at)]. Every acknowledged message is committed, except
         those spooled during an outage, which are added from memory."""
         where, params = ["sent_at >= ?", "sent_at < ?"], [db_time(since), db_time(until)]
         if sender is not None:
@@ -1007,9 +1063,20 @@ class Store:
                    if since <= m.time < until and sender in (None, m.sender)
                    and channel_id in (None, m.channel_id)]
         rows = yield self.query(
-            "SELECT id, sender, channel_id, recipient, body, sent_at FROM messages WHERE "
+            "SELECT id, sender, channel_id, recipient, body, sent_at, edited_at, deleted_at,"
+            " deleted_by FROM messages WHERE "
             + " AND ".join(where) + " ORDER BY id DESC LIMIT ?", tuple(params) + (limit,))
         by_id = {row[0]: tuple(row) for row in rows}
         for m in spooled:
-            by_id[m.id] = (m.id, m.sender, m.channel_id, m.recipient, m.body, m.time)
-        return sorted(by_id.values())[-limit:]
+            by_id[m.id] = (m.id, m.sender, m.channel_id, m.recipient, m.body, m.time,
+                           None, None, None)
+        page = sorted(by_id.values())[-limit:]
+        versions = {}
+        edited = [row[0] for row in page if row[6] is not None]
+        if edited:
+            found = yield self.query(
+                "SELECT message_id, body, replaced_at FROM message_versions WHERE message_id IN ("
+                + ", ".join("?" * len(edited)) + ") ORDER BY id", tuple(edited))
+            for message_id, body, replaced_at in found:
+                versions.setdefault(message_id, []).append((body, replaced_at))
+        return [row + (versions.get(row[0], []),) for row in page]

@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-02 00:11:40.468');
+(1,'alice','create','random',NULL,'public','2026-12-02 00:17:42.649');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-02 00:11:39.777'),
-(2,'alice','login','127.0.0.1','2026-12-02 00:11:39.930'),
-(3,'bob','register','127.0.0.1','2026-12-02 00:11:40.053'),
-(4,'bob','login','127.0.0.1','2026-12-02 00:11:40.150'),
-(5,'carol','register','127.0.0.1','2026-12-02 00:11:40.367'),
-(6,'carol','login','127.0.0.1','2026-12-02 00:11:40.460');
+(1,'alice','register','127.0.0.1','2026-12-02 00:17:42.055'),
+(2,'alice','login','127.0.0.1','2026-12-02 00:17:42.149'),
+(3,'bob','register','127.0.0.1','2026-12-02 00:17:42.252'),
+(4,'bob','login','127.0.0.1','2026-12-02 00:17:42.359'),
+(5,'carol','register','127.0.0.1','2026-12-02 00:17:42.505'),
+(6,'carol','login','127.0.0.1','2026-12-02 00:17:42.626');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-02 00:11:40.465');
+(2,'random',0,'alice','2026-12-02 00:17:42.631');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,12 +233,12 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-02 00:11:39.934'),
-(1,'bob','2026-12-02 00:11:40.153'),
-(1,'carol','2026-12-02 00:11:40.464'),
-(2,'alice','2026-12-02 00:11:40.467'),
-(2,'bob','2026-12-02 00:11:40.469'),
-(2,'carol','2026-12-02 00:11:40.471');
+(1,'alice','2026-12-02 00:17:42.151'),
+(1,'bob','2026-12-02 00:17:42.367'),
+(1,'carol','2026-12-02 00:17:42.629'),
+(2,'alice','2026-12-02 00:17:42.635'),
+(2,'bob','2026-12-02 00:17:42.654'),
+(2,'carol','2026-12-02 00:17:42.657');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -291,6 +291,32 @@ INSERT INTO `message_ids` VALUES
 UNLOCK TABLES;
 
 --
+-- Table structure for table `message_versions`
+--
+
+DROP TABLE IF EXISTS `message_versions`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `message_versions` (
+  `id` bigint(20) NOT NULL AUTO_INCREMENT,
+  `message_id` bigint(20) NOT NULL,
+  `body` text NOT NULL,
+  `replaced_at` datetime(3) NOT NULL,
+  PRIMARY KEY (`id`),
+  KEY `message_versions_by_message` (`message_id`,`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `message_versions`
+--
+
+LOCK TABLES `message_versions` WRITE;
+/*!40000 ALTER TABLE `message_versions` DISABLE KEYS */;
+/*!40000 ALTER TABLE `message_versions` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
 -- Table structure for table `messages`
 --
 
@@ -306,6 +332,9 @@ CREATE TABLE `messages` (
   `body` text NOT NULL,
   `sent_at` datetime(3) NOT NULL,
   `nonce` varchar(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL,
+  `edited_at` datetime(3) DEFAULT NULL,
+  `deleted_at` datetime(3) DEFAULT NULL,
+  `deleted_by` varchar(32) DEFAULT NULL,
   PRIMARY KEY (`id`),
   UNIQUE KEY `messages_by_nonce` (`sender`,`nonce`),
   KEY `messages_by_channel` (`channel_id`,`id`),
@@ -323,14 +352,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 00:11:40.472',NULL),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 00:11:40.524',NULL),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 00:11:40.577',NULL),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 00:11:40.631',NULL),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 00:11:40.688',NULL),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 00:11:40.741',NULL),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 00:11:40.796',NULL),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 00:11:40.799',NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 00:17:42.662',NULL,NULL,NULL,NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 00:17:42.717',NULL,NULL,NULL,NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 00:17:42.772',NULL,NULL,NULL,NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 00:17:42.829',NULL,NULL,NULL,NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 00:17:42.884',NULL,NULL,NULL,NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 00:17:42.938',NULL,NULL,NULL,NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 00:17:42.991',NULL,NULL,NULL,NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 00:17:42.994',NULL,NULL,NULL,NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -381,7 +410,8 @@ INSERT INTO `schema_version` VALUES
 (1),
 (2),
 (3),
-(4);
+(4),
+(5);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -409,9 +439,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$rVEaGlfKGuu0pndGByhSuOyscUXYItWPWTrTMU3WVph7FfUrqi5yy','admin','2026-12-02 00:11:39.767'),
-('bob','bob@example.org','$2b$10$64T07lso3Glpva0h14xNGuYI9h5nVaDc9P30/8OaN9FNCt.ps1yPm','user','2026-12-02 00:11:40.052'),
-('carol','carol@example.org','$2b$10$kb6TzqHPPPHVkUicxOw/.e0AVeF2K2DlRK4Zu2uRsZZq0iesgJyAO','user','2026-12-02 00:11:40.366');
+('alice','alice@example.org','$2b$10$uB2Z.W5AnQ2wuz/g25U4H.5GIgw.ZyJlEjFnkUqr4g.GKvE18ryNu','admin','2026-12-02 00:17:42.053'),
+('bob','bob@example.org','$2b$10$v4XtFyWiJHd16yeRzeOqnuwvkF3uzgese3vprw.eiSEqi8mfJR9d6','user','2026-12-02 00:17:42.251'),
+('carol','carol@example.org','$2b$10$ZwbcFeEgFqgH0EsXIwS1T.WStW4otXI4TgqWce7zVZtBB22UHAiJ6','user','2026-12-02 00:17:42.502');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;

@@ -44,13 +44,25 @@ class AuditLog:
                                             channel_id=None if found is None else found.id)
         names = {c.id: c.name for c in self.hub.channels.values()}
         messages, lines = [], []
-        for id, sent_by, channel_id, recipient, body, sent_at in rows:
+        for (id, sent_by, channel_id, recipient, body, sent_at, edited_at, deleted_at,
+             deleted_by, versions) in rows:
             where = None if channel_id is None else names.get(channel_id, f"deleted-{channel_id}")
             message = Message(id, sent_by, body, parse_db_time(sent_at), channel=where,
                               channel_id=channel_id, recipient=recipient)
-            messages.append(message.to_wire())
+            wire = message.to_wire()     # with its text even when deleted: admins see it all
             place = f"#{where}" if where is not None else f"to {recipient}"
-            lines.append(f"{human_time(message.time)} {place} {sent_by}: {body}")
+            line = f"{human_time(message.time)} {place} {sent_by}: {body}"
+            if versions:
+                wire["edited"] = wire_time(parse_db_time(edited_at))
+                wire["versions"] = [{"text": text, "replaced": wire_time(parse_db_time(at))}
+                                    for text, at in versions]
+                line += " (edited; before: " + " / ".join(repr(t) for t, _ in versions) + ")"
+            if deleted_at is not None:
+                wire["deleted"] = wire_time(parse_db_time(deleted_at))
+                wire["deleted_by"] = deleted_by
+                line += f" (deleted by {deleted_by} {human_time(parse_db_time(deleted_at))})"
+            messages.append(wire)
+            lines.append(line)
         subject = f"user {sender}" if sender is not None else f"#{found.name}"
         yield self.record(actor, "log", sender if found is None else f"#{found.name}",
                           detail=f"{db_time(start)} to {db_time(end)}, limit {limit}")
