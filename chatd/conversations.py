@@ -7,13 +7,20 @@ Store.mark_read), so unread counts are right after a restart of the server or
 of the client. A marked read reaches every session of the user as the bus
 control ("user", name) "read": each keeps its channel unread counts, and the
 other sessions are told with a `read` event.
+
+Typing notices go only to those looking at the place: the channel's viewers
+(("channel", c), and nothing at all when nobody else looks), or the other
+user's sessions that look at the private conversation (a bus control, so each
+session checks what it looks at).
 """
 
 from twisted.internet import defer
 
 from chatd.auth import ChatError
-from chatd.bus import user_topic
+from chatd.bus import channel_topic, user_topic
 from chatd.store import MESSAGE_ID_MAX, peer_key, wire_time
+
+TYPING_INTERVAL = 3.0   # seconds: at most one typing notice per user and place
 
 
 class Conversations:
@@ -70,3 +77,26 @@ class Conversations:
         result = dict(fields, read=marker, unread=unread)
         self.hub.bus.control(user_topic(session.name), "read", dict(result, by=session.id))
         return result
+
+    def typing(self, session, active, channel, other_user):
+        """`session`'s user is typing (or, `active` false, stopped) in a place: at most one
+        notice every TYPING_INTERVAL s per place; a stop only after a notice."""
+        fields, _, _ = self.place(session, channel, other_user)
+        place = next(iter(fields.items()))
+        if active:
+            now = self.hub.clock.seconds()
+            last = session.typing.get(place)
+            if last is not None and now - last < TYPING_INTERVAL:
+                return
+            session.typing[place] = now
+        elif session.typing.pop(place, None) is None:
+            return
+        if "channel" in fields:
+            name = fields["channel"]
+            if any(user != session.name for user in self.hub.presence.looking.get(name, ())):
+                self.hub.bus.publish(channel_topic(name), {
+                    "event": "typing", "user": session.name, "channel": name, "typing": active},
+                    exclude=session.id)
+        elif fields["other_user"] != session.name:
+            self.hub.bus.control(user_topic(fields["other_user"]), "typing",
+                                 {"user": session.name, "typing": active})

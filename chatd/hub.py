@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from chatd.addresses import in_network
 from chatd.auth import ChatError, check_channel_name
 from chatd.bus import (
-    ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, user_topic,
+    ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, peer_topic, user_topic,
 )
 from chatd.presence import OFFLINE, Presence
 from chatd.rules import MAX_NONCE, is_blank, message_problem
@@ -48,6 +48,7 @@ class Session:
         self.last_seen = None
         self.timeout_call = None
         self.unread = defaultdict(int)
+        self.typing = {}        # ("channel", c) or ("other_user", n) -> when last announced
         self.topics = set()
 
     def write(self, line):
@@ -124,6 +125,11 @@ class Session:
         if self.id != by:
             place = {"channel": channel} if channel is not None else {"other_user": other_user}
             self.send(dict({"event": "read"}, **place, read=read, unread=unread))
+
+    def control_typing(self, user, typing):
+        """`user` is typing to this session's user: shown only while looking at them."""
+        if self.viewing == peer_topic(user):
+            self.send({"event": "typing", "user": user, "typing": typing})
 
     def control_left(self, channel):
         """No longer a member: no more messages or unread counts, and not looking there."""

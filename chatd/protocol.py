@@ -533,6 +533,9 @@ class ChatProtocol(Protocol):
     def do_mark_read(self, id, channel, other_user):
         return self.server.conversations.mark_read(self.session, id, channel, other_user)
 
+    def do_typing(self, active, channel, other_user):
+        self.server.conversations.typing(self.session, active, channel, other_user)
+
     # -- channels and messages ---------------------------------------------
 
     def do_join(self, channel):

@@ -210,3 +210,82 @@ def test_the_upgrade_counts_what_was_stored_before_it_as_read(database):
             (general, "", 3, 3, 0), (0, "alice|bob", 4, 4, 0)]
     finally:
         store.pool.close()
+
+
+def typing_events(client):
+    return client.take(lambda m: m.get("event") == "typing")
+
+
+@defer.inlineCallbacks
+def test_typing_reaches_only_those_looking_at_the_channel_at_most_every_3_s(server):
+    alice = yield login(server, "alice")
+    bob = yield login(server, "bob")
+    carol = yield login(server, "carol")
+    yield look_at(alice, "general")
+    yield look_at(bob, "general")
+    ok((yield carol.request({"join": "general"})))      # a member looking elsewhere
+    alice.send({"typing": True, "channel": "general", "user": "alice"})
+    event = yield bob.event("typing")
+    assert event == {"event": "typing", "user": "alice", "channel": "general", "typing": True}
+    alice.send({"typing": True, "channel": "general"})  # within 3 s: not told again
+    yield alice.barrier()
+    yield bob.barrier()
+    yield carol.barrier()
+    assert typing_events(bob) == [] and typing_events(carol) == []
+    assert typing_events(alice) == []                   # not echoed
+    assert [r for r in alice.inbox if r.get("reply_to") == "typing"] == []   # no reply
+
+    server.hub.sessions["alice"].typing[("channel", "general")] -= 3.0   # 3 s later
+    alice.send({"typing": True, "channel": "general"})
+    yield bob.event("typing", user="alice")
+    alice.send({"typing": False, "channel": "general"})
+    assert (yield bob.event("typing", user="alice"))["typing"] is False
+    alice.send({"typing": False, "channel": "general"})  # nothing to take back
+    yield bob.barrier()
+    assert typing_events(bob) == []
+
+    refused = yield alice.request({"typing": True})
+    assert "one conversation" in error(refused)
+    assert "true or false" in error((yield alice.request({"typing": "yes", "channel": "general"})))
+    dave = yield login(server, "dave")
+    assert "not a member" in error((yield dave.request({"typing": True, "channel": "general"})))
+
+
+@defer.inlineCallbacks
+def test_typing_costs_nothing_when_nobody_else_looks(server):
+    alice = yield login(server, "alice")
+    bob = yield login(server, "bob")
+    yield look_at(alice, "general")
+    ok((yield bob.request({"join": "general"})))
+    published = []
+    bus = server.hub.bus
+    original = bus.publish
+    bus.publish = lambda topic, payload, exclude=None: (
+        published.append(topic), original(topic, payload, exclude))[1]
+    try:
+        alice.send({"typing": True, "channel": "general"})
+        yield alice.barrier()
+        assert published == []
+    finally:
+        bus.publish = original
+    yield bob.barrier()
+    assert typing_events(bob) == []
+
+
+@defer.inlineCallbacks
+def test_private_typing_reaches_the_other_only_while_looking_at_the_conversation(server):
+    alice = yield login(server, "alice")
+    bob = yield login(server, "bob")
+    carol = yield login(server, "carol")
+    carol.send({"presence": "online", "other_user": "alice"})   # carol looks at alice too
+    yield carol.event("peer", other_user="alice")
+    alice.send({"typing": True, "other_user": "bob"})            # bob looks at nothing yet
+    yield bob.barrier()
+    assert typing_events(bob) == []
+    bob.send({"presence": "online", "other_user": "alice"})
+    yield bob.event("peer", other_user="alice")
+    server.hub.sessions["alice"].typing.clear()                  # as if 3 s had passed
+    alice.send({"typing": True, "other_user": "bob"})
+    assert (yield bob.event("typing")) == {"event": "typing", "user": "alice", "typing": True}
+    yield carol.barrier()
+    assert typing_events(carol) == []       # alice types to bob, not to carol
