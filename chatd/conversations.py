@@ -38,7 +38,7 @@ class Conversations:
             channels[channel.id] = channel
         rows = yield self.store.conversations(session.name, list(channels))
         listed, private = [], []
-        for channel_id, key, last_id, last_time, marker, unread in rows:
+        for channel_id, key, last_id, last_time, marker, unread, mentioned in rows:
             if channel_id:
                 channel = channels[channel_id]
                 entry = {"channel": channel.name, "private": channel.private}
@@ -48,7 +48,7 @@ class Conversations:
                 private.append(entry)
             entry.update(last_id=last_id,
                          last_time=None if last_time is None else wire_time(last_time),
-                         read=marker, unread=unread)
+                         read=marker, unread=unread, mentions=mentioned)
         private.sort(key=lambda e: e["last_id"], reverse=True)
         return listed + private
 
@@ -73,8 +73,9 @@ class Conversations:
         if not 1 <= upto <= MESSAGE_ID_MAX:
             raise ChatError("'mark_read' is a message id: a whole number from 1 up.")
         fields, channel_id, key = self.place(session, channel, other_user)
-        marker, unread = yield self.store.mark_read(session.name, channel_id, key, upto)
-        result = dict(fields, read=marker, unread=unread)
+        marker, unread, mentioned = yield self.store.mark_read(session.name, channel_id, key,
+                                                               upto)
+        result = dict(fields, read=marker, unread=unread, mentions=mentioned)
         self.hub.bus.control(user_topic(session.name), "read", dict(result, by=session.id))
         return result
 

@@ -7,6 +7,7 @@ through to SQL), so nothing on the message path waits for the database.
 """
 
 import ipaddress
+import json
 import uuid
 from collections import defaultdict
 
@@ -19,7 +20,7 @@ from chatd.bus import (
     ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, peer_topic, user_topic,
 )
 from chatd.presence import OFFLINE, Presence
-from chatd.rules import MAX_NONCE, is_blank, message_problem
+from chatd.rules import MAX_NONCE, is_blank, is_mentioned, message_problem
 from chatd.store import Message, utcnow
 
 log = Logger()
@@ -95,7 +96,10 @@ class Session:
         else:
             channel = topic[1]
             self.unread[channel] += 1
-            self.send({"event": "unread", "channel": channel, "count": self.unread[channel]})
+            event = {"event": "unread", "channel": channel, "count": self.unread[channel]}
+            if b"@" in line and is_mentioned(json.loads(line)["channel_message"], self.name):
+                event["mention"] = True
+            self.send(event)
 
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
@@ -117,14 +121,15 @@ class Session:
     def control_joined(self, channel):
         self.listen(members_topic(channel))
 
-    def control_read(self, by, read, unread, channel=None, other_user=None):
+    def control_read(self, by, read, unread, mentions, channel=None, other_user=None):
         """A session of this user marked a conversation read (chatd/conversations.py):
         the channel's count follows, and the other sessions are told."""
         if channel is not None:
             self.unread[channel] = unread
         if self.id != by:
             place = {"channel": channel} if channel is not None else {"other_user": other_user}
-            self.send(dict({"event": "read"}, **place, read=read, unread=unread))
+            self.send(dict({"event": "read"}, **place, read=read, unread=unread,
+                           mentions=mentions))
 
     def control_typing(self, user, typing):
         """`user` is typing to this session's user: shown only while looking at them."""

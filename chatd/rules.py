@@ -74,3 +74,10 @@ def message_problem(text, limit=MAX_MESSAGE):
     if len(text) > limit:
         return f"A message is at most {limit} characters; this one has {len(text)}."
     return None
+
+
+def is_mentioned(text, name):
+    """Whether `text` names `name` as @name (any case, not inside a longer name): a
+    mention, which the server counts apart and the client notifies."""
+    return re.search(rf"(?<![\w@])@{re.escape(name)}(?![\w]|[.-]\w)", text,
+                     re.IGNORECASE) is not None

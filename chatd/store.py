@@ -19,6 +19,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatd.rules import is_mentioned
+
 log = Logger()
 
 MAX_BATCH = 1000            # messages in one commit at most
@@ -908,9 +910,10 @@ class Store:
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
 
     def conversations(self, name, channel_ids):
-        """[(channel_id, peer_key, last id, last time, read marker, unread)] for each
-        channel in `channel_ids` and each private conversation `name` has (channel_id 0);
-        unread counts the messages of others after the marker (0 when none)."""
+        """[(channel_id, peer_key, last id, last time, read marker, unread, mentions)] for
+        each channel in `channel_ids` and each private conversation `name` has (channel_id
+        0); unread counts the messages of others after the marker that are not deleted,
+        mentions those of them that name @name (chatd.rules.is_mentioned; channels only)."""
         return self.run("conversations", self._conversations, name, channel_ids)
 
     def _conversations(self, cursor, name, channel_ids):
@@ -930,13 +933,13 @@ class Store:
         for channel_id, key in places:
             marker = markers.get((channel_id, key), 0)
             newest = self._newest(cursor, channel_id, key)
-            summaries.append((channel_id, key) + (newest or (None, None)) + (
-                marker, self._unread(cursor, name, channel_id, key, marker)))
+            summaries.append((channel_id, key) + (newest or (None, None)) + (marker,)
+                             + self._unread(cursor, name, channel_id, key, marker))
         return summaries
 
     def mark_read(self, name, channel_id, key, upto):
         """Move `name`'s marker forward to the newest message at or before `upto`;
-        fires with (the marker, unread after it)."""
+        fires with (the marker, unread after it, mentions among those)."""
         return self.run("mark read", self._mark_read, name, channel_id, key, upto)
 
     def _mark_read(self, cursor, name, channel_id, key, upto):
@@ -947,7 +950,7 @@ class Store:
                        " AND channel_id = ? AND peer_key = ?", (name, channel_id, key))
         row = cursor.fetchone()
         marker = row[0] if row else 0
-        return marker, self._unread(cursor, name, channel_id, key, marker)
+        return (marker,) + self._unread(cursor, name, channel_id, key, marker)
 
     def _raise_marker(self, cursor, name, channel_id, key, message_id):
         cursor.execute(self.engine.insert_raising(
@@ -971,10 +974,19 @@ class Store:
         return None if row is None else (row[0], parse_db_time(row[1]))
 
     def _unread(self, cursor, name, channel_id, key, marker):
+        """(unread, mentions) after `marker`."""
         hint, where, value = self._place(channel_id, key)
-        cursor.execute(f"SELECT COUNT(*) FROM messages {hint} WHERE {where}"
-                       " AND id > ? AND sender <> ?", (value, marker, name))
-        return cursor.fetchone()[0]
+        where += " AND id > ? AND sender <> ? AND deleted_at IS NULL"
+        cursor.execute(f"SELECT COUNT(*) FROM messages {hint} WHERE {where}",
+                       (value, marker, name))
+        unread = cursor.fetchone()[0]
+        if not unread or key:
+            return unread, 0
+        # LIKE finds the candidates (any case on both engines); the rule decides.
+        pattern = "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        cursor.execute(f"SELECT body FROM messages {hint} WHERE {where}"
+                       " AND body LIKE ? ESCAPE '!'", (value, marker, name, pattern))
+        return unread, sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------
     # (used by chatd/moderation.py; times are written with db_time, read with parse_db_time)

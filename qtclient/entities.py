@@ -1,8 +1,9 @@
 """Typed values the model hands to the widgets instead of raw server dictionaries."""
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from chatd import rules
 
 # "/me waves" is sent as the plain text "* alice waves": every client shows that
 # sensibly, and this one draws it as an action. Only a message whose sender is the
@@ -56,8 +57,7 @@ class ChatMessage:
 
     def mentions(self, user):
         """Whether the text names ``user`` as ``@user`` (any case, not inside a longer name)."""
-        return re.search(rf"(?<![\w@])@{re.escape(user)}(?![\w]|[.-]\w)", self.text,
-                         re.IGNORECASE) is not None
+        return rules.is_mentioned(self.text, user)
 
     def is_for(self, me):
         """A private message from someone else, or a channel message mentioning me: worth a notification."""

@@ -46,7 +46,8 @@ def test_conversations_list_channels_and_private_ones_with_unread_counts(server)
     general, with_alice, with_bob = conversations
     # Joining marks what was said before as read; carol's own messages are never unread.
     assert general == {"channel": "general", "private": False, "last_id": last,
-                       "last_time": general["last_time"], "read": before_join, "unread": 2}
+                       "last_time": general["last_time"], "read": before_join, "unread": 2,
+                       "mentions": 0}
     assert general["last_time"].endswith("Z")
     assert (with_bob["last_id"], with_bob["read"], with_bob["unread"]) == (to_carol, 0, 1)
     assert (with_alice["last_id"], with_alice["unread"]) == (from_carol, 0)
@@ -70,7 +71,7 @@ def test_mark_read_moves_forward_only_and_within_the_conversation(server):
     marked = ok((yield alice.request({"mark_read": ids[1], "channel": "#general",
                                       "user": "alice"})))
     assert marked == {"reply_to": "mark_read", "ok": True, "ref": marked["ref"],
-                      "channel": "general", "read": ids[1], "unread": 1}
+                      "channel": "general", "read": ids[1], "unread": 1, "mentions": 0}
     back = ok((yield alice.request({"mark_read": ids[0], "channel": "general"})))
     assert (back["read"], back["unread"]) == (ids[1], 1)       # never backwards
     # An id past the conversation's newest message stops at the newest one (here the
@@ -206,7 +207,7 @@ def test_the_upgrade_counts_what_was_stored_before_it_as_read(database):
             ("alice", 0, "alice|bob", 4), ("alice", general, "", 3),
             ("bob", 0, "alice|bob", 4), ("bob", 0, "bob|carol", 5), ("carol", 0, "bob|carol", 5)]
         summaries = yield store.conversations("alice", [general])
-        assert [(c, k, last, read, unread) for c, k, last, _, read, unread in summaries] == [
+        assert [(c, k, last, read, unread) for c, k, last, _, read, unread, _ in summaries] == [
             (general, "", 3, 3, 0), (0, "alice|bob", 4, 4, 0)]
     finally:
         store.pool.close()
@@ -289,3 +290,31 @@ def test_private_typing_reaches_the_other_only_while_looking_at_the_conversation
     assert (yield bob.event("typing")) == {"event": "typing", "user": "alice", "typing": True}
     yield carol.barrier()
     assert typing_events(carol) == []       # alice types to bob, not to carol
+
+
+@defer.inlineCallbacks
+def test_mentions_are_marked_in_unread_events_and_counted_apart(server):
+    alice = yield login(server, "alice")
+    bob = yield login(server, "bob")
+    al = yield login(server, "al_b")
+    for client in (alice, bob, al):
+        ok((yield client.request({"join": "general"})))
+    yield say(alice, "hello all", channel="general")
+    mention = yield say(alice, "@BOB can you look? cc @al_bert", channel="general")
+    yield say(alice, "mail bob@example.org, @bobby", channel="general")   # not mentions of bob
+    events = []
+    for _ in range(3):
+        events.append((yield bob.event("unread", channel="general")))
+    assert [(e["count"], e.get("mention")) for e in events] == [
+        (1, None), (2, True), (3, None)]
+    counts = by_place(ok((yield bob.request({"list_conversations": ""})))["conversations"])
+    assert (counts["general"]["unread"], counts["general"]["mentions"]) == (3, 1)
+    theirs = by_place(ok((yield al.request({"list_conversations": ""})))["conversations"])
+    assert theirs["general"]["mentions"] == 0     # @al_bert is not @al_b
+    marked = ok((yield bob.request({"mark_read": mention, "channel": "general"})))
+    assert (marked["unread"], marked["mentions"]) == (1, 0)
+    # A deleted message is no longer unread.
+    last = counts["general"]["last_id"]
+    ok((yield alice.request({"delete_message": last})))
+    again = by_place(ok((yield bob.request({"list_conversations": ""})))["conversations"])
+    assert again["general"]["unread"] == 0
