@@ -14,6 +14,8 @@ user's sessions that look at the private conversation (a bus control, so each
 session checks what it looks at).
 """
 
+import re
+
 from twisted.internet import defer
 
 from chatd.auth import ChatError
@@ -21,6 +23,8 @@ from chatd.bus import channel_topic, user_topic
 from chatd.store import MESSAGE_ID_MAX, peer_key, wire_time
 
 TYPING_INTERVAL = 3.0   # seconds: at most one typing notice per user and place
+SEARCH_WORDS = 16       # words in one search at most
+SEARCH_MIN_WORD = 3     # shorter words are left out (MariaDB's FULLTEXT does not index them)
 
 
 class Conversations:
@@ -101,3 +105,27 @@ class Conversations:
         elif fields["other_user"] != session.name:
             self.hub.bus.control(user_topic(fields["other_user"]), "typing",
                                  {"user": session.name, "typing": active})
+
+    @defer.inlineCallbacks
+    def search(self, session, text, channel, other_user, before, limit):
+        """Messages with every word of `text`, newest first, only from conversations the
+        user may read: their channels and private conversations, or the one named."""
+        words = [w for w in re.findall(r"\w+", text) if len(w) >= SEARCH_MIN_WORD]
+        if not words:
+            raise ChatError(f"Search for at least one word of {SEARCH_MIN_WORD} letters or more.")
+        if len(words) > SEARCH_WORDS:
+            raise ChatError(f"Search for at most {SEARCH_WORDS} words.")
+        place = None
+        if channel is not None or other_user is not None:
+            _, channel_id, key = self.place(session, channel, other_user)
+            place = (channel_id, key)
+        names = {}
+        for name in self.hub.channels_of(session.name):
+            names[self.hub.channels[name].id] = name
+        found = yield self.store.search(session.name, words, list(names), place, before, limit)
+        for message in found:
+            if message.channel_id is not None:
+                message.channel = names.get(message.channel_id)
+        # A channel left meanwhile is not readable any more.
+        return {"messages": [m.to_wire() for m in found
+                             if m.channel_id is None or m.channel is not None]}

@@ -75,9 +75,19 @@ class Engine:
 
     @staticmethod
     def split_statements(script):
-        """Split a schema file into statements (no semicolons inside our literals)."""
+        """Split a schema file into statements (no semicolons inside our literals; a
+        CREATE TRIGGER runs to its END)."""
         lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+        statements, pending = [], ""
+        for part in "\n".join(lines).split(";"):
+            pending = f"{pending};{part}" if pending else part
+            if (re.match(r"\s*CREATE\s+TRIGGER\b", pending, re.IGNORECASE)
+                    and not re.search(r"\bEND\s*$", pending, re.IGNORECASE)):
+                continue
+            if pending.strip():
+                statements.append(pending.strip())
+            pending = ""
+        return statements
 
 
 class SqliteEngine(Engine):
@@ -128,6 +138,14 @@ class SqliteEngine(Engine):
 
     def begin(self, cursor):
         cursor.execute("BEGIN IMMEDIATE")
+
+    @staticmethod
+    def text_search(words):
+        """(FROM clause over messages m, WHERE condition, its parameter, ORDER BY column)
+        for messages whose text has every word: FTS5, newest first along its rowids."""
+        query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
+        return ("messages_fts f JOIN messages m ON m.id = f.rowid", "messages_fts MATCH ?",
+                query, "f.rowid")
 
     @staticmethod
     def _raise_clause(keys, column):
@@ -187,6 +205,13 @@ class MysqlEngine(Engine):
 
     def convert(self, sql):
         return sql.replace("?", "%s")
+
+    @staticmethod
+    def text_search(words):
+        """As SqliteEngine.text_search, with the FULLTEXT index in boolean mode (each word
+        required; `words` are letters and digits only, so no operator slips in)."""
+        return ("messages m", "MATCH (m.body) AGAINST (? IN BOOLEAN MODE)",
+                " ".join("+" + word for word in words), "m.id")
 
     @staticmethod
     def _raise_clause(keys, column):

@@ -533,6 +533,11 @@ class ChatProtocol(Protocol):
     def do_mark_read(self, id, channel, other_user):
         return self.server.conversations.mark_read(self.session, id, channel, other_user)
 
+    def do_search(self, text, channel, other_user, before, limit):
+        before, limit = self._page(before, limit)
+        return self.server.conversations.search(self.session, text, channel, other_user,
+                                                before, limit)
+
     def do_typing(self, active, channel, other_user):
         self.server.conversations.typing(self.session, active, channel, other_user)
 

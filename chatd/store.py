@@ -906,6 +906,40 @@ class Store:
             return cursor.rowcount == 1
         return self.run("delete message", delete)
 
+    # -- search ------------------------------------------------------------------
+
+    def search(self, name, words, channel_ids, place=None, before=None, limit=50):
+        """Messages (not deleted) whose text has every word, newest first: in the channels
+        `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
+        peer_key) as for read markers, which the caller checked `name` may read).
+        Channel names are left to the caller."""
+        source, match, pattern, order = self.engine.text_search(words)
+        where, params = [match, "m.deleted_at IS NULL"], [pattern]
+        if place is not None:
+            channel_id, key = place
+            where.append("m.peer_key = ?" if key else "m.channel_id = ?")
+            params.append(key or channel_id)
+        else:
+            readable = "m.peer_key IS NOT NULL AND (m.sender = ? OR m.recipient = ?)"
+            params += [name, name]
+            if channel_ids:
+                readable += f" OR m.channel_id IN ({', '.join('?' * len(channel_ids))})"
+                params += list(channel_ids)
+            where.append(f"({readable})")
+        if before is not None:
+            where.append("m.id < ?")
+            params.append(before)
+
+        def select(cursor):
+            cursor.execute("SELECT m.id, m.sender, m.channel_id, m.recipient, m.body, m.sent_at,"
+                           f" m.nonce, m.edited_at FROM {source} WHERE {' AND '.join(where)}"
+                           f" ORDER BY {order} DESC LIMIT ?", tuple(params) + (limit,))
+            return [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
+                            recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
+                    for id, sender, channel_id, recipient, body, sent_at, nonce, edited
+                    in cursor.fetchall()]
+        return self.run("search", select)
+
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
 

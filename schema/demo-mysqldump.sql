@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-02 00:17:42.649');
+(1,'alice','create','random',NULL,'public','2026-12-02 00:28:26.194');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-02 00:17:42.055'),
-(2,'alice','login','127.0.0.1','2026-12-02 00:17:42.149'),
-(3,'bob','register','127.0.0.1','2026-12-02 00:17:42.252'),
-(4,'bob','login','127.0.0.1','2026-12-02 00:17:42.359'),
-(5,'carol','register','127.0.0.1','2026-12-02 00:17:42.505'),
-(6,'carol','login','127.0.0.1','2026-12-02 00:17:42.626');
+(1,'alice','register','127.0.0.1','2026-12-02 00:28:25.746'),
+(2,'alice','login','127.0.0.1','2026-12-02 00:28:25.829'),
+(3,'bob','register','127.0.0.1','2026-12-02 00:28:25.920'),
+(4,'bob','login','127.0.0.1','2026-12-02 00:28:26.007'),
+(5,'carol','register','127.0.0.1','2026-12-02 00:28:26.095'),
+(6,'carol','login','127.0.0.1','2026-12-02 00:28:26.182');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-02 00:17:42.631');
+(2,'random',0,'alice','2026-12-02 00:28:26.189');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,12 +233,12 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-02 00:17:42.151'),
-(1,'bob','2026-12-02 00:17:42.367'),
-(1,'carol','2026-12-02 00:17:42.629'),
-(2,'alice','2026-12-02 00:17:42.635'),
-(2,'bob','2026-12-02 00:17:42.654'),
-(2,'carol','2026-12-02 00:17:42.657');
+(1,'alice','2026-12-02 00:28:25.832'),
+(1,'bob','2026-12-02 00:28:26.010'),
+(1,'carol','2026-12-02 00:28:26.187'),
+(2,'alice','2026-12-02 00:28:26.193'),
+(2,'bob','2026-12-02 00:28:26.195'),
+(2,'carol','2026-12-02 00:28:26.196');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -341,7 +341,8 @@ CREATE TABLE `messages` (
   KEY `messages_by_peers` (`peer_key`,`id`),
   KEY `messages_by_sender` (`sender`,`id`),
   KEY `messages_by_time` (`sent_at`),
-  KEY `messages_by_recipient` (`recipient`,`id`)
+  KEY `messages_by_recipient` (`recipient`,`id`),
+  FULLTEXT KEY `messages_text` (`body`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 /*!40101 SET character_set_client = @saved_cs_client */;
 
@@ -352,14 +353,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 00:17:42.662',NULL,NULL,NULL,NULL),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 00:17:42.717',NULL,NULL,NULL,NULL),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 00:17:42.772',NULL,NULL,NULL,NULL),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 00:17:42.829',NULL,NULL,NULL,NULL),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 00:17:42.884',NULL,NULL,NULL,NULL),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 00:17:42.938',NULL,NULL,NULL,NULL),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 00:17:42.991',NULL,NULL,NULL,NULL),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 00:17:42.994',NULL,NULL,NULL,NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 00:28:26.197',NULL,NULL,NULL,NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 00:28:26.251',NULL,NULL,NULL,NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 00:28:26.310',NULL,NULL,NULL,NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 00:28:26.366',NULL,NULL,NULL,NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 00:28:26.419',NULL,NULL,NULL,NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 00:28:26.473',NULL,NULL,NULL,NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 00:28:26.526',NULL,NULL,NULL,NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 00:28:26.528',NULL,NULL,NULL,NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -411,7 +412,8 @@ INSERT INTO `schema_version` VALUES
 (2),
 (3),
 (4),
-(5);
+(5),
+(6);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -439,9 +441,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$uB2Z.W5AnQ2wuz/g25U4H.5GIgw.ZyJlEjFnkUqr4g.GKvE18ryNu','admin','2026-12-02 00:17:42.053'),
-('bob','bob@example.org','$2b$10$v4XtFyWiJHd16yeRzeOqnuwvkF3uzgese3vprw.eiSEqi8mfJR9d6','user','2026-12-02 00:17:42.251'),
-('carol','carol@example.org','$2b$10$ZwbcFeEgFqgH0EsXIwS1T.WStW4otXI4TgqWce7zVZtBB22UHAiJ6','user','2026-12-02 00:17:42.502');
+('alice','alice@example.org','$2b$10$/ZUjnf/aiqd/thfScLMux.EGlFdiv7gI78SHdFUS85Db7EdM7jyKK','admin','2026-12-02 00:28:25.745'),
+('bob','bob@example.org','$2b$10$CUv5y3pI1zVuwZtaFpt1q.BPT1Pub9/3vnewkGzhpaB2bOYWXy0hO','user','2026-12-02 00:28:25.919'),
+('carol','carol@example.org','$2b$10$vPBEErJuIaOF9ZYxubd.AuuC1Ujs30PZQp9P.sJJ9fTrpTRW0Xc/.','user','2026-12-02 00:28:26.094');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;
