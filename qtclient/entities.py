@@ -38,6 +38,8 @@ class ChatMessage:
     sender: str
     text: str
     conversation: Conversation
+    edited: datetime | None = None  # the last edit's time
+    deleted: bool = False  # a tombstone: the text is gone
 
     @classmethod
     def from_line(cls, line, me):
@@ -47,7 +49,9 @@ class ChatMessage:
         else:
             other = line["other_user"] if line["user"] == me else line["user"]
             text, conversation = line["private_message"], Conversation.private(other)
-        return cls(line["id"], parse_time(line["time"]), line["user"], text, conversation)
+        edited = parse_time(line["edited"]) if "edited" in line else None
+        return cls(line["id"], parse_time(line["time"]), line["user"], text, conversation,
+                   edited, "deleted" in line)
 
     @property
     def action(self):

@@ -6,7 +6,7 @@ runs on an injected ``clock`` (any ``IReactorTime``), so tests can drive minutes
 of idleness with ``twisted.internet.task.Clock`` instead of sleeping.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PyQt6.QtCore import QEvent, QObject, pyqtSignal
 from twisted.internet import defer
@@ -16,12 +16,15 @@ from twisted.internet.task import LoopingCall
 from chatd import rules
 
 from .entities import (
-    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo)
+    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo,
+    parse_time)
 from .protocol import ChatProtocol, ServerError
 
 DEFAULT_PORT = 7878
 HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
+TYPING_EVERY = 3.0  # seconds between my "typing" notices in one conversation (the server's pace)
+TYPING_SHOWN = 6.0  # seconds "alice is typing…" stays without another notice
 
 # The commands the client runs itself (the rest go to the server), as /help explains them.
 CLIENT_COMMANDS = {
@@ -30,8 +33,9 @@ CLIENT_COMMANDS = {
               "you can join it again from the sidebar"),
     "help": ("/help", "show this list"),
 }
-HELP_FOOTER = ("Enter sends; Shift+Enter starts a new line. Write @name in a channel to "
-               "get that person's attention.")
+HELP_FOOTER = ("Enter sends; Shift+Enter starts a new line; Up on an empty line edits your "
+               "last message (right-click a message to edit or delete it). Write @name in a "
+               "channel to get that person's attention.")
 
 
 class State:
@@ -170,6 +174,8 @@ class ChatModel(QObject):
     peerStatusChanged = pyqtSignal(str, str)  # user, status
     unreadChanged = pyqtSignal(object, int)  # Conversation, count
     conversationsListed = pyqtSignal(list)  # [Conversation] I take part in, from the server
+    messageChanged = pyqtSignal(object)  # ChatMessage edited or deleted (a tombstone)
+    typersChanged = pyqtSignal(object, list)  # Conversation, [user] typing there now
     joinStatusChanged = pyqtSignal(str, str)  # channel, "joined"/"member"/"pending"
     leftChannel = pyqtSignal(str)  # channel I left myself
     requestDecided = pyqtSignal(str, str, str)  # channel, "accepted"/"rejected", decided_by
@@ -217,6 +223,8 @@ class ChatModel(QObject):
         self._has_more = {}
         self._private_unread = {}
         self._read = {}  # Conversation → the newest message id the server has as read
+        self._typers = {}  # Conversation → {user: the call that ends their "typing…"}
+        self._typing_sent = {}  # Conversation → when I last said I was typing there
         self._loading_older = False
 
     # --- what the widgets read ---------------------------------------------
@@ -532,6 +540,79 @@ class ChatModel(QObject):
         if conversation != self.current:
             self.unreadChanged.emit(conversation, line["unread"])
 
+    # --- edits, deletions and typing -------------------------------------------
+
+    def last_own_message(self, conversation):
+        """My newest message there that is not deleted (what Up on an empty composer edits)."""
+        mine = [m for m in self.messages(conversation) if m.sender == self.user and not m.deleted]
+        return mine[-1] if mine else None
+
+    def can_delete(self, message):
+        return not message.deleted and (message.sender == self.user or self.is_admin)
+
+    def edit_message(self, message, text):
+        """Replace the text of one of my messages; returns an error to show, or None."""
+        text = text.strip()
+        if not text:
+            return "Type the new text, or press Escape to keep the message."
+        too_long = rules.message_problem(text)
+        if too_long:
+            return too_long
+        self._request("edit_message", text, id=message.id)
+        return None
+
+    def delete_message(self, message):
+        return self._request("delete_message", message.id)
+
+    def _changed(self, line, **changes):
+        me = self.user
+        if "channel" in line:
+            conversation = Conversation.channel(line["channel"])
+        else:
+            conversation = Conversation.private(line["other_user"] if line["user"] == me
+                                                else line["user"])
+        stored = self._messages.get(conversation, {})
+        if line["id"] in stored:
+            stored[line["id"]] = message = replace(stored[line["id"]], **changes)
+            self.messageChanged.emit(message)
+
+    def _on_message_edited(self, line):
+        self._changed(line, text=line["text"], edited=parse_time(line["edited"]))
+
+    def _on_message_deleted(self, line):
+        self._changed(line, text="", deleted=True)
+
+    def typing(self):
+        """I am typing in the open conversation: say so, at most every TYPING_EVERY s."""
+        conversation, now = self.current, self._clock.seconds()
+        if conversation is None or self.state != State.ONLINE or self._protocol is None:
+            return
+        if now - self._typing_sent.get(conversation, -TYPING_EVERY) < TYPING_EVERY:
+            return
+        self._typing_sent[conversation] = now
+        place = "channel" if conversation.is_channel else "other_user"
+        self._protocol.send({"typing": True, place: conversation.name})
+
+    def typers(self, conversation):
+        return sorted(self._typers.get(conversation, {}))
+
+    def _on_typing(self, line):
+        conversation = (Conversation.channel(line["channel"]) if "channel" in line
+                        else Conversation.private(line["user"]))
+        self._stop_typer(conversation, line["user"])
+        if line.get("typing", True):
+            self._typers.setdefault(conversation, {})[line["user"]] = self._clock.callLater(
+                TYPING_SHOWN, self._stop_typer, conversation, line["user"])
+        self.typersChanged.emit(conversation, self.typers(conversation))
+
+    def _stop_typer(self, conversation, user, tell=True):
+        call = self._typers.get(conversation, {}).pop(user, None)
+        if call is not None:
+            if call.active():
+                call.cancel()
+            if tell:
+                self.typersChanged.emit(conversation, self.typers(conversation))
+
     @defer.inlineCallbacks
     def join(self, channel):
         """Join a public channel or ask to join a private one."""
@@ -761,6 +842,8 @@ class ChatModel(QObject):
             if message.id in stored:
                 return
             stored[message.id] = message
+        if message.sender in self._typers.get(conversation, {}):
+            self._stop_typer(conversation, message.sender)  # the message they were typing
         self.messageReceived.emit(message)
         if conversation == self.current and stored is not None and message.sender != self.user:
             self._mark_read(conversation)

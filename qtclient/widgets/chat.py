@@ -64,6 +64,15 @@ class ChatPage(QWidget):
         model.peerStatusChanged.connect(self._peer_status)
         model.unreadChanged.connect(self.sidebar.set_unread)
         model.conversationsListed.connect(self._conversations_listed)
+        model.messageChanged.connect(self.conversation.view.update_message)
+        model.typersChanged.connect(self._typers_changed)
+        composer = self.conversation.composer
+        composer.edit.upOnEmpty.connect(self._edit_last)
+        composer.editDone.connect(self._edit_done)
+        composer.typing.connect(model.typing)
+        self.conversation.view.can_delete = model.can_delete
+        self.conversation.view.editRequested.connect(composer.start_editing)
+        self.conversation.view.deleteRequested.connect(model.delete_message)
         model.joinStatusChanged.connect(self._join_status)
         model.leftChannel.connect(self._left_channel)
         model.joinRequestsChanged.connect(self._requests_changed)
@@ -162,8 +171,10 @@ class ChatPage(QWidget):
         self.sidebar.select(("open", conversation))
         self.conversation.view.clear_all()
         self.conversation.view.show_messages(self.model.messages(conversation))
+        self.conversation.composer.stop_editing()
         self.conversation.composer.show_error("")
         self.conversation.composer.edit.setFocus()
+        self.conversation.show_typers(self.model.typers(conversation))
         if not conversation.is_channel:
             self.sidebar.add_direct(conversation.name)
             self.directMessagesChanged.emit(self.sidebar.direct_users())
@@ -182,6 +193,22 @@ class ChatPage(QWidget):
         if not message.conversation.is_channel:
             self.sidebar.add_direct(message.conversation.name)
             self.directMessagesChanged.emit(self.sidebar.direct_users())
+
+    def _typers_changed(self, conversation, users):
+        if conversation == self.model.current:
+            self.conversation.show_typers(users)
+
+    def _edit_last(self):
+        message = self.model.last_own_message(self.model.current) if self.model.current else None
+        if message is not None:
+            self.conversation.composer.start_editing(message)
+
+    def _edit_done(self, message, text):
+        error = self.model.edit_message(message, text)
+        if error:
+            self.conversation.composer.show_error(error)
+        else:
+            self.conversation.composer.sent()
 
     def _conversations_listed(self, conversations):
         """Every private conversation the server knows of gets its row, not only the ones

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
-    QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
+    QHBoxLayout, QLabel, QMenu, QPlainTextEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
 
 from chatd import rules
 
@@ -40,9 +40,13 @@ class MessageView(QTextBrowser):
     """Renders messages as HTML; asks for older ones when scrolled to the top."""
 
     olderWanted = pyqtSignal()
+    editRequested = pyqtSignal(object)  # ChatMessage of mine
+    deleteRequested = pyqtSignal(object)  # ChatMessage of mine, or anyone's for an admin
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.can_delete = lambda message: False  # set by the page: mine, or an admin's right
+        self._tables = []  # per top-level table of the document: its message (None: a day line)
         self.setObjectName("conversation")
         self.setOpenExternalLinks(True)  # a click hands http(s) links to QDesktopServices.openUrl
         self.document().setDocumentMargin(16)
@@ -83,6 +87,37 @@ class MessageView(QTextBrowser):
             return
         self.show_messages(sorted([*self.shown, message], key=lambda m: m.id))
 
+    def update_message(self, message):
+        """Show an edited message's new text, or a deleted one's tombstone, in place."""
+        if any(m.id == message.id for m in self.shown):
+            self.show_messages([message if m.id == message.id else m for m in self.shown])
+
+    def message_at(self, position):
+        """The message drawn at ``position`` (viewport coordinates), or None."""
+        table = self.cursorForPosition(position).currentTable()
+        frames = self.document().rootFrame().childFrames()
+        while table is not None and table not in frames:
+            table = table.parentFrame()
+        return self._tables[frames.index(table)] if table is not None else None
+
+    def context_actions(self, message):
+        """What right-clicking a message offers, as (label, callback)."""
+        actions = []
+        if message is not None and not message.deleted and message.sender == self.me:
+            actions.append(("Edit message", lambda: self.editRequested.emit(message)))
+        if message is not None and self.can_delete(message):
+            actions.append(("Delete message", lambda: self.deleteRequested.emit(message)))
+        return actions
+
+    def contextMenuEvent(self, event):
+        actions = self.context_actions(self.message_at(event.pos()))
+        if not actions:
+            return super().contextMenuEvent(event)
+        menu = QMenu(self)
+        for label, callback in actions:
+            menu.addAction(label, callback)
+        menu.exec(event.globalPos())
+
     def add_note(self, text):
         self.notes.append(text)
         self.show_messages(self.shown)
@@ -92,7 +127,7 @@ class MessageView(QTextBrowser):
         self.clear()
 
     def _render(self):
-        parts = []
+        parts, self._tables = [], []
         previous = None
         for message in self.shown:
             local = message.time.astimezone()
@@ -101,10 +136,12 @@ class MessageView(QTextBrowser):
                     '<table width="100%" cellspacing="0" style="margin: 10px 0 6px 0;"><tr>'
                     '<td align="center" style="color:#6b7280; font-size:9pt; font-weight:600;">'
                     f'——— {local.strftime("%A, %d %B %Y")} ———</td></tr></table>')
+                self._tables.append(None)
                 previous = None
             grouped = (previous is not None and previous.sender == message.sender
                        and message.time - previous.time < GROUP_WINDOW)
             parts.append(self._message_html(message, local, grouped))
+            self._tables.append(message)
             previous = message
         for note in self.notes:
             parts.append('<p style="color:#6b7280; margin: 6px 8px; white-space: pre-wrap;">'
@@ -114,11 +151,15 @@ class MessageView(QTextBrowser):
     def _message_html(self, message, local, grouped):
         mine = message.sender == self.me
         background = ' bgcolor="#eef2ff"' if mine else ""
-        if message.action is not None:
+        if message.deleted:
+            text = '<i style="color:#9ca3af;">message deleted</i>'
+        elif message.action is not None:
             text = (f'<i style="color:#374151;">* <b style="color:{name_colour(message.sender)};">'
                     f'{html.escape(message.sender)}</b> {text_html(message.action)}</i>')
         else:
             text = text_html(message.text)
+        if message.edited is not None and not message.deleted:
+            text += ' <span style="color:#9ca3af; font-size:8.5pt;">(edited)</span>'
         header = ""
         if not grouped:
             who = "You" if mine else html.escape(message.sender)
@@ -141,6 +182,8 @@ class MessageEdit(QPlainTextEdit):
     """
 
     submitted = pyqtSignal()
+    upOnEmpty = pyqtSignal()  # Up arrow with nothing typed: edit my last message
+    escaped = pyqtSignal()
     MAX_LINES = 6
 
     def __init__(self, parent=None):
@@ -158,6 +201,12 @@ class MessageEdit(QPlainTextEdit):
                 self.insertPlainText("\n")
             else:
                 self.submitted.emit()
+            return
+        if event.key() == Qt.Key.Key_Up and not self.toPlainText():
+            self.upOnEmpty.emit()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.escaped.emit()
             return
         super().keyPressEvent(event)
 
@@ -185,6 +234,8 @@ class Composer(QWidget):
     """The message being written and the Send button. Errors from sending show right above it."""
 
     sendRequested = pyqtSignal(str)
+    editDone = pyqtSignal(object, str)  # the message being edited, its new text
+    typing = pyqtSignal()  # something (not a command) was typed
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -197,6 +248,11 @@ class Composer(QWidget):
         self.error.setObjectName("fieldError")
         self.error.hide()
         layout.addWidget(self.error)
+        self.editing = None  # the message whose text the composer holds, while editing
+        self.editing_label = QLabel("Editing your message — Enter saves, Escape cancels")
+        self.editing_label.setObjectName("conversationInfo")
+        self.editing_label.hide()
+        layout.addWidget(self.editing_label)
         row = QHBoxLayout()
         row.setAlignment(Qt.AlignmentFlag.AlignBottom)
         self.edit = MessageEdit()
@@ -210,18 +266,40 @@ class Composer(QWidget):
         self.edit.submitted.connect(self._send)
         self.send.clicked.connect(self._send)
         self.edit.textChanged.connect(self._typed)
+        self.edit.escaped.connect(self.stop_editing)
 
     def _send(self):
-        self.sendRequested.emit(self.edit.toPlainText())
+        if self.editing is not None:
+            self.editDone.emit(self.editing, self.edit.toPlainText())
+        else:
+            self.sendRequested.emit(self.edit.toPlainText())
 
     def _typed(self):
-        self.show_error(rules.message_problem(self.edit.toPlainText().strip()) or "")
+        text = self.edit.toPlainText()
+        self.show_error(rules.message_problem(text.strip()) or "")
+        if text.strip() and not text.startswith("/") and self.editing is None:
+            self.typing.emit()
+
+    def start_editing(self, message):
+        """Put ``message``'s text in the composer; Enter then saves it instead of sending."""
+        self.editing = message
+        self.edit.setPlainText(message.text)
+        self.edit.moveCursor(self.edit.textCursor().MoveOperation.End)
+        self.editing_label.show()
+        self.edit.setFocus()
+
+    def stop_editing(self):
+        if self.editing is not None:
+            self.editing = None
+            self.editing_label.hide()
+            self.edit.clear()
 
     def show_error(self, message):
         self.error.setText(message)
         self.error.setVisible(bool(message))
 
     def sent(self):
+        self.stop_editing()
         self.edit.clear()
         self.show_error("")
 
@@ -252,6 +330,10 @@ class ConversationPane(QWidget):
         layout.addWidget(header)
         self.view = MessageView()
         layout.addWidget(self.view, 1)
+        self.typing = QLabel("")
+        self.typing.setObjectName("conversationInfo")
+        self.typing.setContentsMargins(18, 2, 18, 0)
+        layout.addWidget(self.typing)
         self.composer = Composer()
         layout.addWidget(self.composer)
 
@@ -264,3 +346,15 @@ class ConversationPane(QWidget):
         if symbol is not None:
             self.symbol.setPixmap(self.SYMBOLS[symbol]("#4b5563", 18).pixmap(18, 18))
         self.symbol.setVisible(symbol is not None)
+
+    def show_typers(self, users):
+        """ "alice is typing…" under the messages (empty: nobody)."""
+        if not users:
+            text = ""
+        elif len(users) == 1:
+            text = f"{users[0]} is typing…"
+        elif len(users) == 2:
+            text = f"{users[0]} and {users[1]} are typing…"
+        else:
+            text = "Several people are typing…"
+        self.typing.setText(text)
