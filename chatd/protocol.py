@@ -580,8 +580,12 @@ class ChatProtocol(Protocol):
         found = self.hub.readable_channel(self.session, channel)
         self.hub.presence.heartbeat(self.session, self._looking_status(), channel=found.name)
         messages, more = yield self.server.store.channel_history(found.name, found.id, before, limit)
-        return {"channel": found.name, "has_more": more,
-                "messages": [m.to_wire() for m in messages]}
+        reply = {"channel": found.name, "has_more": more,
+                 "messages": [m.to_wire() for m in messages]}
+        if before is None:  # the first page: who is in the channel, not only who looks
+            reply["members"] = [{"user": name, "status": self.hub.status_of(name)}
+                                for name in sorted(found.members, key=str.casefold)]
+        return reply
 
     @defer.inlineCallbacks
     def do_get_private(self, other_user, before, limit):
