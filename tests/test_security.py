@@ -56,6 +56,12 @@ AS_ALICE = {
     "presence": {"presence": "online", "channel": "general"},
     "command": {"command": "help"},
     "my_requests": {"my_requests": ""},
+    "list_conversations": {"list_conversations": ""},
+    "mark_read": {"mark_read": 1, "channel": "general"},
+    "edit_message": {"edit_message": "I am alice", "id": 1},
+    "delete_message": {"delete_message": 1},
+    "search": {"search": "alice"},
+    "typing": {"typing": True, "channel": "general"},
     # The structured admin commands (bob is no admin; the claim is refused first).
     "admin": {"admin": "bob"},
     "unadmin": {"unadmin": "alice"},
