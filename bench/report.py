@@ -67,11 +67,13 @@ def print_table(description, parameters, figures):
         for line in losses(figures[server]):
             print(f"  ! {server}: {line}")
     for server in servers:
-        own = figures[server].get("profile_own_pct")
-        if own:
-            print(f"  {server} reactor thread profile, % of samples in the function itself:")
-            for frame, percent in own.items():
-                print(f"    {percent:5.1f}  {frame}")
+        for key, title in (("profile_parts_pct", "what it does"),
+                           ("profile_own_pct", "in the function itself")):
+            shares = figures[server].get(key)
+            if shares:
+                print(f"  {server} reactor thread profile, % of samples {title}:")
+                for frame, percent in shares.items():
+                    print(f"    {percent:5.1f}  {frame}")
 
 
 def losses(values):

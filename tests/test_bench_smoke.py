@@ -307,3 +307,27 @@ def test_missing_deliveries_are_printed_with_what_explains_them():
         "  first_presence_lapse: u00003 announced offline ..."]
     figures["steady_deliveries"] = 749_000
     assert losses(figures) == []
+
+
+def test_profile_parts_count_each_sample_once_by_its_innermost_part(tmp_path):
+    from bench.profile import summarize
+    twisted = "/usr/lib/python3.11/site-packages/twisted/internet"
+    hub = f"{REPO}/chatd/hub.py"
+    relay = [f"channel_message ({hub}:215)", f"publish ({REPO}/chatd/fanout.py:40)",
+             f"write_line ({REPO}/chatd/protocol.py:133)", f"write ({twisted}/abstract.py:394)"]
+    raw = tmp_path / "profile.txt"
+    raw.write_text("\n".join([
+        "thread (1): MainThread;" + ";".join(
+            relay + [f"startWriting ({twisted}/abstract.py:486)"]) + " 3",
+        "thread (1): MainThread;" + ";".join(relay) + " 1",
+        "thread (1): MainThread;"
+        f"doWrite ({twisted}/abstract.py:271);writeSomeData ({twisted}/tcp.py:293) 4",
+        "thread (2): PoolThread-twisted.internet.reactor-0;"
+        f"flush ({REPO}/chatd/store.py:200) 50",
+    ]) + "\n")
+    summary = summarize(raw, top=5)
+    assert summary["profile_samples"] == 8
+    assert summary["profile_parts_pct"] == {"send (writeSomeData)": 50.0,
+                                            "epoll register (startWriting)": 37.5,
+                                            "transport.write (queue, checks)": 12.5}
+    assert summary["profile_inclusive_pct"]["channel_message (chatd/hub.py)"] == 50.0
