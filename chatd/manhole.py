@@ -3,9 +3,10 @@
 Off unless `--manhole ENDPOINT` is given. Logins are by SSH public key only,
 checked against `--manhole-keys` (authorized_keys format, read once at start;
 any user name at the ssh prompt). The prompt's namespace holds the functions of
-`AdminAPI`: they run the same chatd.moderation code as the chat commands, with
-actor 'manhole' in the audit log, and print their readable result when it
-arrives (Twisted's manhole shows what a Deferred fires with).
+`AdminAPI`, one per admin command declared in chatd/registry.py: they run the
+same chatd.moderation code as the chat commands, with actor 'manhole' in the
+audit log, and print their readable result when it arrives (Twisted's manhole
+shows what a Deferred fires with).
 """
 
 import os
@@ -25,6 +26,7 @@ from zope.interface import implementer
 from chatd.auth import ChatError
 from chatd.engines import SqliteEngine, engine_from_url
 from chatd.moderation import MANHOLE
+from chatd.registry import ACTIONS, COMMAND_LIST, manhole_help
 
 log = Logger()
 
@@ -39,35 +41,35 @@ class Report(str):
 
 
 class AdminAPI:
-    """The manhole's admin functions. Each returns its result as readable text.
+    """The manhole's namespace: one function per admin command of chatd/registry.py.
 
-    kick(target, reason="")                     target: user name, IP or CIDR range
-    ban(target, duration=None, reason="")       duration: "30m", "2h", "7d" or seconds; None: permanent
-    unban(target)
-    bans()
-    requests()                                  pending join requests
-    accept(user, channel) / reject(user, channel)
-    remove(user, channel)
-    create_channel(name, private=False) / delete_channel(name)
-    make_admin(name, admin=True)                admin=False takes the role away
-    users()                                     who is online: IP, status, what they look at
-    log(user=None, channel=None, since=None, until=None, limit=50)
-                                                dates: "2026-11-24", "2026-11-24T13:20" (UTC)
-    audit(limit=20)                             the latest admin actions
+    Each binds its arguments like a Python call (positionally in the declared
+    order, or by name), checks them as the protocol does, and runs the same
+    chatd.moderation code with the actor 'manhole'.
     """
 
     def __init__(self, moderation):
         self.moderation = moderation
 
     def namespace(self):
-        names = ["kick", "ban", "unban", "bans", "requests", "accept", "reject", "remove",
-                 "create_channel", "delete_channel", "make_admin", "users", "log", "audit"]
-        namespace = {name: getattr(self, name) for name in names}
+        namespace = {c.key: self._function(c) for c in COMMAND_LIST if c.key is not None}
         namespace.update(help=self.help, server=self.moderation.server)
         return namespace
 
-    def help(self):
-        return Report(self.__doc__)
+    @staticmethod
+    def help():
+        return Report(manhole_help() + "\n" + "server".ljust(48) + "the running ChatServer")
+
+    def _function(self, command):
+        def function(*args, **kwargs):
+            try:
+                arguments = bind(command, args, kwargs)
+            except ChatError as e:
+                return Report(f"Refused: {e}")
+            return self._show(self.moderation.run, MANHOLE, command, arguments)
+        function.__name__ = command.key
+        function.__doc__ = f"{command.signature()}: {command.help}"
+        return function
 
     @staticmethod
     def _show(function, *args, **kwargs):
@@ -82,48 +84,23 @@ class AdminAPI:
         d.addBoth(lambda result: done.append(result) or result)
         return done[0] if done and isinstance(done[0], Report) else d
 
-    def kick(self, target, reason=""):
-        return self._show(self.moderation.kick, MANHOLE, target, reason)
 
-    def ban(self, target, duration=None, reason=""):
-        return self._show(self.moderation.ban, MANHOLE, target, duration, reason)
-
-    def unban(self, target):
-        return self._show(self.moderation.unban, MANHOLE, target)
-
-    def bans(self):
-        return self._show(self.moderation.list_bans)
-
-    def requests(self):
-        return self._show(self.moderation.pending_requests)
-
-    def accept(self, user, channel):
-        return self._show(self.moderation.decide, MANHOLE, user, channel, accept=True)
-
-    def reject(self, user, channel):
-        return self._show(self.moderation.decide, MANHOLE, user, channel, accept=False)
-
-    def remove(self, user, channel):
-        return self._show(self.moderation.remove_member, MANHOLE, user, channel)
-
-    def create_channel(self, name, private=False):
-        return self._show(self.moderation.create_channel, MANHOLE, name, private)
-
-    def delete_channel(self, name):
-        return self._show(self.moderation.delete_channel, MANHOLE, name)
-
-    def make_admin(self, name, admin=True):
-        return self._show(self.moderation.set_admin, MANHOLE, name, admin)
-
-    def users(self):
-        return self._show(self.moderation.users)
-
-    def log(self, user=None, channel=None, since=None, until=None, limit=50):
-        return self._show(self.moderation.message_log, MANHOLE, user, channel, since, until,
-                          limit)
-
-    def audit(self, limit=20):
-        return self._show(self.moderation.audit_entries, limit)
+def bind(command, args, kwargs):
+    """A manhole call's arguments, checked by the command's structured action."""
+    names = [p.name for p in command.parameters]
+    if len(args) > len(names):
+        raise ChatError(f"{command.signature()} takes at most {len(names)} arguments.")
+    given = dict(zip(names, args))
+    twice = sorted(set(given) & set(kwargs))
+    if twice:
+        raise ChatError(f"{twice[0]!r} is given twice: {command.signature()}.")
+    given.update(kwargs)
+    value = ""
+    if command.value.name:
+        if command.value.name not in given:
+            raise ChatError(f"Missing argument {command.value.name!r}: {command.signature()}.")
+        value = given.pop(command.value.name)
+    return command.own(ACTIONS[command.key].bind(value, given))
 
 
 @implementer(IAuthorizedKeysDB)

@@ -2,14 +2,14 @@
 
 Like Twisted's irc.IRC.handleCommand: the action key names a `do_<action>`
 method, which gets the action's value and the request's other fields as
-keyword arguments; an unknown action gets an error reply. Each handler's
-signature is the request schema: missing, unexpected and mistyped fields are
-refused with a sentence naming the field before the handler runs.
+keyword arguments; an unknown action gets an error reply. The actions, their
+fields (types, defaults), who may use them and their flood cost are declared
+in chatd/registry.py: missing, unexpected and mistyped fields are refused with
+a sentence naming the field before the handler runs. The structured admin
+actions declared there go to chatd.moderation.
 """
 
-import inspect
 import json
-import types
 
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ITCPTransport
@@ -17,56 +17,21 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
-from chatd.auth import (
-    ChatError, check_email, check_name, check_password,
-)
-from chatd.fanout import encode
-from chatd.moderation import MANHOLE
-from chatd.limits import HEARTBEAT_COST, TOO_FAST, FloodGuard, unsent_bytes
+from chatd.accounts import Credentials
+from chatd.auth import ChatError
+from chatd.bus import encode
+from chatd.limits import TOO_FAST, FloodGuard, unsent_bytes
+from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
+from chatd.registry import ACTIONS, ANYONE
 from chatd.store import wire_time
 
 log = Logger()
 
-# Action key on the wire -> handler suffix (`user:pwd` is the notes' login).
-ACTIONS = {
-    "register": "register",
-    "user:pwd": "login",
-    "logout": "logout",
-    "list_channels": "list_channels",
-    "list_users": "list_users",
-    "join": "join",
-    "leave": "leave",
-    "channel_message": "channel_message",
-    "private_message": "private_message",
-    "get_channel": "get_channel",
-    "get_private": "get_private",
-    "presence": "presence",
-    "command": "command",
-    "my_requests": "my_requests",
-}
-BEFORE_LOGIN = {"register", "user:pwd"}
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
 MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
 CLOSE_TIMEOUT = 10.0    # seconds a closing connection may take to flush before it is aborted
-
-
-def _type_name(expected):
-    names = {str: "a string", int: "an integer", bool: "true or false"}
-    return " or ".join(names.get(t, t.__name__) for t in expected if t is not type(None))
-
-
-def _expected_types(annotation):
-    if isinstance(annotation, types.UnionType):
-        return annotation.__args__
-    return (annotation,)
-
-
-def _matches(value, expected):
-    if isinstance(value, bool) and bool not in expected:
-        return False
-    return isinstance(value, expected)
 
 
 def _is_unicode(request):
@@ -250,7 +215,7 @@ class ChatProtocol(LineReceiver):
 
     def _admit(self, action, ref):
         """Flood control: True if this line may be handled; else refuse it or disconnect."""
-        verdict = self.flood.check(HEARTBEAT_COST if action == "presence" else 1.0)
+        verdict = self.flood.check(ACTIONS[action].cost if action is not None else 1.0)
         if verdict == FloodGuard.ALLOW:
             return True
         if verdict == FloodGuard.REFUSE:
@@ -262,15 +227,19 @@ class ChatProtocol(LineReceiver):
                                      "this connection is closed.")
         return False
 
-    def dispatch(self, action, request):
-        handler = getattr(self, "do_" + ACTIONS[action])
-        value = request.pop(action)
+    def dispatch(self, key, request):
+        action = ACTIONS[key]
+        value = request.pop(key)
         claimed = request.pop("user", None)
-        if self.session is None and action not in BEFORE_LOGIN:
+        if self.session is None and action.access != ANYONE:
             raise ChatError("Log in first (send user:pwd), or register an account.")
-        self._check_claim(action, value, claimed)
-        self._check_fields(action, handler, value, request)
-        return handler(value, **request)
+        self._check_claim(key, value, claimed)
+        if action.command is None:
+            return getattr(self, action.handler_name)(**action.bind(value, request))
+        actor = actor_of(self.session)
+        check_access(action.command, actor, key)    # before the fields, as in the text form
+        arguments = action.command.own(action.bind(value, request))
+        return self.server.moderation.run(actor, action.command, arguments)
 
     def _check_claim(self, action, value, claimed):
         """The `user` field is a claim; it must be who this session is."""
@@ -287,29 +256,13 @@ class ChatProtocol(LineReceiver):
         if claimed.casefold() != me.casefold():
             raise ChatError(f"You are {me or 'not logged in'}; you cannot speak as {claimed!r}.")
 
-    @staticmethod
-    def _check_fields(action, handler, value, fields):
-        parameters = list(inspect.signature(handler).parameters.values())
-        main, named = parameters[0], {p.name: p for p in parameters[1:]}
-        unexpected = sorted(set(fields) - set(named))
-        if unexpected:
-            raise ChatError(f"Unexpected field {unexpected[0]!r} for {action!r}.")
-        for name, parameter in named.items():
-            if name not in fields and parameter.default is inspect.Parameter.empty:
-                raise ChatError(f"Missing field {name!r}.")
-        checks = [(action, main, value)] + [(n, named[n], v) for n, v in fields.items()]
-        for name, parameter, given in checks:
-            expected = _expected_types(parameter.annotation)
-            if not _matches(given, expected):
-                raise ChatError(f"{name!r} must be {_type_name(expected)}.")
-
     def reply(self, action, ref, result=None, error=None):
         payload = {"reply_to": action}
         if ref is not None:
             payload["ref"] = ref
         if error is not None:
             payload["error"] = error
-        elif result is None and action == "presence":
+        elif result is None and action in ACTIONS and ACTIONS[action].silent:
             return  # an accepted heartbeat is answered by nothing
         else:
             payload["ok"] = True
@@ -331,86 +284,58 @@ class ChatProtocol(LineReceiver):
     # -- accounts ----------------------------------------------------------
 
     @defer.inlineCallbacks
-    def do_register(self, name: str, password: str, email: str):
-        check_name(name)
-        check_email(email)
-        check_password(name, password)
-        if name.casefold() == MANHOLE.name:
-            raise ChatError(f"The name {name!r} is reserved: the audit log uses it for actions "
-                            "taken from the SSH manhole. Pick another one.")
-        if name.casefold() in self.hub.accounts:
-            raise ChatError(f"The name {name!r} is taken. Pick another one.")
-        password_hash = yield self.server.hasher.hash(password)
-        role = self.server.role_for_new_account(name)
-        try:
-            yield self.server.store.create_user(name, email, password_hash, role)
-        except Exception as e:
-            if self.server.store.engine.is_integrity_error(e):
-                raise ChatError(f"The name {name!r} is taken. Pick another one.")
-            raise
-        self.hub.add_account(name, role)
-        self.server.store.log_auth(name, "register", self.ip)
-        return {"user": name}
+    def do_register(self, name, password, email):
+        registered = yield self.server.accounts.register(name, password, email, self.ip)
+        return {"user": registered}
 
     @defer.inlineCallbacks
-    def do_login(self, credentials: str):
-        name, colon, password = credentials.partition(":")
-        if not colon or not name or not password:
-            raise ChatError("Send your name and password as \"name:password\".")
+    def do_login(self, credentials):
+        credentials = Credentials.from_wire(credentials)
         if self.session is not None:
             raise ChatError(f"You are already logged in as {self.session.name}; log out first.")
-        check_name(name)    # no account breaks the rules; keeps logs and throttle keys short
-        self.server.check_login_allowed(self, name)
-        self.server.check_login_throttle(self, name)
-        row = yield self.server.store.get_user(name)
-        matches = yield self.server.hasher.check(password, row[1] if row else None)
-        if not matches:
-            self.server.store.log_auth(row[0] if row else name, "login_failed", self.ip)
-            self.server.login_failed(self, name)
-            raise ChatError("Wrong name or password.")
-        name, _, role = row
-        self.server.check_login_allowed(self, name)
+        self.session = yield self.server.accounts.login(credentials, self.ip, self._start_session)
+        return {"user": self.session.name, "role": self.session.role,
+                "channels": self.hub.channels_of(self.session.name)}
+
+    def _start_session(self, name):
+        """The realm: this connection's Session for `name`, unless it changed meanwhile."""
         if self.session is not None or self.closing or not self.connected:
             raise ChatError("This connection logged in or closed meanwhile.")
-        self.hub.roles[name] = role
-        self.session = self.hub.start_session(self, name, self.ip)
-        self.server.login_succeeded(self, name)
-        self.server.store.log_auth(name, "login", self.ip)
-        return {"user": name, "role": role, "channels": self.hub.channels_of(name)}
+        return self.hub.start_session(self, name, self.ip)
 
-    def do_logout(self, name: str):
+    def do_logout(self, name):
         if name and name.casefold() != self.session.name.casefold():
             raise ChatError(f"You are {self.session.name}; you can only log yourself out.")
         session, self.session = self.session, None
         self.hub.end_session(session)
-        self.server.store.log_auth(session.name, "logout", self.ip)
+        self.server.accounts.logout(session.name, self.ip)
         return {}
 
     # -- directory ---------------------------------------------------------
 
-    def do_list_channels(self, _: str):
-        requests = self.server.join_request_states(self.session.name)
+    def do_list_channels(self, _):
+        requests = self.server.moderation.join_request_states(self.session.name)
         return {"channels": [
             {"name": c.name, "private": c.private, "member": self.session.name in c.members,
              "request": requests.get(c.name)}
             for c in sorted(self.hub.channels.values(), key=lambda c: c.name)]}
 
-    def do_list_users(self, _: str):
+    def do_list_users(self, _):
         return {"users": self.hub.directory()}
 
     # -- channels and messages ---------------------------------------------
 
-    def do_join(self, channel: str):
+    def do_join(self, channel):
         return self.hub.join(self.session, channel)
 
-    def do_leave(self, channel: str):
+    def do_leave(self, channel):
         return self.hub.leave(self.session, channel)
 
-    def do_channel_message(self, text: str, channel: str):
+    def do_channel_message(self, text, channel):
         message = self.hub.channel_message(self.session, channel, text)
         return {"id": message.id, "time": wire_time(message.time)}
 
-    def do_private_message(self, text: str, other_user: str):
+    def do_private_message(self, text, other_user):
         message = self.hub.private_message(self.session, other_user, text)
         return {"id": message.id, "time": wire_time(message.time)}
 
@@ -428,7 +353,7 @@ class ChatProtocol(LineReceiver):
         return before, limit
 
     @defer.inlineCallbacks
-    def do_get_channel(self, channel: str, before: int | None = None, limit: int | None = None):
+    def do_get_channel(self, channel, before, limit):
         before, limit = self._page(before, limit)
         found = self.hub.readable_channel(self.session, channel)
         self.hub.presence.heartbeat(self.session, self._looking_status(), channel=found.name)
@@ -437,8 +362,7 @@ class ChatProtocol(LineReceiver):
                 "messages": [m.to_wire() for m in messages]}
 
     @defer.inlineCallbacks
-    def do_get_private(self, other_user: str, before: int | None = None,
-                       limit: int | None = None):
+    def do_get_private(self, other_user, before, limit):
         before, limit = self._page(before, limit)
         other = self.hub.account_name(other_user)
         self.hub.presence.heartbeat(self.session, self._looking_status(), other_user=other)
@@ -447,17 +371,16 @@ class ChatProtocol(LineReceiver):
         return {"other_user": other, "has_more": more,
                 "messages": [m.to_wire() for m in messages]}
 
-    def do_presence(self, status: str, channel: str | None = None,
-                    other_user: str | None = None):
+    def do_presence(self, status, channel, other_user):
         self.hub.presence.heartbeat(self.session, status, channel=channel, other_user=other_user)
 
     # -- commands and requests (moderation) --------------------------------
 
-    def do_command(self, line: str):
-        return self.server.run_command(self.session, line)
+    def do_command(self, line):
+        return self.server.moderation.run_command(self.session, line)
 
-    def do_my_requests(self, _: str):
-        return self.server.my_requests(self.session)
+    def do_my_requests(self, _):
+        return self.server.moderation.my_requests(self.session)
 
 
 class ChatFactory(Factory):

@@ -1,4 +1,4 @@
-"""ChatServer: the service that owns the store, the hub and the listening port.
+"""ChatServer: the service that owns the store, the accounts, the hub and the listening port.
 
 makeService only builds it from option values; everything asynchronous
 (opening the database, upgrading the schema, loading the directory, then
@@ -11,7 +11,8 @@ from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.auth import ChatError, PasswordHasher
+from chatd.accounts import Accounts
+from chatd.auth import PasswordHasher
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import LoginThrottle
@@ -78,18 +79,19 @@ class ChatServer(service.Service):
         self.store = Store(engine, clock=reactor,
                            spool_path=config.spool_file or engine.default_spool_path(),
                            spool_memory=config.spool_memory)
-        self.hub = Hub(self.store, clock=reactor, max_message=config.max_message,
-                       presence_timeout=config.presence_timeout)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
                                      concurrency=config.bcrypt_concurrency)
         self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
                                             cap=config.login_backoff_max)
+        self.accounts = Accounts(self.store, self.hasher, self.login_throttle,
+                                 admins=config.admins)
+        self.hub = Hub(self.store, self.accounts, clock=reactor,
+                       max_message=config.max_message, presence_timeout=config.presence_timeout)
         self.moderation = self.hub.moderation = Moderation(self)
+        self.accounts.login_checks.append(self.moderation.check_login_allowed)
         self.manhole_port = None
         self.port = None
         self.ready = defer.Deferred()
-        # --admin names without an account yet: they become admin when registered.
-        self.pending_admins = set()
 
     def startService(self):
         super().startService()
@@ -102,10 +104,9 @@ class ChatServer(service.Service):
             yield self.store.start()
         except Exception as e:
             raise StartError(database_problem(self.store.engine, e)) from e
+        yield self.accounts.load()
         yield self.hub.load()
         yield self.moderation.load()
-        for name in self.config.admins:
-            yield self.make_admin(name, by=None, must_exist=False)
         self.port = yield listen("--listen", self.reactor, self.config.listen, ChatFactory(self))
         address = self.port.getHost()
         log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
@@ -146,29 +147,7 @@ class ChatServer(service.Service):
             log.info("chatd stopped: {clients} clients told, message log written",
                      clients=len(clients))
 
-    # -- admin roles -------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def make_admin(self, name, by=None, admin=True, must_exist=True):
-        """Give or take the admin role; `--admin` names may not exist yet."""
-        registered = self.hub.account_name(name, must_exist=must_exist)
-        role = "admin" if admin else "user"
-        if registered.casefold() in self.hub.accounts:
-            yield self.store.set_role(registered, role)
-            self.hub.roles[registered] = role
-        else:
-            log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                     name=registered)
-            self.pending_admins.add(registered.casefold())
-        session = self.hub.sessions.get(registered)
-        if session is not None:
-            session.role = role
-        return registered
-
-    def role_for_new_account(self, name):
-        return "admin" if name.casefold() in self.pending_admins else "user"
-
-    # -- moderation hooks (chatd/moderation.py) --------------------------------
+    # -- connection hooks (chatd/moderation/) -----------------------------------
 
     def refuse_connection(self, connection):
         """(kind, reason) if this connection must be closed at once, else None."""
@@ -180,35 +159,3 @@ class ChatServer(service.Service):
             refusal = ("limit", f"Too many connections from your address {connection.ip} "
                                 f"(at most {limit}); close one and try again.")
         return refusal
-
-    def check_login_allowed(self, connection, name):
-        """Raise ChatError if `name` may not log in from this connection."""
-        self.moderation.check_login_allowed(connection, name)
-
-    def check_login_throttle(self, connection, name):
-        """Raise ChatError during a failed-login backoff; log the refused attempt."""
-        try:
-            self.login_throttle.check(name, connection.ip)
-        except ChatError:
-            log.warn("login for {name!r} from {ip} refused: failed-login backoff",
-                     name=name, ip=connection.ip)
-            self.store.log_auth(name, "login_throttled", connection.ip)
-            raise
-
-    def login_failed(self, connection, name):
-        """After a wrong password or unknown name: count it towards the backoff."""
-        backoff = self.login_throttle.failed(name, connection.ip)
-        log.info("failed login for {name!r} from {ip}{backoff}", name=name, ip=connection.ip,
-                 backoff=f"; backoff {backoff:g} s" if backoff else "")
-
-    def login_succeeded(self, connection, name):
-        self.login_throttle.succeeded(name, connection.ip)
-
-    def join_request_states(self, name):
-        return self.moderation.join_request_states(name)
-
-    def run_command(self, session, line):
-        return self.moderation.run_command(session, line)
-
-    def my_requests(self, session):
-        return self.moderation.my_requests(session)

@@ -287,7 +287,7 @@ def login(server, name, password=PASSWORD, register_first=True):
 def login_admin(server, name):
     """Register `name`, give it the admin role, and log it in."""
     yield register(server, name)
-    yield server.make_admin(name)
+    yield server.accounts.set_role(name, "admin")
     client = yield login(server, name, register_first=False)
     return client
 

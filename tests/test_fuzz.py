@@ -84,8 +84,9 @@ raw_lines = st.one_of(
     json_values.map(as_line).map(lambda b: b[:-1] if len(b) > 1 else b),   # cut short
     deep_nesting,
 )
-field_names = st.sampled_from(["user", "channel", "other_user", "text", "password", "email",
-                               "before", "limit", "ref", "status", "colour"])
+# Every declared field, the two every request may carry, and one no action has.
+field_names = st.sampled_from(sorted({f.name for a in ACTIONS.values() for f in a.fields}
+                                     | {"user", "ref", "colour"}))
 
 
 @st.composite

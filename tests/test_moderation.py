@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from twisted.internet import defer, endpoints, protocol, task
 from twisted.internet import reactor
 
-from chatd.moderation import COMMANDS, MANHOLE
+from chatd.moderation import MANHOLE
+from chatd.registry import ADMIN, COMMANDS
 from chatd.server import ChatServer, ServerConfig
 import support
 from support import (PASSWORD, connect, error, login, login_admin, look_at, ok, register,
@@ -81,7 +82,7 @@ def test_join_request_life_cycle(server):
     assert ok((yield command(alice, "requests")))["requests"] == []
 
     yield register(server, "dave")
-    yield server.make_admin("dave")
+    yield server.accounts.set_role("dave", "admin")
     dave = yield login(server, "dave", register_first=False)
     assert ok((yield dave.request({"join": "secret"})))["status"] == "joined"
 
@@ -176,7 +177,7 @@ def test_non_admins_get_an_error_for_every_admin_command_and_nothing_happens(ser
     alice = yield login_admin(server, "alice")
     bob = yield login(server, "bob")
     yield bob.request({"join": "general"})
-    admin_only = sorted(name for name, c in COMMANDS.items() if c.admin_only)
+    admin_only = sorted(name for name, c in COMMANDS.items() if c.access == ADMIN)
     assert admin_only == sorted(SAMPLE_ARGUMENTS)
     for name in admin_only:
         reply = yield command(bob, f"{name} {SAMPLE_ARGUMENTS[name]}".strip())
@@ -185,9 +186,9 @@ def test_non_admins_get_an_error_for_every_admin_command_and_nothing_happens(ser
     assert help_text["commands"] == ["help"]
     assert "admins" in help_text["result"]
     ok((yield alice.request({"list_users": ""})))          # alice is still connected
-    assert server.moderation.bans == {}
+    assert server.moderation.ban_list.active == {}
     assert (yield audit_rows(server)) == []
-    assert server.hub.roles["bob"] == "user" and "general" in server.hub.channels
+    assert server.accounts.role_of("bob") == "user" and "general" in server.hub.channels
     assert "There is no command 'dance'" in error((yield command(bob, "dance")))
 
 
@@ -210,7 +211,7 @@ def test_admins_make_admins_and_cannot_demote_kick_or_ban_themselves(server):
     rows = yield server.store.query("SELECT name, role FROM users ORDER BY name")
     assert [tuple(r) for r in rows] == [("alice", "user"), ("carol", "admin")]
     assert "Usage: ban NAME|IP|CIDR" in error((yield command(carol, "ban")))
-    assert "not a duration" in error((yield server.moderation.ban(MANHOLE, "alice", "soon")
+    assert "not a duration" in error((yield server.moderation.ban(MANHOLE, "alice", "soon", "")
                                       .addErrback(lambda f: {"error": f.getErrorMessage()})))
 
 
@@ -297,7 +298,7 @@ def test_ban_by_ip_and_range_from_another_address(database):
     try:
         for name in ("alice", "bob", "carol"):
             yield register(server, name)
-        yield server.make_admin("alice")
+        yield server.accounts.set_role("alice", "admin")
         alice = yield login_from(server, "alice", "::1")
         bob = yield login_from(server, "bob", "127.0.0.1")
         stranger = yield connect_from(server, "127.0.0.1")       # not logged in
@@ -375,6 +376,7 @@ def test_ban_expiry_runs_on_the_hub_clock(sqlite_database):
     yield server.store.start()
     try:
         yield server.store.create_user("bob", "bob@example.org", "x", "user")
+        yield server.accounts.load()
         yield server.hub.load()
         yield server.moderation.load()
         yield server.moderation.ban(MANHOLE, "bob", "30m", "flood")
@@ -383,7 +385,7 @@ def test_ban_expiry_runs_on_the_hub_clock(sqlite_database):
         assert not server.hub.can_receive_private("bob")
         clock.advance(1)
         assert server.hub.can_receive_private("bob")
-        assert server.moderation.list_bans()["bans"] == []
+        assert server.moderation.bans(MANHOLE)["bans"] == []
     finally:
         yield server.store.stop()
 
@@ -456,3 +458,50 @@ def test_message_log_by_user_and_channel_with_range_and_limit(server):
                                      ("alice", "log", "bob"), ("alice", "log", "bob"),
                                      ("alice", "log", "#general")]
     assert rows[1][4] == "1970-01-01 00:00:00.000 to 9999-12-31 00:00:00.000, limit 2"
+
+
+@defer.inlineCallbacks
+def test_message_log_until_the_end_of_the_calendar_and_with_offsets(server):
+    """Regressions: 'until 9999-12-31' overflowed; '+02:00' offsets were dropped, not converted."""
+    alice = yield login_admin(server, "alice")
+    ok((yield alice.request({"join": "general"})))
+    ok((yield alice.request({"channel_message": "late", "channel": "general"})))
+    found = ok((yield command(alice, "log channel general until 9999-12-31")))
+    assert [m["channel_message"] for m in found["messages"]] == ["late"]
+    now = datetime.now(timezone.utc)
+    # 'since' one minute ago written in UTC+02:00: the message is inside the range...
+    since = (now - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
+    found = ok((yield command(alice, f"log channel general since {since.isoformat()}")))
+    assert [m["channel_message"] for m in found["messages"]] == ["late"]
+    # ...and 'until' one minute ago in UTC-05:00 leaves it out (read naively, it would not).
+    until = (now - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=-5)))
+    found = ok((yield alice.request({"log": "", "channel": "general",
+                                     "until": until.isoformat()})))
+    assert found["messages"] == []
+
+
+def test_parse_time_converts_offsets_to_utc_and_clamps_the_calendar():
+    from chatd.moderation.common import parse_time
+    assert parse_time("2026-11-24T13:20+02:00") == datetime(2026, 11, 24, 11, 20)
+    assert parse_time("2026-11-24T13:20Z") == datetime(2026, 11, 24, 13, 20)
+    assert parse_time("2026-11-24", end_of_day=True) == datetime(2026, 11, 25)
+    assert parse_time("9999-12-31", end_of_day=True) == datetime.max
+    assert parse_time("0001-01-01T00:00+01:00") == datetime.min
+
+
+@defer.inlineCallbacks
+def test_creating_or_deleting_the_same_channel_twice_at_once(server):
+    """Regressions: the second create ended in an IntegrityError, the second delete in KeyError."""
+    alice = yield login_admin(server, "alice")
+    root = yield login_admin(server, "root")
+    first, second = yield defer.gatherResults([
+        command(alice, "create twice"), command(root, "create twice")])
+    replies = sorted([first, second], key=lambda r: "error" in r)
+    assert ok(replies[0])["result"] == "Created the public channel #twice."
+    assert error(replies[1]) == "#twice already exists."
+    first, second = yield defer.gatherResults([
+        command(alice, "delete twice"), command(root, "delete twice")])
+    replies = sorted([first, second], key=lambda r: "error" in r)
+    assert ok(replies[0])["result"] == "Deleted #twice; its messages stay in the log."
+    assert "There is no channel named 'twice'" in error(replies[1])
+    assert "twice" not in server.hub.channels

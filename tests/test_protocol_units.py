@@ -31,8 +31,8 @@ def feed(protocol, transport, raw):
 
 def test_every_action_has_a_handler(connection):
     protocol, _ = connection
-    for action, handler in ACTIONS.items():
-        assert callable(getattr(protocol, "do_" + handler)), action
+    for key, action in ACTIONS.items():
+        assert action.command is not None or callable(getattr(protocol, action.handler_name)), key
 
 
 def test_lines_split_across_packets_and_crlf(connection):

@@ -56,6 +56,22 @@ AS_ALICE = {
     "presence": {"presence": "online", "channel": "general"},
     "command": {"command": "help"},
     "my_requests": {"my_requests": ""},
+    # The structured admin commands (bob is no admin; the claim is refused first).
+    "admin": {"admin": "bob"},
+    "unadmin": {"unadmin": "alice"},
+    "create_channel": {"create_channel": "x", "private": True},
+    "delete_channel": {"delete_channel": "general"},
+    "requests": {"requests": ""},
+    "accept": {"accept": "bob", "channel": "general"},
+    "reject": {"reject": "bob", "channel": "general"},
+    "remove": {"remove": "bob", "channel": "general"},
+    "kick": {"kick": "carol", "reason": "r"},
+    "ban": {"ban": "carol", "duration": "1h", "reason": "r"},
+    "unban": {"unban": "carol"},
+    "bans": {"bans": ""},
+    "users": {"users": ""},
+    "log": {"log": "", "sender": "carol"},
+    "audit": {"audit": "", "limit": 5},
 }
 
 
@@ -77,7 +93,7 @@ def test_no_action_can_be_done_as_someone_else(server):
         for claim in ("alice", "ALICE"):
             refused = yield client.request(dict(request, user=claim))
             assert f"cannot speak as {claim!r}" in error(refused), (action, refused)
-    assert "eve" not in server.hub.accounts
+    assert "eve" not in server.accounts.names
     assert server.hub.sessions["bob"].connection.transport.getPeer().port == \
         bob.transport.getHost().port
     assert "bob" in server.hub.channels["general"].members     # no leave happened
@@ -303,5 +319,5 @@ def test_a_ban_too_long_for_the_calendar_is_a_clear_error(server):
     yield register(server, "bob")
     refused = yield admin.request({"command": "ban bob 99999999999w"})
     assert "not a duration" in error(refused) and "Something went wrong" not in refused["error"]
-    assert server.moderation.bans == {}
+    assert server.moderation.ban_list.active == {}
     ok((yield admin.request({"command": "ban bob 520w"})))

@@ -83,7 +83,7 @@ def test_a_client_trusting_another_certificate_fails_verification(tls_server, ce
     _, other_cert = make_self_signed_cert(tmp_path / "other", hostname="localhost")
     yield expect_failed_handshake((yield connect_tls(tls_server, other_cert)))
     yield expect_failed_handshake((yield connect_tls(tls_server, None)))    # platform roots
-    assert "mallory" not in tls_server.hub.accounts
+    assert "mallory" not in tls_server.accounts.names
     # Clients that verify are unaffected.
     good = yield connect_tls(tls_server, certificate[1])
     ok((yield good.request({"register": "alice", "password": PASSWORD,
@@ -97,4 +97,4 @@ def test_a_client_expecting_another_host_name_fails_verification(tls_server, cer
     yield client.closed
     assert client.lost_reason.check(VerificationError), client.lost_reason
     assert not client.inbox
-    assert "mallory" not in tls_server.hub.accounts
+    assert "mallory" not in tls_server.accounts.names

@@ -50,7 +50,9 @@ def test_join_request_is_accepted_live_through_the_admin_panel(qtbot, logged_in_
     with qtbot.waitSignal(bob.model.historyLoaded, timeout=PATIENCE,
                           check_params_cb=lambda conversation: conversation == SECRET):
         qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
-    assert bob.chat_page.conversation.title.text() == "# secret"
+    header = bob.chat_page.conversation
+    assert header.title.text() == "secret" and header.symbol_kind == "lock", "a lock, not '#'"
+    assert header.symbol.isVisible()
 
 
 def test_a_rejected_request_says_so_and_can_be_asked_again(qtbot, logged_in_window):
@@ -158,3 +160,25 @@ def test_a_member_removed_by_an_admin_is_told_and_loses_the_channel(qtbot, logge
     qtbot.waitUntil(lambda: bob.chat_page.sidebar.item_for(("open", lobby)) is None,
                     timeout=PATIENCE)
     assert "alice removed you from #lobby." in bob.chat_page.conversation.view.notes
+
+
+def test_a_permanent_ban_whose_reason_starts_like_a_duration_stays_permanent(
+        qtbot, logged_in_window, chat_server):
+    """Regression: the dialog built 'ban bob 3d of spam', which the server read as 3 days."""
+    alice, bob = logged_in_window("alice"), logged_in_window("bob")
+    join_general(qtbot, alice)
+    join_general(qtbot, bob)
+    with qtbot.waitSignal(bob.model.banned, timeout=PATIENCE) as banned:
+        kick_or_ban(qtbot, alice, "bob", "Ban", "3d of spam", duration="Permanently")
+    assert banned.args[0] == "You are banned permanently. Reason: 3d of spam."
+    ban = chat_server.moderation.ban_list.name_ban("bob")
+    assert ban.expires_at is None and ban.reason == "3d of spam"
+
+
+def test_a_kick_reason_is_sent_as_a_field(qtbot, logged_in_window, chat_server):
+    alice, bob = logged_in_window("alice"), logged_in_window("bob")
+    join_general(qtbot, alice)
+    join_general(qtbot, bob)
+    with qtbot.waitSignal(bob.model.kicked, timeout=PATIENCE) as kicked:
+        kick_or_ban(qtbot, alice, "bob", "Kick", "2h  of  noise")
+    assert kicked.args[0] == "You were kicked by alice: 2h  of  noise You may log in again."
