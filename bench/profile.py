@@ -52,25 +52,33 @@ class PySpyProfiler:
 
 # Where the reactor thread's time goes, by what it is doing: a sample counts for
 # the first of these found from the innermost frame outwards, so the parts add
-# up to 100%. (function, file) pairs; the file is the path's tail.
+# up to 100%. (function, file) pairs; the file is the path's tail, "*" any function.
 PARTS = [
     ("epoll register (startWriting)", [("startWriting", "twisted/internet/abstract.py")]),
     ("epoll unregister (stopWriting)", [("stopWriting", "twisted/internet/abstract.py")]),
     ("send (writeSomeData)", [("writeSomeData", "twisted/internet/tcp.py")]),
     ("rest of doWrite (its buffer)", [("doWrite", "twisted/internet/abstract.py")]),
-    ("JSON encoding", [("encode", "chatd/fanout.py"), ("encode", "chatd/bus.py"),
-                       ("dumps", "json/__init__.py")]),
+    ("JSON encoding", [("encode", "chatd/bus.py"), ("dumps", "json/__init__.py")]),
     ("transport.write (queue, checks)", [("write", "twisted/internet/abstract.py")]),
     ("write_line (output limit check)", [("write_line", "chatd/protocol.py"),
                                          ("unsent_bytes", "chatd/limits.py")]),
-    ("fan-out loop (publish)", [("publish", "chatd/fanout.py"), ("publish", "chatd/bus.py")]),
-    ("channel_message (unread loop, store)", [("channel_message", "chatd/hub.py")]),
+    ("Session.deliver (message or unread)", [("deliver", "chatd/hub.py")]),
+    ("fan-out loop (bus publish)", [("publish", "chatd/bus.py")]),
+    ("channel_message (checks, store)", [("channel_message", "chatd/hub.py")]),
     ("presence (heartbeats)", [("heartbeat", "chatd/presence.py")]),
     ("message log (SQL batches)", [("flush", "chatd/store.py"), ("_write", "chatd/store.py"),
                                    ("_written", "chatd/store.py")]),
     ("reading requests (recv, parse, dispatch)", [("doRead", "twisted/internet/tcp.py")]),
-    ("reactor loop (epoll_wait, timers)", [("doIteration", "twisted/internet/epollreactor.py"),
-                                           ("runUntilCurrent", "twisted/internet/base.py")]),
+    # Once per socket event, around each doRead and doWrite: the log context.
+    ("reactor: epoll_wait, per-event dispatch", [
+        ("doPoll", "twisted/internet/epollreactor.py"),
+        ("_doReadOrWrite", "twisted/internet/posixbase.py"),
+        ("callWithLogger", "twisted/python/log.py"),
+        ("callWithContext", "twisted/python/log.py"),
+        ("*", "twisted/python/context.py"),
+        ("logPrefix", "twisted/internet/tcp.py"),
+        ("mainLoop", "twisted/internet/base.py"),
+        ("runUntilCurrent", "twisted/internet/base.py")]),
 ]
 
 
@@ -107,8 +115,9 @@ def part_of(frames):
     """The PARTS name of a stack (outermost frame first), or 'other'."""
     for frame in reversed(frames):
         name, _, where = frame.partition(" (")
+        name = name.rpartition(".")[2]      # py-spy names methods Class.method
         for part, functions in PARTS:
-            if any(name == function and where.rstrip(")").endswith(file)
+            if any(function in (name, "*") and where.rstrip(")").endswith(file)
                    for function, file in functions):
                 return part
     return "other"

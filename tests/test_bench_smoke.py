@@ -313,15 +313,17 @@ def test_profile_parts_count_each_sample_once_by_its_innermost_part(tmp_path):
     from bench.profile import summarize
     twisted = "/usr/lib/python3.11/site-packages/twisted/internet"
     hub = f"{REPO}/chatd/hub.py"
-    relay = [f"channel_message ({hub}:215)", f"publish ({REPO}/chatd/fanout.py:40)",
-             f"write_line ({REPO}/chatd/protocol.py:133)", f"write ({twisted}/abstract.py:394)"]
+    relay = [f"Hub.channel_message ({hub}:215)", f"LocalBus.publish ({REPO}/chatd/bus.py:92)",
+             f"ChatProtocol.write_line ({REPO}/chatd/protocol.py:133)",
+             f"FileDescriptor.write ({twisted}/abstract.py:394)"]
     raw = tmp_path / "profile.txt"
     raw.write_text("\n".join([
         "thread (1): MainThread;" + ";".join(
-            relay + [f"startWriting ({twisted}/abstract.py:486)"]) + " 3",
+            relay + [f"FileDescriptor.startWriting ({twisted}/abstract.py:486)"]) + " 3",
         "thread (1): MainThread;" + ";".join(relay) + " 1",
         "thread (1): MainThread;"
-        f"doWrite ({twisted}/abstract.py:271);writeSomeData ({twisted}/tcp.py:293) 4",
+        f"FileDescriptor.doWrite ({twisted}/abstract.py:271);"
+        f"Connection.writeSomeData ({twisted}/tcp.py:293);untilConcludes (util.py:9) 4",
         "thread (2): PoolThread-twisted.internet.reactor-0;"
         f"flush ({REPO}/chatd/store.py:200) 50",
     ]) + "\n")
@@ -330,4 +332,4 @@ def test_profile_parts_count_each_sample_once_by_its_innermost_part(tmp_path):
     assert summary["profile_parts_pct"] == {"send (writeSomeData)": 50.0,
                                             "epoll register (startWriting)": 37.5,
                                             "transport.write (queue, checks)": 12.5}
-    assert summary["profile_inclusive_pct"]["channel_message (chatd/hub.py)"] == 50.0
+    assert summary["profile_inclusive_pct"]["Hub.channel_message (chatd/hub.py)"] == 50.0
