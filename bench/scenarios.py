@@ -247,8 +247,8 @@ class Run:
         lapses = {}
         for client in self.clients:
             for name, at in client.offline_seen.items():
-                if name in ready and at > ready[name] and at < lapses.get(name, at + 1):
-                    lapses[name] = at
+                if name in ready and at > ready[name]:
+                    lapses[name] = min(at, lapses.get(name, at))
         return lapses
 
     def when(self, monotonic):

@@ -44,6 +44,9 @@ def test_every_scenario_ran_on_every_server(smoke_results):
             assert "setup_failures" not in figures, (name, server, figures)
             assert "server_errors" not in figures, (name, server, figures)
             assert "server_crashed" not in figures, (name, server, figures)
+            for dropped in ("clients_closed_by_server", "slow_readers_dropped",
+                            "presence_lapses"):
+                assert dropped not in figures, (name, server, figures)
 
 
 def test_every_message_sent_was_delivered(smoke_results):
