@@ -59,8 +59,8 @@ class Accounts:
         for folded, given in sorted(self.pending_admins.items()):
             name = self.names.get(folded)
             if name is None:
-                log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                         name=given)
+                log.warn("--admin {name}: no such account yet; whoever registers {name} first"
+                         " becomes admin. Register it now (or drop the option).", name=given)
             elif self.roles[name] != ADMIN:
                 yield self.set_role(name, ADMIN)
 
