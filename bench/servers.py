@@ -120,7 +120,7 @@ class ChatdTarget:
     client_class = ChatdClient
     echoes_sender = True
     profiler = None
-    slow_reader_log = "bytes of output not read"   # in chatd's warning when it drops one
+    slow_reader_log = "(--max-output-buffer "      # in each of chatd's slow-reader drops
     limits_lifted = ["--bcrypt-rounds 4 (the bench logs in thousands of users)",
                      "flood control, connections per IP and login backoff (all bench "
                      "clients come from 127.0.0.1 and send as fast as they can)"]
