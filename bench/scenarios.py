@@ -11,8 +11,9 @@ import random
 import re
 import resource
 import time
+from collections import deque
 
-from bench.clients import (Deliveries, Heartbeat, close_all, latency_summary, marked_text,
+from bench.clients import (Acks, Deliveries, Heartbeat, close_all, latency_summary, marked_text,
                            open_sessions)
 
 FANOUT_CHANNEL = "bench"
@@ -53,6 +54,23 @@ async def send_paced(senders, send, rate, duration, window=None, probe=None):
             sent += 1
         await asyncio.sleep(0.002)
     return sent, time.monotonic() - start
+
+
+def measure_acks(senders):
+    """Time send -> reply for what `senders` send from now on (chatd only: IRC has no reply)."""
+    acks = Acks()
+    for client in senders:
+        if hasattr(client, "acks"):
+            client.acks, client.unacked = acks, deque()
+    return acks
+
+
+def ack_figures(prefix, acks):
+    summary = acks.summary()
+    if not summary["count"]:
+        return {}
+    return {f"{prefix}_acks": summary["count"], f"{prefix}_ack_p50_ms": summary["p50_ms"],
+            f"{prefix}_ack_p99_ms": summary["p99_ms"], f"{prefix}_ack_max_ms": summary["max_ms"]}
 
 
 async def wait_for_deliveries(deliveries, expected, quiet_timeout=5.0, limit=60.0):
@@ -297,11 +315,13 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         await run.load_starts()
         since = time.monotonic_ns()
         cpu_done = run.cpu_meter("steady", steady)
+        acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(clients[:senders], send, rate, duration)
         await wait_for_deliveries(steady, sent * recipients)
         cpu_done()
         run.figures.update(phase_figures("steady", steady, sent, recipients, elapsed, since))
         run.receivers_short("steady", clients, sent)
+        run.figures.update(ack_figures("steady", acks))
         if check_log:
             logged_at, missing = await wait_for_log(target, tag, sent)
             run.figures["steady_logged"] = sent - len(missing)
@@ -314,6 +334,7 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         max_tag = new_tag("F")
         since = time.monotonic_ns()
         cpu_done = run.cpu_meter("max", saturated)
+        acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(
             clients[:senders],
             lambda client, sequence: client.send_channel_message(
@@ -323,6 +344,7 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         cpu_done()
         run.figures.update(phase_figures("max", saturated, sent, recipients, elapsed, since))
         run.receivers_short("max", clients, sent)
+        run.figures.update(ack_figures("max", acks))
         run.server_errors()
     return run.figures
 
@@ -496,6 +518,7 @@ async def log_throughput(target, senders, viewers, duration, window):
         await run.load_starts()
         started = time.monotonic()
         cpu_done = run.cpu_meter("relay", deliveries)
+        acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(clients[:senders], send, None, duration,
                                          window=window, probe=clients[-1])
         relayed_at = await wait_for_deliveries(deliveries, sent * recipients)
@@ -512,5 +535,6 @@ async def log_throughput(target, senders, viewers, duration, window):
             "deliveries": len(deliveries),
         })
         run.receivers_short("", clients, sent)
+        run.figures.update(ack_figures("relay", acks))
         run.server_errors()
     return run.figures

@@ -205,9 +205,7 @@ def bench_users(tmp_path_factory):
 
 def chatd(workdir, *options):
     from bench.servers import ChatdTarget
-    target = ChatdTarget("sqlite", workdir)
-    target.lifted_options = [*ChatdTarget.lifted_options, *options]
-    return target
+    return ChatdTarget("sqlite", workdir, options)
 
 
 def test_heartbeats_start_at_login_and_a_lapse_is_reported(bench_users):
