@@ -108,7 +108,10 @@ class Session:
         """Say why and close this session's connection; `keep` names a session spared
         (the newest login, which closes the older ones of the same user)."""
         if self.id != keep:
-            self.connection.disconnect(kind, reason)
+            if self.connection.login_pending:   # its login reply goes out first
+                self.connection.close_after_login = (kind, reason)
+            else:
+                self.connection.disconnect(kind, reason)
             self.hub.end_session(self)
 
     def control_role(self, role):

@@ -95,6 +95,8 @@ class ChatProtocol(Protocol):
         self._anonymous_since = None
         self._replies = deque()     # [payload, settled] in request order
         self._held = None           # a request waiting for the messages sent before it
+        self.login_pending = False  # logged in, the login reply not yet written
+        self.close_after_login = None   # (kind, reason) of a close asked for meanwhile
 
     # -- connection --------------------------------------------------------
 
@@ -486,16 +488,23 @@ class ChatProtocol(Protocol):
                                                                   self._start_session)
         reply = {"user": session.name, "role": session.role,
                  "channels": self.hub.channels_of(session.name)}
+        self.login_pending = True
         try:
             conversations = yield self.server.conversations.summaries(session)
         except Exception as e:
             if not self.server.store.is_unavailable(Failure(e)):
                 raise
-            return reply    # logged in all the same; list_conversations can be asked later
-        for c in conversations:
-            if "channel" in c:
-                session.unread[c["channel"]] = c["unread"]
-        reply["conversations"] = conversations
+            conversations = None    # logged in all the same; list_conversations later
+        finally:
+            self.login_pending = False
+            if self.close_after_login is not None:
+                # Closed (a newer login) while the counts were read: the reply, then goodbye.
+                self.clock.callLater(0, self.disconnect, *self.close_after_login)
+        if conversations is not None:
+            for c in conversations:
+                if "channel" in c:
+                    session.unread[c["channel"]] = c["unread"]
+            reply["conversations"] = conversations
         return reply
 
     def _start_session(self, name):

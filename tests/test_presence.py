@@ -135,6 +135,8 @@ def test_private_conversation_shows_the_other_persons_status(server):
 class RecordingConnection:
     """Collects what the hub writes to one session: the unit under test is the hub."""
 
+    login_pending = False   # as a ChatProtocol whose login reply is written
+
     def __init__(self):
         self.lines = []
 

@@ -51,7 +51,7 @@ def test_deleting_shows_message_deleted_in_place_and_admins_may_delete_any(
     join_general(qtbot, bob)
     send(qtbot, bob, "oops, wrong channel")
     send(qtbot, bob, "buy cheap pills")
-    qtbot.waitUntil(lambda: len(shown(alice)) == 2, timeout=PATIENCE)
+    qtbot.waitUntil(lambda: len(shown(alice)) == len(shown(bob)) == 2, timeout=PATIENCE)
     bob_view, alice_view = (w.chat_page.conversation.view for w in (bob, alice))
     (_, _), (label, delete) = bob_view.context_actions(shown(bob)[0])
     assert label == "Delete message"
