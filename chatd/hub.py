@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from chatd.auth import ChatError, check_channel_name
 from chatd.fanout import LocalFanout, encode
 from chatd.presence import OFFLINE, Presence, channel_topic
-from chatd.rules import message_problem
+from chatd.rules import channel_key, message_problem
 
 log = Logger()
 
@@ -93,10 +93,12 @@ class Hub:
         session = self.sessions.get(name)
         return OFFLINE if session is None else session.status
 
-    def directory(self):
-        """Everyone one can write to privately: every account (bans filtered by moderation)."""
-        return [{"user": name, "status": self.status_of(name)}
-                for name in self.accounts.all_names() if self.can_receive_private(name)]
+    def directory(self, after=""):
+        """Everyone one can write to privately (bans filtered by moderation), in order, from
+        the first name whose folded form sorts after `after`: (cursor, entry) pairs."""
+        return ((key, {"user": name, "status": self.status_of(name)})
+                for key, name in self.accounts.names_after(after)
+                if self.can_receive_private(name))
 
     def can_receive_private(self, name):
         """Banned users are out of the directory and get no private messages."""
@@ -136,7 +138,7 @@ class Hub:
     # -- channels ----------------------------------------------------------
 
     def channel(self, name):
-        channel = self.channels.get(name.lower()) if isinstance(name, str) else None
+        channel = self.channels.get(channel_key(name))
         if channel is None:
             raise ChatError(f"There is no channel named {name!r}. "
                             "Use list_channels to see the channels.")

@@ -110,6 +110,20 @@ OPTIONS = (
            help="bcrypt cost factor for new passwords."),
     Option("bcrypt-concurrency", int, 2, metavar="N", at_least=1,
            help="bcrypt computations allowed to run at once."),
+    Option("bcrypt-queue", int, 16, metavar="N", at_least=1,
+           help="bcrypt computations allowed to wait for a free slot; past it a login or"
+                " registration is told the server is busy (the logins of accounts from an"
+                " address they logged in from before go first)."),
+    Option("registrations-per-hour", int, 10, metavar="N", at_least=1,
+           help="Accounts that one address (an IPv4 address, or an IPv6 /64) may create"
+                " in any hour."),
+    Option("known-logins", int, 100000, metavar="N", at_least=1,
+           help="(account, address) pairs of successful logins remembered, in memory, to"
+                " put those logins first and exempt them from the account's failed-login"
+                " backoff; the oldest are forgotten past it."),
+    Option("max-reply", int, 65536, metavar="BYTES", at_least=4096,
+           help="Largest reply to one request: history pages hold fewer messages, and the"
+                " user and channel lists are paged, to stay under it."),
     Option("max-line", int, 16384, metavar="BYTES", at_least=256,
            help="Longest accepted protocol line, in bytes."),
     Option("max-message", int, rules.MAX_MESSAGE, metavar="CHARS", at_least=1,

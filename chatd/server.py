@@ -12,10 +12,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.accounts import Accounts
+from chatd.admission import AddressAwareThrottle, KnownLogins, RegistrationLimit
 from chatd.auth import PasswordHasher
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
-from chatd.limits import LoginThrottle
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
 from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
@@ -80,11 +80,17 @@ class ChatServer(service.Service):
                            spool_path=config.spool_file or engine.default_spool_path(),
                            spool_memory=config.spool_memory)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
-                                     concurrency=config.bcrypt_concurrency)
-        self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
-                                            cap=config.login_backoff_max)
+                                     concurrency=config.bcrypt_concurrency,
+                                     queue_limit=config.bcrypt_queue)
+        self.known_logins = KnownLogins(config.known_logins)
+        self.login_throttle = AddressAwareThrottle(reactor, threshold=config.login_failures,
+                                                   cap=config.login_backoff_max,
+                                                   known=self.known_logins)
         self.accounts = Accounts(self.store, self.hasher, self.login_throttle,
-                                 admins=config.admins)
+                                 admins=config.admins,
+                                 registrations=RegistrationLimit(
+                                     reactor, config.registrations_per_hour),
+                                 known=self.known_logins)
         self.hub = Hub(self.store, self.accounts, clock=reactor,
                        max_message=config.max_message, presence_timeout=config.presence_timeout)
         self.moderation = self.hub.moderation = Moderation(self)

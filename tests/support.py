@@ -84,6 +84,8 @@ LIMITS_LIFTED = dict(flood_burst=10**6, flood_rate=10**6, login_failures=10**6,
 def start_server(database, listen="tcp:0:interface=127.0.0.1", **overrides):
     """Start a ChatServer on the test reactor and wait until it listens."""
     overrides.setdefault("bcrypt_rounds", 4)
+    # Tests register many accounts from 127.0.0.1; test_admission.py tests the limit.
+    overrides.setdefault("registrations_per_hour", 10**4)
     config = ServerConfig(listen=listen, database=database, **overrides)
     server = ChatServer(config)
     server.startService()
@@ -173,7 +175,7 @@ class TestClient(LineReceiver):
     @defer.inlineCallbacks
     def barrier(self):
         """Once this returns, every line the server wrote to us earlier is in the inbox."""
-        yield self.request({"list_channels": ""})
+        yield self.request({"my_requests": ""})
 
     def take(self, predicate):
         """Remove and return every message in the inbox matching `predicate`."""

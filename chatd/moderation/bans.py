@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from chatd.auth import ChatError
 from chatd.moderation.addresses import in_network, network_label, parse_network
 from chatd.moderation.common import check_reason, human_time, outcome, parse_duration
+from chatd.rules import fold
 from chatd.store import parse_db_time, utcnow, wire_time
 
 log = Logger()
@@ -34,7 +35,7 @@ class Ban:
                    None if expires_at is None else parse_db_time(expires_at))
 
     def matches_name(self, name):
-        return self.kind == "name" and self.target.casefold() == name.casefold()
+        return self.kind == "name" and fold(self.target) == fold(name)
 
     def matches_ip(self, ip):
         return self.kind == "ip" and in_network(ip, self.network)

@@ -8,6 +8,7 @@ from twisted.internet import defer
 
 from chatd.auth import ChatError
 from chatd.moderation.common import human_time, outcome
+from chatd.rules import fold
 from chatd.store import parse_db_time, utcnow, wire_time
 
 
@@ -35,17 +36,17 @@ class JoinRequests:
         self.hub = hub
         self.store = store
         self.audit = audit
-        self.latest = {}        # casefolded user name -> {channel name: latest JoinRequest}
+        self.latest = {}        # folded user name -> {channel name: latest JoinRequest}
 
     @defer.inlineCallbacks
     def load(self):
         for row in (yield self.store.latest_join_requests()):
             request = JoinRequest.from_row(row)
-            self.latest.setdefault(request.user.casefold(), {})[request.channel] = request
+            self.latest.setdefault(fold(request.user), {})[request.channel] = request
 
     def states(self, name):
         return {channel: request.status
-                for channel, request in self.latest.get(name.casefold(), {}).items()}
+                for channel, request in self.latest.get(fold(name), {}).items()}
 
     @defer.inlineCallbacks
     def of(self, name):
@@ -62,7 +63,7 @@ class JoinRequests:
             yield self.store.add_member(channel.id, session.name)
             channel.members.add(session.name)
             return {"channel": channel.name, "status": "joined"}
-        mine = self.latest.setdefault(session.name.casefold(), {})
+        mine = self.latest.setdefault(fold(session.name), {})
         current = mine.get(channel.name)
         if current is not None and current.status == "pending":
             return {"channel": channel.name, "status": "pending"}
@@ -91,7 +92,7 @@ class JoinRequests:
         """Accept or reject a pending request; the requester is told live if online."""
         channel = self.hub.channel(channel_name)
         name = self.hub.account_name(user)
-        request = self.latest.get(name.casefold(), {}).get(channel.name)
+        request = self.latest.get(fold(name), {}).get(channel.name)
         if request is None or request.status != "pending":
             raise ChatError(f"{name} has no pending request for #{channel.name}; "
                             "'requests' lists the pending ones.")
