@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from chatd.rules import fold
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -42,7 +44,7 @@ class ChatMessage:
         if "channel_message" in line:
             text, conversation = line["channel_message"], Conversation.channel(line["channel"])
         else:
-            other = line["other_user"] if line["user"] == me else line["user"]
+            other = line["other_user"] if fold(line["user"]) == fold(me) else line["user"]
             text, conversation = line["private_message"], Conversation.private(other)
         return cls(line["id"], parse_time(line["time"]), line["user"], text, conversation)
 

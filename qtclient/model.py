@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from PyQt6.QtCore import QEvent, QObject, pyqtSignal
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 
 from chatd import rules
 
@@ -21,6 +21,8 @@ from .protocol import ChatProtocol, ServerError
 DEFAULT_PORT = 7878
 HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
+TOO_FAST = "You are sending too fast; wait a moment."   # the server's flood refusal
+PAGE_RETRIES, PAGE_RETRY_DELAY = 30, 1.0    # a directory page refused for flooding: again after 1 s
 
 
 class State:
@@ -436,19 +438,45 @@ class ChatModel(QObject):
         return self._protocol.request(action, value, **fields).addErrback(failed)
 
     @defer.inlineCallbacks
+    def _every_page(self, action, key):
+        """Every entry of a paged list (list_users, list_channels), following `next`;
+        None if a page failed. A page refused for flooding is asked again a moment later:
+        a large directory takes more pages than the flood budget's burst."""
+        entries, cursor, refusals = [], None, 0
+        while True:
+            fields = {} if cursor is None else {"after": cursor}
+            try:
+                reply = yield self._protocol.request(action, **fields) \
+                    if self._protocol is not None and self.state == State.ONLINE else None
+            except ServerError as error:
+                if error.message != TOO_FAST or refusals >= PAGE_RETRIES:
+                    self.errorOccurred.emit(error.message)
+                    return None
+                refusals += 1
+                yield deferLater(self._reactor, PAGE_RETRY_DELAY, lambda: None)
+                continue
+            if reply is None:
+                self.errorOccurred.emit("Not connected to the server.")
+                return None
+            entries.extend(reply[key])
+            cursor = reply.get("next")
+            if cursor is None:
+                return entries
+
+    @defer.inlineCallbacks
     def refresh_channels(self):
-        reply = yield self._request("list_channels")
-        if reply is not None:
+        channels = yield self._every_page("list_channels", "channels")
+        if channels is not None:
             self.channels = [
                 ChannelInfo(c["name"], c["private"], c["member"], c.get("request"))
-                for c in reply["channels"]]
+                for c in channels]
             self.channelsChanged.emit(self.channels)
 
     @defer.inlineCallbacks
     def refresh_users(self):
-        reply = yield self._request("list_users")
-        if reply is not None:
-            self.users = [UserInfo(u["user"], u["status"]) for u in reply["users"]]
+        users = yield self._every_page("list_users", "users")
+        if users is not None:
+            self.users = [UserInfo(u["user"], u["status"]) for u in users]
             self.usersChanged.emit(self.users)
 
     @defer.inlineCallbacks

@@ -185,9 +185,12 @@ class TestClient(LineReceiver):
 
 
 @defer.inlineCallbacks
-def connect(server):
+def connect(server, source=None):
+    """A TestClient connected to `server`, from the loopback address `source` if given
+    (127.0.0.2, 127.0.0.3, ...: several addresses on one machine)."""
     from twisted.internet import reactor
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port,
+                                            bindAddress=None if source is None else (source, 0))
     client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
     return client
 
@@ -264,8 +267,8 @@ def connect_tls(server, trust_pem_path=None, hostname="localhost"):
 
 
 @defer.inlineCallbacks
-def register(server, name, password=PASSWORD):
-    client = yield connect(server)
+def register(server, name, password=PASSWORD, source=None):
+    client = yield connect(server, source)
     reply = yield client.request({"register": name, "password": password,
                                   "email": f"{name}@example.org"})
     assert reply.get("ok"), reply
@@ -274,11 +277,11 @@ def register(server, name, password=PASSWORD):
 
 
 @defer.inlineCallbacks
-def login(server, name, password=PASSWORD, register_first=True):
+def login(server, name, password=PASSWORD, register_first=True, source=None):
     """A connected client logged in as `name` (registered first unless told not to)."""
     if register_first:
-        yield register(server, name, password)
-    client = yield connect(server)
+        yield register(server, name, password, source)
+    client = yield connect(server, source)
     reply = yield client.request({"user:pwd": f"{name}:{password}", "user": name})
     assert reply.get("ok"), reply
     client.name = name
