@@ -327,7 +327,7 @@ class ChatProtocol(LineReceiver):
         budget, page, last = self._reply_budget(), [], None
         for cursor, entry in entries:
             size = len(encode(entry))
-            if len(page) == limit or size > budget:
+            if len(page) == limit or (page and size > budget):
                 return page, last
             page.append(entry)
             budget -= size
