@@ -58,6 +58,7 @@ class Accounts:
         # --admin names without an account yet: they become admin when registered.
         self.pending_admins = {fold(name): name for name in admins}
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
+        self.role_changes = []  # callables (name, role) told after a role changed
 
     @defer.inlineCallbacks
     def load(self):
@@ -67,8 +68,8 @@ class Accounts:
         for folded, given in sorted(self.pending_admins.items()):
             name = self.names.get(folded)
             if name is None:
-                log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                         name=given)
+                log.warn("--admin {name}: no such account yet; whoever registers {name} first"
+                         " becomes admin. Register it now (or drop the option).", name=given)
             elif self.roles[name] != ADMIN:
                 yield self.set_role(name, ADMIN)
 
@@ -112,6 +113,8 @@ class Accounts:
         registered = self.name_of(name)
         yield self.store.set_role(registered, role)
         self.roles[registered] = role
+        for changed in self.role_changes:
+            changed(registered, role)
         return role
 
     # -- register, log in, log out ---------------------------------------------------

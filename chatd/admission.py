@@ -1,7 +1,7 @@
 """Who may register, and whose login goes first: limits per address, kept in bounded memory.
 
-An "address" here is one IPv4 address, or one IPv6 /64 (what one customer of
-an ISP usually gets), so hopping through a /64 is still one address.
+An "address" here is chatd.addresses.address_group: one IPv4 address, or one
+IPv6 /64 (what one customer of an ISP usually gets).
 
 - RegistrationLimit: at most N accounts created per address in a sliding hour.
 - KnownLogins: the (account, address) pairs that logged in successfully, newest
@@ -12,28 +12,15 @@ an ISP usually gets), so hopping through a /64 is still one address.
 - AddressAwareThrottle: chatd.limits.LoginThrottle with that exception.
 """
 
-import ipaddress
 import math
 from collections import OrderedDict, deque
 
+from chatd.addresses import address_group
 from chatd.auth import ChatError
 from chatd.limits import LoginThrottle
 from chatd.rules import fold
 
 REGISTRATION_WINDOW = 3600.0    # seconds: --registrations-per-hour counts in this window
-
-
-def address_key(ip):
-    """'203.0.113.7' for IPv4 (an IPv4-mapped IPv6 address too), '2001:db8:1:2::/64' for IPv6."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except (TypeError, ValueError):
-        return str(ip)
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 class RegistrationLimit:
@@ -48,7 +35,7 @@ class RegistrationLimit:
         """Count one registration from `ip`, or raise ChatError if it is over the limit."""
         now = self.clock.seconds()
         self._forget_before(now - REGISTRATION_WINDOW)
-        key = address_key(ip)
+        key = address_group(ip)
         times = self._times.setdefault(key, deque())
         if len(times) >= self.per_hour:
             wait = math.ceil((times[0] + REGISTRATION_WINDOW - now) / 60)
@@ -58,7 +45,7 @@ class RegistrationLimit:
 
     def give_back(self, ip):
         """Uncount the latest registration from `ip` (it did not happen)."""
-        times = self._times.get(address_key(ip))
+        times = self._times.get(address_group(ip))
         if times:
             times.pop()
 
@@ -80,7 +67,7 @@ class KnownLogins:
 
     @staticmethod
     def _pair(name, ip):
-        return fold(name), address_key(ip)
+        return fold(name), address_group(ip)
 
     def __contains__(self, name_and_ip):
         return self._pair(*name_and_ip) in self._pairs

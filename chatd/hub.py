@@ -1,37 +1,53 @@
 """The running server's shared state: sessions, the name -> IP dictionary,
-channels and their members, and message delivery.
+channels and their members; every delivery goes through the bus (chatd/bus.py).
 
 Protocol instances hold no shared state; they call the hub. The hub keeps the
 account directory and channel membership in memory (loaded at start, written
 through to SQL), so nothing on the message path waits for the database.
 """
 
-from collections import Counter, defaultdict
+import ipaddress
+import uuid
+from collections import defaultdict
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatd.addresses import in_network
 from chatd.auth import ChatError, check_channel_name
-from chatd.fanout import LocalFanout, encode
-from chatd.presence import OFFLINE, Presence, channel_topic
-from chatd.rules import channel_key, message_problem
+from chatd.bus import (
+    ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, user_topic,
+)
+from chatd.presence import OFFLINE, Presence
+from chatd.rules import channel_key, is_blank, message_problem
 
 log = Logger()
 
 
 class Session:
-    """One logged-in user on one connection."""
+    """One logged-in user on one connection, and the bus subscriber for it.
 
-    def __init__(self, name, ip, connection, accounts):
+    It listens to ("user", name), ("members", channel) for each of its
+    channels, ("admins",) while an admin, and (through presence) the place it
+    looks at. What arrives on a members topic is shown if the session looks at
+    that channel, else counted as unread: the decision is made here, per
+    session, so a message costs one visit per online member, not a scan of
+    the channel's members.
+    """
+
+    def __init__(self, hub, name, ip, connection, accounts):
+        self.id = uuid.uuid4().hex      # unique across nodes, for the bus
+        self.hub = hub
         self.name = name
         self.ip = ip
         self.connection = connection
         self.accounts = accounts
         self.status = OFFLINE
-        self.viewing = None
+        self.viewing = None     # the place it looks at: ("channel", c), ("peer", n) or None
         self.last_seen = None
         self.timeout_call = None
         self.unread = defaultdict(int)
+        self.topics = set()
 
     def write(self, line):
         self.connection.write_line(line)
@@ -47,6 +63,65 @@ class Session:
     def is_admin(self):
         return self.accounts.is_admin(self.name)
 
+    @property
+    def viewing(self):
+        return self._viewing
+
+    @viewing.setter
+    def viewing(self, place):
+        self._viewing = place
+        # The members topic whose messages this session shows (see deliver).
+        self._showing = None if place is None or place[0] != "channel" else members_topic(place[1])
+
+    # -- on the bus ----------------------------------------------------------
+
+    def listen(self, topic):
+        self.topics.add(topic)
+        self.hub.bus.subscribe(topic, self)
+
+    def stop_listening(self, topic):
+        self.topics.discard(topic)
+        self.hub.bus.unsubscribe(topic, self)
+
+    def stop_listening_to_all(self):
+        for topic in list(self.topics):
+            self.stop_listening(topic)
+
+    def deliver(self, topic, line):
+        if topic == self._showing or topic[0] != "members":
+            self.connection.write_line(line)
+        else:
+            channel = topic[1]
+            self.unread[channel] += 1
+            self.send({"event": "unread", "channel": channel, "count": self.unread[channel]})
+
+    def control(self, topic, action, data):
+        getattr(self, "control_" + action)(**data)
+
+    def control_close(self, kind, reason, keep=None):
+        """Say why and close this session's connection; `keep` names a session spared
+        (the newest login, which closes the older ones of the same user)."""
+        if self.id != keep:
+            self.connection.disconnect(kind, reason)
+            self.hub.end_session(self)
+
+    def control_role(self, role):
+        """The role changed (`role` reads it from the accounts): admins hear admin notices."""
+        if role == "admin":
+            self.listen(ADMINS)
+        else:
+            self.stop_listening(ADMINS)
+
+    def control_joined(self, channel):
+        self.listen(members_topic(channel))
+
+    def control_left(self, channel):
+        """No longer a member: no more messages or unread counts, and not looking there."""
+        self.stop_listening(members_topic(channel))
+        self.unread.pop(channel, None)
+        if self.viewing == channel_topic(channel):
+            self.hub.presence.look(self, self.status, None)
+
 
 class Channel:
     __slots__ = ("id", "name", "private", "members")
@@ -57,20 +132,23 @@ class Channel:
 
 
 class Hub:
-    def __init__(self, store, accounts, *, max_message, presence_timeout, clock=None):
+    def __init__(self, store, accounts, *, max_message, presence_timeout, clock=None,
+                 bus=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
         self.accounts = accounts    # chatd.accounts.Accounts: names and roles
+        accounts.role_changes.append(self._role_changed)
         self.clock = clock
         self.max_message = max_message
-        self.fanout = LocalFanout()
+        self.id = uuid.uuid4().hex      # this node, as the subscriber to ("connections",)
+        self.bus = LocalBus() if bus is None else bus
+        self.bus.subscribe(CONNECTIONS, self)
         self.presence = Presence(self, timeout=presence_timeout)
         self.sessions = {}      # user name -> Session
         self.ips = {}           # user name -> current (latest) IP, as the notes ask
         self.channels = {}      # channel name -> Channel
         self.connections = set()
-        self.connections_per_ip = Counter()     # IP -> open connections (for the per-IP limit)
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
 
     @defer.inlineCallbacks
@@ -84,6 +162,9 @@ class Hub:
                 by_id[channel_id].members.add(self.account_name(user_name, must_exist=False))
 
     # -- accounts ----------------------------------------------------------
+
+    def _role_changed(self, name, role):
+        self.bus.control(user_topic(name), "role", {"role": role})
 
     def account_name(self, name, must_exist=True):
         """The name as registered, whatever case `name` is given in."""
@@ -108,25 +189,33 @@ class Hub:
 
     def add_connection(self, connection):
         self.connections.add(connection)
-        self.connections_per_ip[connection.ip] += 1
 
     def remove_connection(self, connection):
         if connection in self.connections:
             self.connections.remove(connection)
-            self.connections_per_ip[connection.ip] -= 1
-            if not self.connections_per_ip[connection.ip]:
-                del self.connections_per_ip[connection.ip]
+
+    def control(self, topic, action, data):
+        getattr(self, "control_" + action)(**data)
+
+    def control_close(self, network, kind, reason):
+        """("connections",): say why and close this node's connections from `network`."""
+        network = ipaddress.ip_network(network)
+        for connection in [c for c in self.connections if in_network(c.ip, network)]:
+            connection.disconnect(kind, reason)
 
     def start_session(self, connection, name, ip):
-        """Log `name` in on `connection`; the newest login wins over an older one."""
-        previous = self.sessions.get(name)
-        if previous is not None:
-            previous.connection.disconnect(
-                "replaced", f"You logged in again from {ip}; this connection is closed.")
-            self.end_session(previous)
-        session = Session(name, ip, connection, self.accounts)
+        """Log `name` in on `connection`; the newest login wins over older ones."""
+        session = Session(self, name, ip, connection, self.accounts)
+        self.bus.control(user_topic(name), "close", {
+            "kind": "replaced", "reason": f"You logged in again from {ip}; "
+                                          "this connection is closed.", "keep": session.id})
         self.sessions[name] = session
         self.ips[name] = ip
+        session.listen(user_topic(name))
+        if session.is_admin:
+            session.listen(ADMINS)
+        for channel in self.channels_of(name):
+            session.listen(members_topic(channel))
         self.presence.session_started(session)
         return session
 
@@ -134,6 +223,7 @@ class Hub:
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
             self.presence.session_ended(session)
+        session.stop_listening_to_all()
 
     # -- channels ----------------------------------------------------------
 
@@ -164,7 +254,7 @@ class Hub:
             result = yield self.request_to_join(session, channel)
             return result
         yield self.store.add_member(channel.id, session.name)
-        channel.members.add(session.name)
+        self.add_member(channel, session.name)
         return {"channel": channel.name, "status": "joined"}
 
     def request_to_join(self, session, channel):
@@ -178,14 +268,15 @@ class Hub:
         yield self.remove_member(channel, session.name)
         return {"channel": channel.name}
 
+    def add_member(self, channel, name):
+        """Add `name` to the in-memory channel; their sessions start receiving it."""
+        channel.members.add(name)
+        self.bus.control(user_topic(name), "joined", {"channel": channel.name})
+
     def remove_member(self, channel, name):
         """Drop `name` from the in-memory channel and stop showing it there."""
         channel.members.discard(name)
-        session = self.sessions.get(name)
-        if session is not None:
-            session.unread.pop(channel.name, None)
-            if session.viewing == channel_topic(channel.name):
-                self.presence.look(session, session.status, None)
+        self.bus.control(user_topic(name), "left", {"channel": channel.name})
         return defer.succeed(None)
 
     @defer.inlineCallbacks
@@ -205,41 +296,39 @@ class Hub:
     # -- messages ----------------------------------------------------------
 
     def _check_text(self, text):
-        if not text.strip():
+        if is_blank(text):
             raise ChatError("The message is empty.")
         too_long = message_problem(text, self.max_message)
         if too_long:
             raise ChatError(too_long)
 
     def channel_message(self, session, channel_name, text):
-        """Relay to the channel's viewers, notify its other online members, log it."""
+        """Check, log and relay a message to a channel."""
         self._check_text(text)
         channel = self.readable_channel(session, channel_name)
         message = self.store.new_message(session.name, text, channel=channel.name,
                                          channel_id=channel.id)
-        topic = channel_topic(channel.name)
-        self.fanout.publish(topic, message.to_wire())
-        viewers = self.fanout.subscribers(topic)
-        for member in channel.members:
-            other = self.sessions.get(member)
-            if other is None or other.viewing is None or member in viewers:
-                continue
-            other.unread[channel.name] += 1
-            other.send({"event": "unread", "channel": channel.name,
-                        "count": other.unread[channel.name]})
+        self.deliver_channel_message(message)
         return message
 
+    def deliver_channel_message(self, message):
+        """To the channel's online members: those looking at it get the message,
+        the others an `unread` event (each session decides, see Session)."""
+        self.bus.publish(members_topic(message.channel), message.to_wire())
+
     def private_message(self, session, other_user, text):
-        """Deliver live to the recipient (and echo to the sender), log it."""
+        """Check, log and relay a private message."""
         self._check_text(text)
         recipient = self.account_name(other_user)
         if not self.can_receive_private(recipient):
             raise ChatError(f"{recipient} is banned and cannot receive messages.")
         message = self.store.new_message(session.name, text, recipient=recipient)
-        line = encode(message.to_wire())
-        target = self.sessions.get(recipient)
-        if target is not None:
-            target.write(line)
-        if target is not session:
-            session.write(line)
+        self.deliver_private_message(message)
         return message
+
+    def deliver_private_message(self, message):
+        """To the recipient's sessions, and the sender's (every client renders from relays)."""
+        payload = message.to_wire()
+        self.bus.publish(user_topic(message.recipient), payload)
+        if message.sender != message.recipient:
+            self.bus.publish(user_topic(message.sender), payload)

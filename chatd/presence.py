@@ -1,34 +1,30 @@
 """Presence: what each session looks at, online/away/offline, live member lists.
 
-Every change is published only to the people looking at the same place, and a
-heartbeat that changes nothing only pushes back the session's offline timer
-(an IDelayedCall.reset, no loop over anyone). Timers run on the hub's clock so
-tests drive them with twisted.internet.task.Clock.
+Every change is published on the bus only to the people looking at the same
+place, and a heartbeat that changes nothing only pushes back the session's
+offline timer (an IDelayedCall.reset, no loop over anyone). Who looks at which
+channel is presence's own state (`looking`), kept from the same changes it
+publishes (in a cluster, from every node's member events); nobody asks the bus
+for its subscribers. Timers run on the hub's clock so tests drive them with
+twisted.internet.task.Clock.
 """
 
 from chatd.auth import ChatError
+from chatd.bus import channel_topic, peer_topic
 
 ONLINE, AWAY, OFFLINE = "online", "away", "offline"
 STATUSES = (ONLINE, AWAY)
-
-
-def channel_topic(name):
-    return ("channel", name)
-
-
-def peer_topic(name):
-    """Subscribers: everyone looking at a private conversation with `name`."""
-    return ("peer", name)
 
 
 class Presence:
     def __init__(self, hub, timeout):
         self.hub = hub
         self.timeout = timeout
+        self.looking = {}       # channel name -> {user name: status}, in order of arrival
 
     @property
-    def fanout(self):
-        return self.hub.fanout
+    def bus(self):
+        return self.hub.bus
 
     # -- session life ------------------------------------------------------
 
@@ -101,6 +97,7 @@ class Presence:
         else:
             session.status = status
             if place is not None and place[0] == "channel":
+                self.looking[place[1]][session.name] = status
                 self._publish_member(place, session, status)
         if status != old_status:
             self._announce_status(session)
@@ -110,11 +107,12 @@ class Presence:
         if place is None:
             return
         kind, name = place
-        self.fanout.subscribe(place, session)
+        session.listen(place)
         if kind == "channel":
             session.unread.pop(name, None)
-            members = [{"user": s.name, "status": s.status}
-                       for s in self.fanout.subscribers(place).values()]
+            looking = self.looking.setdefault(name, {})
+            looking[session.name] = session.status
+            members = [{"user": user, "status": status} for user, status in looking.items()]
             session.send({"event": "members", "channel": name, "members": members})
             self._publish_member(place, session, session.status)
         else:
@@ -126,20 +124,25 @@ class Presence:
         session.viewing = None
         if place is None:
             return
-        self.fanout.unsubscribe(place, session)
+        session.stop_listening(place)
         if place[0] == "channel":
+            looking = self.looking[place[1]]
+            looking.pop(session.name, None)
+            if not looking:
+                del self.looking[place[1]]
             self._publish_member(place, session, how)
 
     def _publish_member(self, place, session, status):
-        self.fanout.publish(place, {"event": "member", "channel": place[1],
-                                    "user": session.name, "status": status}, exclude=session)
+        self.bus.publish(place, {"event": "member", "channel": place[1],
+                                 "user": session.name, "status": status}, exclude=session.id)
 
     def _announce_status(self, session):
         """Tell whoever looks at a private conversation with this user."""
-        self.fanout.publish(peer_topic(session.name), {
+        self.bus.publish(peer_topic(session.name), {
             "event": "peer", "other_user": session.name, "status": session.status})
 
     # -- queries -----------------------------------------------------------
 
     def viewers(self, channel):
-        return self.fanout.subscribers(channel_topic(channel))
+        """user name -> status of everyone looking at `channel`."""
+        return self.looking.get(channel, {})

@@ -6,6 +6,7 @@ imported only inside :func:`main`.
 """
 
 import argparse
+import gc
 import os
 import sys
 
@@ -42,6 +43,10 @@ def main(argv=None):
     window.show()
     app.lastWindowClosed.connect(reactor.stop)
     reactor.run()
+    # Free the widgets now, while Python still runs: left in reference cycles until exit,
+    # they would be destroyed by PyQt's exit clean-up, which can crash doing so.
+    del window, model
+    gc.collect()
     return 0
 
 

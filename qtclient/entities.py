@@ -1,9 +1,15 @@
 """Typed values the model hands to the widgets instead of raw server dictionaries."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from chatd.rules import fold
+
+# "/me waves" is sent as the plain text "* alice waves": every client shows that
+# sensibly, and this one draws it as an action. Only a message whose sender is the
+# name after "* " is an action, so nobody can write one in someone else's name.
+ACTION_FORMAT = "* {user} {action}"
 
 
 @dataclass(frozen=True)
@@ -25,10 +31,6 @@ class Conversation:
     def is_channel(self):
         return self.kind == "channel"
 
-    @property
-    def title(self):
-        return f"# {self.name}" if self.is_channel else f"@ {self.name}"
-
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -47,6 +49,23 @@ class ChatMessage:
             other = line["other_user"] if fold(line["user"]) == fold(me) else line["user"]
             text, conversation = line["private_message"], Conversation.private(other)
         return cls(line["id"], parse_time(line["time"]), line["user"], text, conversation)
+
+    @property
+    def action(self):
+        """What the sender did, for a ``/me`` message ("waves"); None for an ordinary one."""
+        prefix = ACTION_FORMAT.format(user=self.sender, action="")
+        return self.text[len(prefix):] if self.text.startswith(prefix) else None
+
+    def mentions(self, user):
+        """Whether the text names ``user`` as ``@user`` (any case, not inside a longer name)."""
+        return re.search(rf"(?<![\w@])@{re.escape(user)}(?![\w]|[.-]\w)", self.text,
+                         re.IGNORECASE) is not None
+
+    def is_for(self, me):
+        """A private message from someone else, or a channel message mentioning me: worth a notification."""
+        if self.sender == me:
+            return False
+        return not self.conversation.is_channel or self.mentions(me)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from twisted.internet.task import LoopingCall, deferLater
 
 from chatd import rules
 
-from .entities import ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo
+from .entities import (
+    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo)
 from .protocol import ChatProtocol, ServerError
 
 DEFAULT_PORT = 7878
@@ -23,6 +24,16 @@ HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
 TOO_FAST = "You are sending too fast; wait a moment."   # the server's flood refusal
 PAGE_RETRIES, PAGE_RETRY_DELAY = 30, 1.0    # a directory page refused for flooding: again after 1 s
+
+# The commands the client runs itself (the rest go to the server), as /help explains them.
+CLIENT_COMMANDS = {
+    "me": ("/me waves", 'say what you are doing: everyone sees "* {user} waves"'),
+    "leave": ("/leave [channel]", "leave this channel (or the one named); "
+              "you can join it again from the sidebar"),
+    "help": ("/help", "show this list"),
+}
+HELP_FOOTER = ("Enter sends; Shift+Enter starts a new line. Write @name in a channel to "
+               "get that person's attention.")
 
 
 class State:
@@ -156,10 +167,12 @@ class ChatModel(QObject):
     conversationOpened = pyqtSignal(object)  # Conversation
     historyLoaded = pyqtSignal(object)  # Conversation whose stored messages changed in bulk
     messageReceived = pyqtSignal(object)  # ChatMessage, live
+    messageForMe = pyqtSignal(object)  # ChatMessage, live: private to me, or mentioning me
     membersChanged = pyqtSignal(str, list)  # channel, [Member] of those looking at it
     peerStatusChanged = pyqtSignal(str, str)  # user, status
     unreadChanged = pyqtSignal(object, int)  # Conversation, count
     joinStatusChanged = pyqtSignal(str, str)  # channel, "joined"/"member"/"pending"
+    leftChannel = pyqtSignal(str)  # channel I left myself
     requestDecided = pyqtSignal(str, str, str)  # channel, "accepted"/"rejected", decided_by
     removedFromChannel = pyqtSignal(str, str, str)  # channel, by, "removed"/"deleted"
     joinRequestsChanged = pyqtSignal(list)  # [JoinRequest] pending (admins)
@@ -198,7 +211,8 @@ class ChatModel(QObject):
         self.current = None
         self.channels = []
         self.users = []
-        self.members = {}
+        self.statuses = {}  # user → "online"/"away"/"offline", from the directory and peer events
+        self.members = {}  # channel → {user: Member}, for the channel I look at
         self.pending_requests = {}
         self._messages = {}
         self._has_more = {}
@@ -221,6 +235,17 @@ class ChatModel(QObject):
 
     def has_more(self, conversation):
         return self._has_more.get(conversation, False)
+
+    def members_of(self, channel):
+        """Who looks at ``channel``, by name; None until the server has said."""
+        members = self.members.get(channel)
+        return None if members is None else sorted(members.values(), key=lambda m: m.user.lower())
+
+    def status_of(self, user):
+        return self.statuses.get(user, "offline")
+
+    def channel_info(self, name):
+        return next((c for c in self.channels if c.name == name), None)
 
     # --- connection ----------------------------------------------------------
 
@@ -265,8 +290,18 @@ class ChatModel(QObject):
         self._stop_heartbeat()
         if self.state == State.ONLINE and self._session is not None:
             self._schedule_reconnect()
+            self._presence_unknown()
         elif self.state != State.RECONNECTING:
             self._set_state(State.DISCONNECTED)
+
+    def _presence_unknown(self):
+        """Disconnected: nobody can be seen online until the server says so again."""
+        self.statuses = dict.fromkeys(self.statuses, "offline")
+        self.users = [UserInfo(u.user, "offline") for u in self.users]
+        self.usersChanged.emit(self.users)
+        for channel, members in self.members.items():
+            self.members[channel] = {name: Member(name, "offline") for name in members}
+            self._emit_members(channel)
 
     def _schedule_reconnect(self):
         self._set_state(State.RECONNECTING)
@@ -477,6 +512,7 @@ class ChatModel(QObject):
         users = yield self._every_page("list_users", "users")
         if users is not None:
             self.users = [UserInfo(u["user"], u["status"]) for u in users]
+            self.statuses = {u.user: u.status for u in self.users}
             self.usersChanged.emit(self.users)
 
     @defer.inlineCallbacks
@@ -496,17 +532,25 @@ class ChatModel(QObject):
 
     @defer.inlineCallbacks
     def leave(self, channel):
+        """Stop being a member of ``channel``; ``leftChannel`` then the new channel list follow."""
         reply = yield self._request("leave", channel)
         if reply is not None:
+            channel = reply.get("channel", channel)
             if self.current == Conversation.channel(channel):
                 self.current = None
                 self.send_presence()
+            self.members.pop(channel, None)
+            self._messages.pop(Conversation.channel(channel), None)
+            self._has_more.pop(Conversation.channel(channel), None)
+            self.leftChannel.emit(channel)
             yield self.refresh_channels()
 
     @defer.inlineCallbacks
     def open_conversation(self, conversation):
         """Look at a conversation: tell the server at once, then load what is new."""
-        self.current = conversation
+        previous, self.current = self.current, conversation
+        if previous is not None and previous != conversation and previous.is_channel:
+            self.members.pop(previous.name, None)  # the server stops telling me who is there
         self._loading_older = False
         self.conversationOpened.emit(conversation)
         self.send_presence()
@@ -588,14 +632,54 @@ class ChatModel(QObject):
         if too_long:
             return too_long
         if text.startswith("/"):
+            name, _, argument = text[1:].partition(" ")
+            if name.lower() in CLIENT_COMMANDS:
+                return getattr(self, f"_command_{name.lower()}")(argument.strip())
             self.run_command(text[1:])
-        elif self.current is None:
+            return None
+        return self._say(text)
+
+    def _say(self, text):
+        if self.current is None:
             return "Open a channel or a conversation first."
-        elif self.current.is_channel:
+        if self.current.is_channel:
             self._request("channel_message", text, channel=self.current.name)
         else:
             self._request("private_message", text, other_user=self.current.name)
         return None
+
+    def _command_me(self, action):
+        if not action:
+            return "Say what you do after /me, for example: /me waves"
+        return self._say(ACTION_FORMAT.format(user=self.user, action=action))
+
+    def _command_leave(self, channel):
+        channel = channel.lstrip("#")
+        if not channel:
+            if self.current is None or not self.current.is_channel:
+                return "Open the channel you want to leave, or name it: /leave general"
+            channel = self.current.name
+        self.leave(channel)
+        return None
+
+    def _command_help(self, _):
+        self.show_help()
+        return None
+
+    @defer.inlineCallbacks
+    def show_help(self):
+        """What one can type, in words (``commandResult``); admins also get the server's commands."""
+        lines = ["Commands:"] + [f"  {usage} — {what.format(user=self.user)}"
+                                 for usage, what in CLIENT_COMMANDS.values()]
+        if self.is_admin:
+            reply = yield self._request("command", "help")
+            if reply is not None:
+                lines.append("Admin commands:")
+                lines += [f"  /{line.replace(' - ', ' — ', 1)}"
+                          for line in _result_text(reply.get("result", "")).splitlines()
+                          if not line.startswith("help ")]
+        lines.append(HELP_FOOTER)
+        self.commandResult.emit("\n".join(lines))
 
     def run_command(self, command):
         """A command typed as text (``/create lobby``); answers with ``commandResult``."""
@@ -660,6 +744,8 @@ class ChatModel(QObject):
                 return
             stored[message.id] = message
         self.messageReceived.emit(message)
+        if message.is_for(self.user):
+            self.messageForMe.emit(message)
         if not conversation.is_channel and conversation != self.current and message.sender != self.user:
             count = self._private_unread.get(conversation, 0) + 1
             self._private_unread[conversation] = count
@@ -679,10 +765,10 @@ class ChatModel(QObject):
         self._emit_members(line["channel"])
 
     def _emit_members(self, channel):
-        ordered = sorted(self.members[channel].values(), key=lambda m: m.user.lower())
-        self.membersChanged.emit(channel, ordered)
+        self.membersChanged.emit(channel, self.members_of(channel))
 
     def _on_peer(self, line):
+        self.statuses[line["other_user"]] = line["status"]
         self.peerStatusChanged.emit(line["other_user"], line["status"])
 
     def _on_unread(self, line):

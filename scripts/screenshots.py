@@ -7,6 +7,7 @@ private #ops channel with a pending join request), then opens the real
 
     docs/img/login.png         the login page
     docs/img/main.png          alice (admin) in the busy #general, with the member list
+    docs/img/requests.png      alice's Requests tab: pending join requests to accept or reject
     docs/img/join-request.png  erin asking to join the private #ops channel
 
 Run it under a virtual X server so it looks like a desktop, not the offscreen plugin:
@@ -18,6 +19,7 @@ Run it under a virtual X server so it looks like a desktop, not the offscreen pl
 Qt's built-in fonts.)
 """
 
+import gc
 import os
 import sys
 import tempfile
@@ -48,7 +50,7 @@ OUTPUT = ROOT / "docs" / "img"
 PASSWORD = "demo password 1"
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
 CHANNELS = [("general", False), ("random", False), ("design", False), ("release", False),
-            ("ops", True)]
+            ("ops", True), ("security-review", True)]
 GENERAL = [
     ("bob", "Morning all! Coffee machine on the 3rd floor is fixed"),
     ("carol", "Finally. Did anyone look at the flaky login test from yesterday?"),
@@ -61,16 +63,18 @@ GENERAL = [
     ("carol", "+1"),
     ("alice", "It already does, per user. Log out and back in to try it."),
     ("grace", "Oh, so it does. Thanks!"),
-    ("erin", "Heads-up: I'm moving the staging database at 14:00, expect a 2 minute blip."),
+    ("erin", "Heads-up: I'm moving the staging database at 14:00.\nExpect a 2 minute blip \U0001F64F"),
     ("bob", "The client will reconnect on its own, right?"),
     ("erin", "It should: backoff from 1 s up to 30 s, then it logs in again and fetches what it missed."),
     ("carol", "Love that. No more refreshing."),
-    ("frank", "Can someone give me access to #ops? I'm on call next week."),
+    ("frank", "@alice can you give me access to #ops? I'm on call next week."),
     ("alice", "Request it from the sidebar (the lock icon), I'll accept it."),
     ("frank", "Sent, thanks!"),
-    ("grace", "Release notes draft is in the shared folder, comments welcome."),
+    ("grace", "Release notes draft: https://example.org/chatd/release-notes \u2014 "
+              "comments welcome \U0001F389"),
     ("dave", "Reading it now. The TLS section could use an example with --ca-file."),
     ("grace", "Good point, adding one."),
+    ("bob", "* bob goes to refill the coffee \u2615"),  # what "/me goes to refill..." sends
     ("bob", "Lunch at 12:30? The Thai place again?"),
     ("carol", "Count me in."),
     ("alice", "Same. Let's ship the release candidate first, then food."),
@@ -117,6 +121,7 @@ def populate(port):
         for channel in ("general", "random", "design"):
             yield client.request("join", channel)
     yield sessions["frank"].request("join", "ops")  # stays pending: the admin panel shows it
+    yield sessions["dave"].request("join", "security-review")
     for name, text in GENERAL:
         yield sessions[name].request("channel_message", text, channel="general")
     return sessions
@@ -205,6 +210,11 @@ def run(directory):
         yield sessions[name].request("channel_message", text, channel="random")
     yield settle(1.0)
     save(login.grab(), "main.png")
+    people = login.chat_page.people
+    people.setCurrentWidget(people.admin)
+    yield settle()
+    save(login.grab(), "requests.png")
+    people.setCurrentWidget(people.members)
 
     erin = make_window(address, "erin", directory)
     erin.login_page.password.setText(PASSWORD)
@@ -231,6 +241,7 @@ def main():
             failure.getTraceback(), file=sys.stderr))
         deferred.addBoth(lambda _: reactor.stop())
         reactor.run()
+    gc.collect()  # free the windows before exit (see qtclient/app.py)
     return 1 if failures else 0
 
 

@@ -9,7 +9,8 @@ import pytest
 from twisted.internet import defer, task
 
 from chatd import rules
-from chatd.admission import KnownLogins, RegistrationLimit, address_key
+from chatd.addresses import address_group
+from chatd.admission import KnownLogins, RegistrationLimit
 from chatd.auth import BUSY, ChatError
 from chatd.fanout import encode
 from chatd.limits import TOO_FAST
@@ -180,11 +181,11 @@ def test_a_directory_page_costs_several_requests(sqlite_server):
 
 # -- registration per address ---------------------------------------------------------------------
 
-def test_address_key_treats_an_ipv6_64_as_one_address():
-    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9") \
+def test_address_group_treats_an_ipv6_64_as_one_address():
+    assert address_group("2001:db8:1:2::1") == address_group("2001:db8:1:2:ffff::9") \
         == "2001:db8:1:2::/64"
-    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
-    assert address_key("::ffff:127.0.0.2") == "127.0.0.2" == address_key("127.0.0.2")
+    assert address_group("2001:db8:1:3::1") != address_group("2001:db8:1:2::1")
+    assert address_group("::ffff:127.0.0.2") == "127.0.0.2" == address_group("127.0.0.2")
 
 
 def test_registration_limit_slides_over_the_hour():

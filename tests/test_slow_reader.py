@@ -19,7 +19,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, threads
 from twisted.internet import ssl as twisted_ssl
 from twisted.logger import formatEvent, globalLogPublisher
 
-from chatd.fanout import encode
+from chatd.bus import encode
 import support
 from support import PASSWORD, look_at, make_self_signed_cert, register, start_server, stop_server
 

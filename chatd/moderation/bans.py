@@ -11,8 +11,9 @@ from datetime import timedelta
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatd.addresses import in_network, network_label, parse_network
 from chatd.auth import ChatError
-from chatd.moderation.addresses import in_network, network_label, parse_network
+from chatd.bus import CONNECTIONS, user_topic
 from chatd.moderation.common import check_reason, human_time, outcome, parse_duration
 from chatd.rules import fold
 from chatd.store import parse_db_time, utcnow, wire_time
@@ -90,6 +91,14 @@ class BanList:
     def _connections_in(self, network):
         return [c for c in list(self.hub.connections) if in_network(c.ip, network)]
 
+    def _close(self, name, network, kind, reason):
+        """Close a user's sessions, or the connections from `network`, on every node."""
+        if name is not None:
+            self.hub.bus.control(user_topic(name), "close", {"kind": kind, "reason": reason})
+        else:
+            self.hub.bus.control(CONNECTIONS, "close", {"network": str(network), "kind": kind,
+                                                        "reason": reason})
+
     @staticmethod
     def _refuse_own_address(actor, network, verb):
         if in_network(actor.ip, network):
@@ -126,9 +135,8 @@ class BanList:
                 raise ChatError(f"Nobody is connected from {label}.")
         kicked = sorted(c.session.name for c in victims if c.session is not None)
         why = f": {reason}" if reason else "."
-        for connection in victims:
-            connection.disconnect("kicked", f"You were kicked by {actor.name}{why} "
-                                            "You may log in again.")
+        self._close(name, network, "kicked",
+                    f"You were kicked by {actor.name}{why} You may log in again.")
         yield self.store.add_kick(label, ip, reason, actor.name, utcnow())
         yield self.audit.record(actor, "kick", label, reason,
                                 f"{len(victims)} connection(s) closed")
@@ -154,12 +162,10 @@ class BanList:
         ban = Ban(ban_id, kind, label, ip, reason, actor.name, now, expires_at)
         self._activate(ban, seconds)
         if name is not None:
-            session = self.hub.sessions.get(name)
-            victims = [] if session is None else [session.connection]
+            victims = [] if self.hub.sessions.get(name) is None else [name]
         else:
             victims = self._connections_in(network)
-        for connection in victims:
-            connection.disconnect("banned", ban.notice())
+        self._close(name, network, "banned", ban.notice())
         yield self.audit.record(actor, "ban", label, reason, ban.until)
         return outcome(f"Banned {label} {ban.until} ({len(victims)} connection(s) closed).",
                        ban=ban.to_wire())

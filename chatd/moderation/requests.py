@@ -7,6 +7,7 @@ start, written through to SQL), so list_channels never waits for the database.
 from twisted.internet import defer
 
 from chatd.auth import ChatError
+from chatd.bus import ADMINS, user_topic
 from chatd.moderation.common import human_time, outcome
 from chatd.rules import fold
 from chatd.store import parse_db_time, utcnow, wire_time
@@ -61,7 +62,7 @@ class JoinRequests:
         """
         if session.is_admin:
             yield self.store.add_member(channel.id, session.name)
-            channel.members.add(session.name)
+            self.hub.add_member(channel, session.name)
             return {"channel": channel.name, "status": "joined"}
         mine = self.latest.setdefault(fold(session.name), {})
         current = mine.get(channel.name)
@@ -70,11 +71,8 @@ class JoinRequests:
         now = utcnow()
         request_id = yield self.store.create_join_request(channel.id, session.name, now)
         mine[channel.name] = JoinRequest(request_id, channel.name, session.name, "pending", now)
-        notice = {"event": "join_request", "channel": channel.name, "user": session.name,
-                  "id": request_id}
-        for other in list(self.hub.sessions.values()):
-            if other.is_admin:
-                other.send(notice)
+        self.hub.bus.publish(ADMINS, {"event": "join_request", "channel": channel.name,
+                                      "user": session.name, "id": request_id})
         return {"channel": channel.name, "status": "pending"}
 
     @defer.inlineCallbacks
@@ -108,7 +106,7 @@ class JoinRequests:
             raise
         request.decided_by, request.decided_at = actor.name, now
         if accept:
-            channel.members.add(name)
+            self.hub.add_member(channel, name)
         self._tell(name, {"event": "request_decided", "channel": channel.name,
                           "status": status, "decided_by": actor.name})
         yield self.audit.record(actor, "accept" if accept else "reject", name,
@@ -119,9 +117,7 @@ class JoinRequests:
 
     def _tell(self, name, event):
         """Send `event` to `name` if online; offline users see the change at next login."""
-        session = self.hub.sessions.get(name)
-        if session is not None:
-            session.send(event)
+        self.hub.bus.publish(user_topic(name), event)
 
     # -- channels ------------------------------------------------------------------------
 
@@ -131,7 +127,7 @@ class JoinRequests:
         if actor.is_user:
             # The creator of a private channel must be able to read it.
             yield self.store.add_member(channel.id, actor.name)
-            channel.members.add(actor.name)
+            self.hub.add_member(channel, actor.name)
         kind = "private" if channel.private else "public"
         yield self.audit.record(actor, "create", channel.name, detail=kind)
         return outcome(f"Created the {kind} channel #{channel.name}.", channel=channel.name,

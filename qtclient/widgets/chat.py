@@ -2,7 +2,7 @@
 
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
-    QDialog, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget)
+    QDialog, QLabel, QMenu, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ..entities import Conversation
 from .conversation import ConversationPane
@@ -22,6 +22,7 @@ class ChatPage(QWidget):
         super().__init__(parent)
         self.model = model
         self.join_dialog = None
+        self.showing = None  # the conversation whose messages the centre shows
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -42,6 +43,7 @@ class ChatPage(QWidget):
         self.sidebar.joinPicked.connect(self._join_public)
         self.sidebar.requestPicked.connect(self.show_join_dialog)
         self.sidebar.newMessageRequested.connect(self._pick_user)
+        self.sidebar.leaveRequested.connect(model.leave)
         self.conversation.composer.sendRequested.connect(self._send)
         self.conversation.view.olderWanted.connect(model.load_older)
         self.people.members.privateMessageRequested.connect(
@@ -53,6 +55,7 @@ class ChatPage(QWidget):
 
         model.loggedIn.connect(self._logged_in)
         model.channelsChanged.connect(self.sidebar.set_channels)
+        model.channelsChanged.connect(self._show_place)  # a channel's lock may arrive after it opened
         model.usersChanged.connect(self._users_changed)
         model.conversationOpened.connect(self._conversation_opened)
         model.historyLoaded.connect(self._history_loaded)
@@ -61,23 +64,33 @@ class ChatPage(QWidget):
         model.peerStatusChanged.connect(self._peer_status)
         model.unreadChanged.connect(self.sidebar.set_unread)
         model.joinStatusChanged.connect(self._join_status)
+        model.leftChannel.connect(self._left_channel)
         model.joinRequestsChanged.connect(self._requests_changed)
         model.commandResult.connect(self.conversation.view.add_note)
         model.removedFromChannel.connect(self._removed_from_channel)
         model.errorOccurred.connect(self.conversation.composer.show_error)
         model.activity.activityResumed.connect(self._show_me)
         model.connectionStateChanged.connect(self._show_me)
+        model.connectionStateChanged.connect(self._show_place)
 
     def _centre(self):
-        """The conversation pane, with who I am and the logout button at its top right."""
+        """The conversation pane, with who I am, settings and the logout button at its top right."""
         self.me_icon = QLabel()
         self.me_label = QLabel()
         self.me_label.setObjectName("conversationInfo")
+        self.settings_button = QPushButton("Settings")
+        settings_menu = QMenu(self.settings_button)
+        self.notifications_action = settings_menu.addAction(
+            "Notify me of private messages and @mentions")
+        self.notifications_action.setCheckable(True)
+        self.notifications_action.setChecked(True)
+        self.settings_button.setMenu(settings_menu)
         self.logout = QPushButton("Log out")
         header = self.conversation.header_layout
         header.addWidget(self.me_icon)
         header.addWidget(self.me_label)
         header.addSpacing(8)
+        header.addWidget(self.settings_button)
         header.addWidget(self.logout)
         return self.conversation
 
@@ -91,9 +104,8 @@ class ChatPage(QWidget):
         self.people.admin.set_requests([])
         self.people.set_request_count(0)
         self.conversation.view.clear_all()
-        self.conversation.title.setText("Pick a channel")
-        self.conversation.info.setText("")
-        self.people.members.set_members([], "")
+        self.showing = None
+        self._show_place()
         self._show_me()
 
     def _show_me(self, *_):
@@ -110,23 +122,51 @@ class ChatPage(QWidget):
     def _users_changed(self, users):
         for user in users:
             self.sidebar.set_user_status(user.user, user.status)
+        if self.model.current is not None and not self.model.current.is_channel:
+            self._show_place()
+
+    def _show_place(self, *_):
+        """Header and member list of the open conversation, from what the model knows now.
+
+        Called whenever any of it may have changed, so nothing stays blank or stale:
+        after a reconnect the server's member list arrives before the conversation reopens.
+        """
+        conversation, pane = self.model.current, self.conversation
+        connected = self.model.state == "online"
+        if conversation is None:
+            pane.set_title("Pick a channel")
+            pane.info.setText("")
+            self.people.members.set_members([], "")
+        elif conversation.is_channel:
+            info = self.model.channel_info(conversation.name)
+            pane.set_title(conversation.name, "lock" if info is not None and info.private else "hash")
+            members = self.model.members_of(conversation.name)
+            if members is None:
+                pane.info.setText("" if connected else "not connected")
+                self.people.members.set_members([], "")
+            else:
+                active = sum(m.status == "online" for m in members)
+                pane.info.setText(f"{len(members)} here, {active} active" if connected
+                                  else "not connected")
+                self.people.members.set_members(
+                    members, f"LOOKING AT #{conversation.name} — {len(members)}")
+        else:
+            pane.set_title(f"@ {conversation.name}")
+            pane.info.setText(self.model.status_of(conversation.name) if connected
+                              else "not connected")
+            self.people.members.set_members([], "PRIVATE CONVERSATION")
 
     def _conversation_opened(self, conversation):
+        self.showing = conversation
         self.sidebar.select(("open", conversation))
         self.conversation.view.clear_all()
         self.conversation.view.show_messages(self.model.messages(conversation))
-        self.conversation.title.setText(conversation.title)
-        self.conversation.info.setText("")
         self.conversation.composer.show_error("")
         self.conversation.composer.edit.setFocus()
-        if conversation.is_channel:
-            self.people.members.set_members(
-                sorted(self.model.members.get(conversation.name, {}).values(),
-                       key=lambda m: m.user.lower()), "")
-        else:
+        if not conversation.is_channel:
             self.sidebar.add_direct(conversation.name)
             self.directMessagesChanged.emit(self.sidebar.direct_users())
-            self.people.members.set_members([], "PRIVATE CONVERSATION")
+        self._show_place()
 
     def _history_loaded(self, conversation):
         if conversation == self.model.current:
@@ -144,15 +184,20 @@ class ChatPage(QWidget):
 
     def _members_changed(self, channel, members):
         if self.model.current == Conversation.channel(channel):
-            here = sum(m.status == "online" for m in members)
-            caption = f"LOOKING AT #{channel} — {len(members)}"
-            self.people.members.set_members(members, caption)
-            self.conversation.info.setText(f"{len(members)} here, {here} active")
+            self._show_place()
 
     def _peer_status(self, user, status):
         self.sidebar.set_user_status(user, status)
         if self.model.current == Conversation.private(user):
-            self.conversation.info.setText(status)
+            self._show_place()
+
+    def _left_channel(self, channel):
+        if self.showing == Conversation.channel(channel):
+            self.showing = None
+            self.conversation.view.clear_all()
+            self.conversation.view.add_note(
+                f"You left #{channel}. Join it again from the sidebar, or pick another conversation.")
+            self._show_place()
 
     def _join_status(self, channel, status):
         if status in ("joined", "member") and self.join_dialog is None:

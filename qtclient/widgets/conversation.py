@@ -1,18 +1,39 @@
 """The centre: a conversation's messages with day separators, and the composer."""
 
 import html
+import math
+import re
 from datetime import timedelta
 
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
-    QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
+    QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
+
+from chatd import rules
+
+from .style import ACCENT, hash_icon, lock_icon
 
 GROUP_WINDOW = timedelta(minutes=5)  # consecutive messages of one sender within this share a header
 NAME_COLOURS = ["#b45309", "#047857", "#1d4ed8", "#7c3aed", "#be185d", "#0e7490", "#4d7c0f"]
+# http(s) addresses and bare www. ones, up to a space; punctuation ending a sentence is not part of it.
+LINK = re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+?(?=[.,;:!?'\")\]]*(?:\s|$))", re.IGNORECASE)
 
 
 def name_colour(name):
     return NAME_COLOURS[sum(map(ord, name)) % len(NAME_COLOURS)]
+
+
+def text_html(text):
+    """Message text as HTML: escaped, line breaks kept, web addresses as links."""
+    parts, end = [], 0
+    for link in LINK.finditer(text):
+        address = link.group()
+        href = address if "://" in address else f"https://{address}"
+        parts.append(html.escape(text[end:link.start()]))
+        parts.append(f'<a href="{html.escape(href)}" style="color:{ACCENT};">{html.escape(address)}</a>')
+        end = link.end()
+    parts.append(html.escape(text[end:]))
+    return "".join(parts).replace("\n", "<br>")
 
 
 class MessageView(QTextBrowser):
@@ -23,7 +44,7 @@ class MessageView(QTextBrowser):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("conversation")
-        self.setOpenExternalLinks(True)
+        self.setOpenExternalLinks(True)  # a click hands http(s) links to QDesktopServices.openUrl
         self.document().setDocumentMargin(16)
         self.me = None
         self.shown = []  # the messages on screen, oldest first
@@ -44,6 +65,14 @@ class MessageView(QTextBrowser):
             bar.setValue(bar.maximum() if at_bottom or was_empty else bar.maximum() - from_bottom)
         finally:
             self._rendering = False
+
+    def resizeEvent(self, event):
+        """A reader at the bottom stays there when the view shrinks (the composer grew)."""
+        bar = self.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 4
+        super().resizeEvent(event)
+        if at_bottom:
+            bar.setValue(bar.maximum())
 
     def fills_view(self):
         """Whether there is anything to scroll; if not, scrolling up cannot ask for more."""
@@ -85,7 +114,11 @@ class MessageView(QTextBrowser):
     def _message_html(self, message, local, grouped):
         mine = message.sender == self.me
         background = ' bgcolor="#eef2ff"' if mine else ""
-        text = html.escape(message.text).replace("\n", "<br>")
+        if message.action is not None:
+            text = (f'<i style="color:#374151;">* <b style="color:{name_colour(message.sender)};">'
+                    f'{html.escape(message.sender)}</b> {text_html(message.action)}</i>')
+        else:
+            text = text_html(message.text)
         header = ""
         if not grouped:
             who = "You" if mine else html.escape(message.sender)
@@ -101,8 +134,55 @@ class MessageView(QTextBrowser):
             self.olderWanted.emit()
 
 
+class MessageEdit(QPlainTextEdit):
+    """Where a message is typed: Enter sends, Shift+Enter starts a new line.
+
+    It grows with what is typed, up to ``MAX_LINES`` lines, then scrolls.
+    """
+
+    submitted = pyqtSignal()
+    MAX_LINES = 6
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("composer")
+        self.setTabChangesFocus(True)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        # (The widget's own signal: the document's would still fire while the widget is destroyed.)
+        self.textChanged.connect(self._fit)
+        self._fit()
+
+    def keyPressEvent(self, event):
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self.insertPlainText("\n")
+            else:
+                self.submitted.emit()
+            return
+        super().keyPressEvent(event)
+
+    def _fit(self):
+        """As tall as its lines (wrapped ones count), between one and MAX_LINES."""
+        document = self.document()
+        lines = min(max(int(document.size().height()), 1), self.MAX_LINES)  # the layout counts lines
+        first_line = document.firstBlock().layout().lineAt(0)
+        line_height = first_line.height() if first_line.isValid() else self.fontMetrics().height()
+        frame = self.height() - self.viewport().height() if self.isVisible() else 2 * self.frameWidth()
+        # (+1: QPlainTextEdit scrolls unless a pixel is left below the last line.)
+        self.setFixedHeight(math.ceil(lines * line_height + 2 * document.documentMargin()) + 1 + frame)
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        self._fit()
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit()  # long lines wrap differently
+
+
 class Composer(QWidget):
-    """A line to type in; Enter sends. Errors from sending show right above it."""
+    """The message being written and the Send button. Errors from sending show right above it."""
 
     sendRequested = pyqtSignal(str)
 
@@ -118,20 +198,24 @@ class Composer(QWidget):
         self.error.hide()
         layout.addWidget(self.error)
         row = QHBoxLayout()
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText("Write a message…  (Enter sends, /help for commands)")
-        self.edit.setMaxLength(4000)
+        row.setAlignment(Qt.AlignmentFlag.AlignBottom)
+        self.edit = MessageEdit()
+        self.edit.setPlaceholderText(
+            "Write a message…  (Enter sends, Shift+Enter for a new line, /help for commands)")
         self.send = QPushButton("Send")
         self.send.setObjectName("primary")
         row.addWidget(self.edit, 1)
-        row.addWidget(self.send)
+        row.addWidget(self.send, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addLayout(row)
-        self.edit.returnPressed.connect(self._send)
+        self.edit.submitted.connect(self._send)
         self.send.clicked.connect(self._send)
-        self.edit.textEdited.connect(lambda _: self.show_error(""))
+        self.edit.textChanged.connect(self._typed)
 
     def _send(self):
-        self.sendRequested.emit(self.edit.text())
+        self.sendRequested.emit(self.edit.toPlainText())
+
+    def _typed(self):
+        self.show_error(rules.message_problem(self.edit.toPlainText().strip()) or "")
 
     def show_error(self, message):
         self.error.setText(message)
@@ -155,10 +239,13 @@ class ConversationPane(QWidget):
         header.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
         self.header_layout = header_layout = QHBoxLayout(header)
         header_layout.setContentsMargins(18, 10, 18, 10)
+        self.symbol = QLabel()
+        self.symbol_kind = None  # "hash" or "lock" in front of a channel's name
         self.title = QLabel("No conversation open")
         self.title.setObjectName("conversationTitle")
         self.info = QLabel("")
         self.info.setObjectName("conversationInfo")
+        header_layout.addWidget(self.symbol)
         header_layout.addWidget(self.title)
         header_layout.addSpacing(8)
         header_layout.addWidget(self.info, 1)
@@ -167,3 +254,13 @@ class ConversationPane(QWidget):
         layout.addWidget(self.view, 1)
         self.composer = Composer()
         layout.addWidget(self.composer)
+
+    SYMBOLS = {"hash": hash_icon, "lock": lock_icon}
+
+    def set_title(self, text, symbol=None):
+        """The header's title, after a '#' (public channel) or a lock (private one) if given."""
+        self.title.setText(text)
+        self.symbol_kind = symbol
+        if symbol is not None:
+            self.symbol.setPixmap(self.SYMBOLS[symbol]("#4b5563", 18).pixmap(18, 18))
+        self.symbol.setVisible(symbol is not None)

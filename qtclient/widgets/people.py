@@ -85,7 +85,9 @@ class RequestRow(QFrame):
         self.request = request
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
-        layout.addWidget(QLabel(f"<b>{request.user}</b> wants to join <b>#{request.channel}</b>"))
+        self.label = QLabel(f"<b>{request.user}</b> wants to join <b>#{request.channel}</b>")
+        self.label.setWordWrap(True)  # long names wrap instead of widening the card past the pane
+        layout.addWidget(self.label)
         buttons = QHBoxLayout()
         self.accept = QPushButton("Accept")
         self.accept.setObjectName("primary")
@@ -111,11 +113,13 @@ class AdminPanel(QWidget):
         self.caption = QLabel("NO PENDING REQUESTS")
         self.caption.setObjectName("sectionTitle")
         outer.addWidget(self.caption)
-        scroll = QScrollArea()
+        self.scroll = scroll = QScrollArea()
+        scroll.setObjectName("requestScroll")  # transparent in style.py; the cards keep their colours
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setStyleSheet("background: transparent;")
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.rows_widget = QWidget()
+        self.rows_widget.setObjectName("requestRows")
         self.rows = QVBoxLayout(self.rows_widget)
         self.rows.setContentsMargins(0, 4, 0, 0)
         self.rows.setSpacing(8)

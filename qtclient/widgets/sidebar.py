@@ -3,7 +3,8 @@
 from PyQt6.QtCore import QRect, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QPainter
 from PyQt6.QtWidgets import (
-    QLabel, QPushButton, QStyledItemDelegate, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+    QLabel, QMenu, QPushButton, QStyledItemDelegate, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
+    QWidget)
 
 from ..entities import Conversation
 from .style import hash_icon, lock_icon, status_icon
@@ -50,6 +51,7 @@ class Sidebar(QWidget):
     joinPicked = pyqtSignal(str)  # public channel I am not in
     requestPicked = pyqtSignal(str)  # private channel I am not in
     newMessageRequested = pyqtSignal()
+    leaveRequested = pyqtSignal(str)  # channel I am a member of
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -68,6 +70,7 @@ class Sidebar(QWidget):
         self.tree.setIndentation(0)  # no branch area, which Fusion paints on selection
         self.tree.setItemDelegate(BadgeDelegate(self.tree))
         self.tree.setIconSize(QSize(14, 14))
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         layout.addWidget(self.tree, 1)
         self.new_message = QPushButton("New direct message…")
         layout.addWidget(self.new_message)
@@ -80,6 +83,7 @@ class Sidebar(QWidget):
         self.tree.itemClicked.connect(self._picked)
         self.tree.itemActivated.connect(self._picked)
         self.new_message.clicked.connect(self.newMessageRequested)
+        self.tree.customContextMenuRequested.connect(self._menu)
 
     def _section(self, title):
         item = QTreeWidgetItem(self.tree, [title])
@@ -132,6 +136,10 @@ class Sidebar(QWidget):
         return [self.direct.child(i).data(0, TARGET_ROLE)[1].name
                 for i in range(self.direct.childCount())]
 
+    def user_status(self, user):
+        """The status the dot of ``user``'s row shows."""
+        return self._statuses.get(user, "offline")
+
     def set_user_status(self, user, status):
         self._statuses[user] = status
         item = self.item_for(("open", Conversation.private(user)))
@@ -168,6 +176,24 @@ class Sidebar(QWidget):
     def selected_target(self):
         item = self.tree.currentItem()
         return item.data(0, TARGET_ROLE) if item is not None else None
+
+    def context_actions(self, target):
+        """What the right-click menu offers for a row, as (label, callback)."""
+        kind, value = target
+        if kind == "open" and value.is_channel:
+            return [(f"Leave #{value.name}", lambda: self.leaveRequested.emit(value.name))]
+        return []
+
+    def _menu(self, position):
+        item = self.tree.itemAt(position)
+        target = item.data(0, TARGET_ROLE) if item is not None else None
+        actions = self.context_actions(target) if target else []
+        if not actions:
+            return
+        menu = QMenu(self)
+        for label, callback in actions:
+            menu.addAction(label, callback)
+        menu.exec(self.tree.viewport().mapToGlobal(position))
 
     def _picked(self, item):
         target = item.data(0, TARGET_ROLE)

@@ -63,7 +63,13 @@ QTabWidget::pane {{ border: none; }}
 QTabBar::tab {{ padding: 6px 12px; background: transparent; color: #6b7280; border: none; }}
 QTabBar::tab:selected {{ color: #111827; border-bottom: 2px solid {ACCENT}; }}
 QStatusBar {{ background: white; border-top: 1px solid #e5e7eb; color: #374151; }}
+#requestScroll, #requestScroll > QWidget, #requestRows {{ background: transparent; }}
 #requestRow {{ background: white; border: 1px solid #e5e7eb; border-radius: 8px; }}
+QPlainTextEdit#composer {{
+    padding: 3px 4px; border: 1px solid #d1d5db; border-radius: 6px; background: white;
+    selection-background-color: {ACCENT};
+}}
+QPlainTextEdit#composer:focus {{ border: 1px solid {ACCENT}; }}
 #dialogStatus {{ font-size: 11pt; }}
 """
 
@@ -122,3 +128,26 @@ def hash_icon(colour="#a5b4fc", size=14):
     painter.end()
     return QIcon(pixmap)
 
+
+
+def app_icon(size=64):
+    """The application's icon (window, tray): a speech bubble in the accent colour."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(QColor(ACCENT))
+    bubble = QPainterPath()
+    bubble.addRoundedRect(QRectF(size * 0.06, size * 0.1, size * 0.88, size * 0.62), size * 0.16,
+                          size * 0.16)
+    tail = QPainterPath()
+    tail.moveTo(size * 0.24, size * 0.6)
+    tail.lineTo(size * 0.2, size * 0.9)
+    tail.lineTo(size * 0.5, size * 0.66)
+    painter.drawPath(bubble.united(tail))
+    painter.setBrush(QColor("white"))
+    for x in (0.3, 0.5, 0.7):
+        painter.drawEllipse(QPointF(size * x, size * 0.41), size * 0.06, size * 0.06)
+    painter.end()
+    return QIcon(pixmap)

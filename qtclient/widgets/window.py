@@ -6,9 +6,11 @@ from PyQt6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QSta
 from ..entities import Conversation
 from .chat import ChatPage
 from .forms import LoginPage, RegisterPage
-from .style import STATE_COLOURS, STYLE_SHEET, dot_icon
+from .notify import Notifier
+from .style import STATE_COLOURS, STYLE_SHEET, app_icon, dot_icon
 
 DEFAULT_ADDRESS = "localhost:7878"
+NOTIFICATIONS_KEY = "notifications/enabled"
 STATE_TEXTS = {
     "disconnected": "Not connected",
     "connecting": "Connecting to {address}…",
@@ -27,13 +29,15 @@ ENDED_TEXTS = {
 
 
 class ChatWindow(QMainWindow):
-    """One window per model. ``settings`` remembers the server address and direct messages."""
+    """One window per model. ``settings`` remembers the server address, direct messages and
+    whether to notify."""
 
     def __init__(self, model, settings=None, parent=None):
         super().__init__(parent)
         self.model = model
         self.settings = settings if settings is not None else QSettings()
         self.setWindowTitle("chatd")
+        self.setWindowIcon(app_icon())
         self.setStyleSheet(STYLE_SHEET)
         self.setMinimumSize(900, 600)
         self.resize(1180, 760)
@@ -50,6 +54,7 @@ class ChatWindow(QMainWindow):
         self.statusBar().addWidget(self.state_label, 1)
         self.statusBar().setSizeGripEnabled(False)
         self.last_ended = None  # (title, text) of the last "session ended" notice, for tests
+        self.notifier = Notifier(self)
 
         self.login_page.set_server(self.settings.value("server/address", DEFAULT_ADDRESS))
         self.login_page.caFileChanged.connect(self._trust)
@@ -61,6 +66,10 @@ class ChatWindow(QMainWindow):
         self.register_page.backRequested.connect(self.show_login)
         self.chat_page.logoutRequested.connect(model.logout)
         self.chat_page.directMessagesChanged.connect(self._remember_direct_messages)
+        notifications = self.chat_page.notifications_action
+        notifications.setChecked(self.settings.value(NOTIFICATIONS_KEY, True, type=bool))
+        notifications.toggled.connect(lambda on: self.settings.setValue(NOTIFICATIONS_KEY, on))
+        self.notifier.clicked.connect(self._notification_clicked)
 
         model.loggedIn.connect(self._logged_in)
         model.loginFailed.connect(self.login_page.show_error)
@@ -70,6 +79,7 @@ class ChatWindow(QMainWindow):
         model.sessionEnded.connect(self._session_ended)
         model.connectionStateChanged.connect(self._show_state)
         model.conversationOpened.connect(self._remember_last)
+        model.messageForMe.connect(self._message_for_me)
         QApplication.instance().installEventFilter(model.activity)
         self._show_state(model.state)
         self.show_login()
@@ -120,6 +130,17 @@ class ChatWindow(QMainWindow):
     def _remember_direct_messages(self, users):
         if self.model.user:
             self.settings.setValue(f"direct/{self.model.user}", users)
+
+    def _message_for_me(self, message):
+        """A private message or a mention: notify, unless I am looking at this window or said no."""
+        if self.chat_page.notifications_action.isChecked() and not self.isActiveWindow():
+            self.notifier.notify(message)
+
+    def _notification_clicked(self, conversation):
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+        self.chat_page.open(conversation)
 
     def _session_ended(self, kind, reason):
         title, text = ENDED_TEXTS.get(kind, ("Disconnected", "The session ended."))

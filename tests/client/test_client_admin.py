@@ -50,7 +50,9 @@ def test_join_request_is_accepted_live_through_the_admin_panel(qtbot, logged_in_
     with qtbot.waitSignal(bob.model.historyLoaded, timeout=PATIENCE,
                           check_params_cb=lambda conversation: conversation == SECRET):
         qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
-    assert bob.chat_page.conversation.title.text() == "# secret"
+    header = bob.chat_page.conversation
+    assert header.title.text() == "secret" and header.symbol_kind == "lock", "a lock, not '#'"
+    assert header.symbol.isVisible()
 
 
 def test_a_rejected_request_says_so_and_can_be_asked_again(qtbot, logged_in_window):

@@ -36,7 +36,7 @@ def join_general(qtbot, window):
 
 def send(qtbot, window, text):
     composer = window.chat_page.conversation.composer
-    composer.edit.setText(text)
+    composer.edit.setPlainText(text)
     qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
 
 
@@ -143,7 +143,7 @@ def test_two_clients_send_and_receive(qtbot, logged_in_window):
         send(qtbot, bob, "hello from bob")
     assert shown_texts(alice) == ["hello from bob"]
     qtbot.waitUntil(lambda: shown_texts(bob) == ["hello from bob"], timeout=PATIENCE)
-    assert bob.chat_page.conversation.composer.edit.text() == ""
+    assert bob.chat_page.conversation.composer.edit.toPlainText() == ""
     assert "You" in bob.chat_page.conversation.view.toPlainText()
     assert "You" not in alice.chat_page.conversation.view.toPlainText()
 
@@ -160,6 +160,10 @@ def test_empty_and_too_long_messages_are_refused_next_to_the_composer(qtbot, log
     assert composer.error.text() == "Type a message first."
     bob.model.send_text("x" * 4001) and composer.show_error(bob.model.send_text("x" * 4001))
     assert composer.error.text() == "A message is at most 4000 characters; this one has 4001."
+    composer.edit.setPlainText("x" * 4001)  # said as you type, in the same words
+    assert composer.error.text() == "A message is at most 4000 characters; this one has 4001."
+    composer.edit.setPlainText("x" * 4000)
+    assert not composer.error.isVisible()
 
 
 def test_member_list_shows_the_other_going_away_and_coming_back(qtbot, logged_in_window):

@@ -1,0 +1,103 @@
+"""The bus: every delivery and every control action goes through it.
+
+Topics are tuples of strings, which a bus on a network spells as subjects:
+
+    ("members", channel)    the online members of a channel (channel messages:
+                            each member session shows the message if it looks
+                            at the channel, else counts it as unread)
+    ("channel", channel)    the sessions looking at a channel (member-list events)
+    ("peer", name)          the sessions looking at a private conversation with
+                            `name` (that user's status)
+    ("user", name)          every session of one user (private messages, notices,
+                            and controls: close, role, joined/left a channel)
+    ("admins",)             every admin session (join-request notices)
+    ("connections",)        every node's table of open connections (control:
+                            close the connections from an address or range)
+
+Two calls put something on a topic; both take only plain JSON data (dicts,
+lists, strings, numbers, booleans, None), so a bus on a network can serialise
+them as they are:
+
+    publish(topic, payload, exclude=None)   a line for the clients: encoded
+        once per publish, and each subscriber gets the same bytes through
+        `subscriber.deliver(topic, line)`; `exclude` is a subscriber id that
+        is skipped (the session whose own change it announces).
+    control(topic, action, data)            an instruction: each subscriber's
+        `control(topic, action, data)` acts on it (`action` a string, `data`
+        a dict).
+
+A subscriber has a string `id`, unique across every node (sessions use a
+random one), and `deliver` and/or `control` for the topics it listens to.
+`subscribe(topic, subscriber)` and `unsubscribe(topic, subscriber)` are
+idempotent. Nobody asks the bus who subscribes to what: who looks at what is
+presence state (chatd/presence.py), kept from the events it publishes.
+
+What an implementation must provide:
+- Order per topic: everything published or sent on one topic reaches each of
+  its subscribers in the order it was put there (a `left` control and the
+  notice that follows it, messages of one channel). Across topics nothing is
+  promised.
+- Delivery at most once to each subscriber: a retry must not show a message
+  twice (a bus with at-least-once transport deduplicates before `deliver`).
+  A subscriber that subscribes after a publish need not receive it.
+- No waiting: publish, control, subscribe and unsubscribe return at once and
+  never block the reactor; what goes over a network is sent afterwards, in
+  order. LocalBus delivers synchronously, before publish returns.
+"""
+
+import json
+
+
+def encode(payload):
+    """One protocol line: compact JSON, UTF-8, newline-terminated."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def members_topic(channel):
+    return ("members", channel)
+
+
+def channel_topic(channel):
+    return ("channel", channel)
+
+
+def peer_topic(name):
+    return ("peer", name)
+
+
+def user_topic(name):
+    return ("user", name)
+
+
+ADMINS = ("admins",)
+CONNECTIONS = ("connections",)
+
+
+class LocalBus:
+    """The bus inside one process: topic -> {subscriber id: subscriber}."""
+
+    def __init__(self):
+        self._topics = {}
+
+    def subscribe(self, topic, subscriber):
+        self._topics.setdefault(topic, {})[subscriber.id] = subscriber
+
+    def unsubscribe(self, topic, subscriber):
+        subscribers = self._topics.get(topic)
+        if subscribers is not None and subscribers.get(subscriber.id) is subscriber:
+            del subscribers[subscriber.id]
+            if not subscribers:
+                del self._topics[topic]
+
+    def publish(self, topic, payload, exclude=None):
+        subscribers = self._topics.get(topic)
+        if not subscribers:
+            return
+        line = encode(payload)
+        for subscriber in list(subscribers.values()):
+            if subscriber.id != exclude:
+                subscriber.deliver(topic, line)
+
+    def control(self, topic, action, data):
+        for subscriber in list(self._topics.get(topic, {}).values()):
+            subscriber.control(topic, action, data)
