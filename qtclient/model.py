@@ -490,6 +490,8 @@ class ChatModel(QObject):
                 refusals += 1
                 yield deferLater(self._reactor, PAGE_RETRY_DELAY, lambda: None)
                 continue
+            except Exception:
+                return None     # the connection closed: a reconnect lists again
             if reply is None:
                 self.errorOccurred.emit("Not connected to the server.")
                 return None

@@ -12,7 +12,7 @@ from chatd import rules
 from chatd.addresses import address_group
 from chatd.admission import KnownLogins, RegistrationLimit
 from chatd.auth import BUSY, ChatError
-from chatd.fanout import encode
+from chatd.bus import encode
 from chatd.limits import TOO_FAST
 from chatd.registry import DIRECTORY_COST
 from support import (LIMITS_LIFTED, PASSWORD, connect, error, login, login_admin, look_at, ok,
