@@ -15,8 +15,11 @@ import socket
 import struct
 import time
 from array import array
+from collections import deque
 
 MARKER = re.compile(rb"~(\d+)~")
+# The reply to a message: chatd sends it once the message is durable (committed).
+ACK = re.compile(rb'"reply_to":"(?:channel|private)_message"')
 PASSWORD = "bench-password"
 
 
@@ -60,6 +63,16 @@ class Deliveries:
         return latency_summary(selected)
 
 
+class Acks:
+    """Acknowledgement latency (send -> the server's reply) of the messages of one run, in ns."""
+
+    def __init__(self):
+        self.latency = array("q")
+
+    def summary(self):
+        return latency_summary(sorted(self.latency))
+
+
 def latency_summary(sorted_ns):
     if not sorted_ns:
         return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -76,26 +89,42 @@ class ProtocolError(Exception):
 
 
 class LineClient(asyncio.Protocol):
-    """Buffers lines, counts marked deliveries, and resolves waiters on other lines."""
+    """Buffers lines, counts marked deliveries, and resolves waiters on other lines.
+
+    `received` and `sent` count the marked messages this client got and sent
+    since `count_into` last started a phase, so each receiver's share can be checked.
+    """
 
     def __init__(self, name, deliveries=None):
         self.name = name
         self.deliveries = deliveries
         self.received = 0
+        self.sent = 0
         self.transport = None
         self.buffer = b""
         self.waiters = []
         self.errors = []
+        self.ready_at = None        # logged in and looking where it should
         self.closed = False
+        self.closed_at = None
         self.close_reason = None
+        # user -> when this client first heard the server say that user went offline
+        # (chatd's member events): a viewer gone offline gets no more channel messages.
+        self.offline_seen = {}
+
+    def count_into(self, deliveries):
+        """Record deliveries into `deliveries` from now on, counting afresh."""
+        self.deliveries, self.received, self.sent = deliveries, 0, 0
 
     def connection_made(self, transport):
         self.transport = transport
 
     def connection_lost(self, exc):
         self.closed = True
+        self.closed_at = time.monotonic()
         if self.close_reason is None:
-            self.close_reason = str(exc) if exc else "closed by server"
+            self.close_reason = (f"connection error: {type(exc).__name__}: {exc}" if exc else
+                                 "closed by the server without a goodbye line")
         for predicate, future in self.waiters:
             if not future.done():
                 future.set_exception(ProtocolError(f"{self.name}: {self.close_reason}"))
@@ -110,10 +139,14 @@ class LineClient(asyncio.Protocol):
         complete, self.buffer = data[:end + 1], data[end + 1:]
         if self.deliveries is not None:
             self.received += self.deliveries.record(complete)
+        self.count_acks(complete)
         if self.needs_parsing(complete):
             for line in complete.splitlines():
                 if line:
                     self.handle_line(line)
+
+    def count_acks(self, chunk):
+        """Protocols that acknowledge messages time the replies here."""
 
     def send_line(self, line):
         if not self.closed:
@@ -153,10 +186,23 @@ class ChatdClient(LineClient):
     def __init__(self, name, deliveries=None):
         super().__init__(name, deliveries)
         self.presence_line = None
+        self.acks = None            # an Acks while a run measures acknowledgements
+        self.unacked = deque()      # send times of the messages not yet answered, oldest first
+
+    def count_acks(self, chunk):
+        # Replies come in request order, so each one answers the oldest message unanswered.
+        if self.acks is None or not self.unacked:
+            return
+        now = time.monotonic_ns()
+        for _ in range(len(ACK.findall(chunk))):
+            if self.unacked:
+                self.acks.latency.append(now - self.unacked.popleft())
 
     def needs_parsing(self, chunk):
-        # Member events are many and of no interest unless a setup step waits for one.
-        return bool(self.waiters) or b'"error"' in chunk or b'"disconnect"' in chunk
+        # Member events are many and of no interest unless a setup step waits for one
+        # or they say that someone went offline.
+        return (bool(self.waiters) or b'"error"' in chunk or b'"disconnect"' in chunk
+                or b'"offline"' in chunk)
 
     def handle_line(self, line):
         try:
@@ -165,8 +211,11 @@ class ChatdClient(LineClient):
             return
         if "error" in item:
             self.errors.append(item["error"])
-        if item.get("event") == "disconnect":
+        event = item.get("event")
+        if event == "disconnect":
             self.close_reason = f"disconnect {item.get('kind')}: {item.get('reason')}"
+        elif event == "member" and item.get("status") == "offline":
+            self.offline_seen.setdefault(item.get("user"), time.monotonic())
         if self.waiters:
             self.resolve_waiters(item)
 
@@ -204,9 +253,15 @@ class ChatdClient(LineClient):
             self.send_line(self.presence_line)
 
     def send_channel_message(self, channel, text):
+        self.sent += 1
+        if self.acks is not None:
+            self.unacked.append(time.monotonic_ns())
         self.send({"channel_message": text, "channel": channel})
 
     def send_private_message(self, other_user, text):
+        self.sent += 1
+        if self.acks is not None:
+            self.unacked.append(time.monotonic_ns())
         self.send({"private_message": text, "other_user": other_user})
 
 
@@ -254,9 +309,11 @@ class IrcClient(LineClient):
         self.send_line(b"PING :heartbeat\r\n")
 
     def send_channel_message(self, channel, text):
+        self.sent += 1
         self.send_line(f"PRIVMSG #{channel} :{text}\r\n".encode())
 
     def send_private_message(self, other_user, text):
+        self.sent += 1
         self.send_line(f"PRIVMSG {other_user} :{text}\r\n".encode())
 
 
@@ -275,11 +332,13 @@ async def connect(client_class, port, name, deliveries=None, attempts=5):
 
 
 async def open_sessions(client_class, port, names, channel_of, deliveries=None,
-                        concurrency=100, timeout=120.0, attempts=3):
+                        concurrency=100, timeout=120.0, attempts=3, on_open=None):
     """Connect, log in and look at a channel for every name, `concurrency` at a time.
 
     A connection the server drops during setup (a full accept queue resets it)
     is opened again, as a real client would, up to `attempts` times.
+    `on_open(client)` is called as soon as each one is ready (so that its
+    heartbeats start then, not after the last login).
     Returns (clients, failures, retries): a server that refuses some
     connections is a result to report, not a crash.
     """
@@ -299,6 +358,9 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
                 try:
                     await client.log_in()
                     await client.look_at(channel_of(name))
+                    client.ready_at = time.monotonic()
+                    if on_open is not None:
+                        on_open(client)
                     return client
                 except (ProtocolError, asyncio.TimeoutError) as error:
                     dropped_by_server = client.closed and not client.errors
@@ -316,7 +378,7 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
 class Heartbeat:
     """Sends every client's heartbeat once per `period`, spread evenly over the period."""
 
-    def __init__(self, clients, period=5.0, ticks_per_period=50):
+    def __init__(self, clients, period, ticks_per_period=50):
         self.clients = clients
         self.period = period
         self.ticks = ticks_per_period

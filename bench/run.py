@@ -8,6 +8,7 @@ bench/results/.
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -24,9 +25,10 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench import scenarios  # noqa: E402
 from bench.profile import PySpyProfiler  # noqa: E402
-from bench.report import print_table  # noqa: E402
-from bench.servers import (ChatdTarget, ErgoTarget, NgircdTarget, ensure_ngircd,  # noqa: E402
-                           find_ergo, mariadb_available, raise_file_limit)
+from bench.report import print_table, ratios  # noqa: E402
+from bench.servers import (ChatdTarget, ErgoTarget, NgircdTarget, NotErgo,  # noqa: E402
+                           ensure_ngircd, find_ergo, mariadb_available, raise_file_limit,
+                           require_ergo)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -124,7 +126,6 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
     """
     s = sizes
     chatd = [t for t in (sqlite, mariadb) if t is not None]
-    log_target = mariadb or sqlite
 
     def fanout(target):
         return lambda: scenarios.fanout(
@@ -177,8 +178,9 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
         ("log", "7. log throughput: sending as fast as relayed, every message checked in SQL",
          {"senders": s.log_senders, "viewers": s.log_viewers, "seconds": s.log_seconds,
           "window": s.log_window},
-         [(log_target, lambda: scenarios.log_throughput(
-             log_target, s.log_senders, s.log_viewers, s.log_seconds, s.log_window))]),
+         [(t, (lambda t=t: scenarios.log_throughput(
+             t, s.log_senders, s.log_viewers, s.log_seconds, s.log_window)))
+          for t in chatd]),
     ]
     for index, (_, _, _, runs) in enumerate(plan):
         if index % 2:
@@ -188,6 +190,8 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
 
 async def run_all(args):
     sizes = MODES[args.mode]
+    if args.size:
+        sizes = dataclasses.replace(sizes, **dict(args.size))
     workdir = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
     # Clients and server are separate processes: each needs one descriptor per connection.
     wanted_files = sizes.idle_connections + 1_000
@@ -196,8 +200,9 @@ async def run_all(args):
         print(f"ulimit -n is {file_limit} (hard limit), below the {wanted_files} the idle "
               f"scenario needs: raise it (`ulimit -Hn {wanted_files}` as root) or expect "
               f"refused connections.")
-    sqlite = ChatdTarget("sqlite", workdir)
-    mariadb = ChatdTarget("mariadb", workdir) if mariadb_available() else None
+    sqlite = ChatdTarget("sqlite", workdir, args.chatd_option)
+    mariadb = (ChatdTarget("mariadb", workdir, args.chatd_option)
+               if mariadb_available() else None)
     irc = None if args.no_irc else irc_target(args, workdir)
     if args.profile:
         for target in (sqlite, mariadb):
@@ -260,20 +265,18 @@ async def measure(args, sizes, sqlite, mariadb, irc):
                 figures[target.name] = {"failed": f"{type(error).__name__}: {error}"}
             figures[target.name]["wall_s"] = round(time.monotonic() - started, 1)
         results["scenarios"][name] = {"description": description, "parameters": parameters,
-                                      "results": figures}
+                                      "results": figures, "ratios": ratios(figures)}
         print_table(description, parameters, figures)
     results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return results
 
 
 def irc_target(args, workdir):
-    """Ergo when it is installed (or given with --ergo), else Debian's ngircd."""
-    if args.irc in ("auto", "ergo"):
-        ergo = find_ergo(args.ergo)
-        if ergo:
-            return ErgoTarget(ergo, workdir)
-        if args.irc == "ergo":
-            raise SystemExit("--irc ergo: no Ergo IRC server found")
+    """Ergo when given with --ergo or installed (--irc auto), else Debian's ngircd."""
+    ergo = args.ergo or (find_ergo() if args.irc == "auto" else None)
+    if ergo:
+        return ErgoTarget(ergo, workdir)
+    if args.irc == "auto":
         print("The IRC reference server is ngircd instead.")
     return NgircdTarget(workdir) if ensure_ngircd() else None
 
@@ -286,7 +289,20 @@ def print_limits(servers):
             print(f"    - {limit}")
 
 
-def main(argv=None):
+def size_override(text):
+    name, _, value = text.partition("=")
+    fields = {f.name: f.type for f in dataclasses.fields(Sizes)}
+    if name not in fields:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a size; sizes: {', '.join(fields)}")
+    kind = fields[name]
+    try:
+        return name, kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} takes a {kind.__name__}, not {value!r}")
+
+
+def parse_args(argv=None):
+    """The command line, with the IRC server choice checked: a bad --ergo is an error here."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
@@ -296,10 +312,16 @@ def main(argv=None):
     parser.set_defaults(mode="full")
     parser.add_argument("--only", help="comma-separated scenarios: fanout,rooms,private,"
                                        "storm,idle,history,log")
+    parser.add_argument("--size", action="append", type=size_override, default=[],
+                        metavar="NAME=NUMBER",
+                        help="override one of the mode's sizes, e.g. --size fanout_rate=2000")
+    parser.add_argument("--chatd-option", action="append", default=[],
+                        help="an extra chatd option, e.g. --chatd-option=--durability=power")
     parser.add_argument("--no-irc", action="store_true", help="skip the IRC reference server")
     parser.add_argument("--irc", choices=("auto", "ergo", "ngircd"), default="auto",
                         help="IRC reference server (auto: ergo if installed, else ngircd)")
-    parser.add_argument("--ergo", help="path of the Ergo IRC server binary")
+    parser.add_argument("--ergo", metavar="PATH",
+                        help="the Ergo IRC server binary to compare with (implies --irc ergo)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--scenario-timeout", type=float, default=240.0,
                         help="seconds one scenario may take on one server")
@@ -307,7 +329,20 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="sample chatd with py-spy during each scenario (slows it a little)")
     args = parser.parse_args(argv)
+    if args.ergo:
+        if args.no_irc or args.irc == "ngircd":
+            parser.error("--ergo asks for Ergo as the IRC server; drop --no-irc / --irc ngircd")
+        try:
+            args.ergo = require_ergo(args.ergo)
+        except NotErgo as error:
+            parser.error(str(error))
+    elif args.irc == "ergo" and not args.no_irc:
+        args.ergo = find_ergo() or parser.error("--irc ergo: no Ergo IRC server on PATH")
+    return args
 
+
+def main(argv=None):
+    args = parse_args(argv)
     results = asyncio.run(run_all(args))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -225,6 +225,8 @@ DIRECTORY_PAGE = (Field("after", TEXT, None, "a cursor: the `next` of the previo
 # A directory page may be as large as --max-reply (a message is at most a few kB),
 # so it costs several requests of the flood budget.
 DIRECTORY_COST = 4.0
+NONCE = Field("nonce", TEXT, None, "1 to 64 characters of your choice: a resend with the"
+              " same nonce is answered with the original id, not stored twice")
 HISTORY_PAGE = (Field("before", INT, None, "a message id: only older messages"),
                 Field("limit", INT, None, "how many, 1 to 200 (default 50)"))
 
@@ -243,9 +245,9 @@ PROTOCOL_ACTIONS = (
            help="everyone you can write to privately, a page at a time"),
     Action("join", Field("channel", TEXT), help="join a channel, or ask to join a private one"),
     Action("leave", Field("channel", TEXT), help="leave a channel"),
-    Action("channel_message", Field("text", TEXT), (Field("channel", TEXT),),
+    Action("channel_message", Field("text", TEXT), (Field("channel", TEXT), NONCE),
            help="send a message to a channel"),
-    Action("private_message", Field("text", TEXT), (Field("other_user", TEXT),),
+    Action("private_message", Field("text", TEXT), (Field("other_user", TEXT), NONCE),
            help="send a private message"),
     Action("get_channel", Field("channel", TEXT), HISTORY_PAGE,
            help="a channel's history (counts as looking at it)"),
