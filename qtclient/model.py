@@ -6,9 +6,10 @@ runs on an injected ``clock`` (any ``IReactorTime``), so tests can drive minutes
 of idleness with ``twisted.internet.task.Clock`` instead of sleeping.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
-from PyQt6.QtCore import QEvent, QObject, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, QStandardPaths, pyqtSignal
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.task import LoopingCall
@@ -16,7 +17,9 @@ from twisted.internet.task import LoopingCall
 from chatd import rules
 
 from .entities import (
-    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo)
+    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo,
+    parse_time)
+from .outbox import Outbox
 from .protocol import ChatProtocol, ServerError
 
 DEFAULT_PORT = 7878
@@ -178,11 +181,15 @@ class ChatModel(QObject):
     kicked = pyqtSignal(str)  # reason
     banned = pyqtSignal(str)  # reason
     sessionEnded = pyqtSignal(str, str)  # kind, reason: the server ended the session
+    outboxChanged = pyqtSignal()  # a message was typed, acknowledged, refused or deleted
     errorOccurred = pyqtSignal(str)
 
     def __init__(self, reactor=None, clock=None, heartbeat_interval=5.0, away_after=60.0,
-                 reconnect_delays=(1.0, 30.0), ca_file=None, parent=None):
+                 reconnect_delays=(1.0, 30.0), ca_file=None, data_dir=None, parent=None):
         super().__init__(parent)
+        # Where each account's outbox file lives; by default the application's data directory.
+        self.data_dir = data_dir or QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.AppDataLocation)
         # For tls:// addresses: trust only this PEM certificate (a self-signed server's)
         # instead of the system's roots.
         self.ca_file = ca_file
@@ -216,6 +223,8 @@ class ChatModel(QObject):
         self._has_more = {}
         self._private_unread = {}
         self._loading_older = False
+        self.outbox = Outbox()  # replaced by the account's own at login
+        self._in_flight = set()  # nonces sent on this connection, not answered yet
 
     # --- what the widgets read ---------------------------------------------
 
@@ -230,6 +239,10 @@ class ChatModel(QObject):
     def messages(self, conversation):
         """Known messages of a conversation, oldest first."""
         return sorted(self._messages.get(conversation, {}).values(), key=lambda m: m.id)
+
+    def pending(self, conversation):
+        """Messages typed in a conversation and not acknowledged yet (sending or refused), in order."""
+        return self.outbox.of(conversation)
 
     def has_more(self, conversation):
         return self._has_more.get(conversation, False)
@@ -326,6 +339,7 @@ class ChatModel(QObject):
         self._next_delay = self._first_delay
         self._set_state(State.ONLINE)
         self._start_heartbeat()
+        self._send_outbox()
         yield self._after_login()
         if self.current is not None:
             yield self.open_conversation(self.current)
@@ -362,9 +376,13 @@ class ChatModel(QObject):
             return
         self._reset_session_state()
         self._session = Session(address, reply["user"], password, reply.get("role", "user"))
+        self.outbox = Outbox.for_account(self.data_dir, str(parse_address(address)),
+                                         self._session.user)
         self._set_state(State.ONLINE)
         self._start_heartbeat()
         self.loggedIn.emit(self._session.user, self._session.role)
+        self.outboxChanged.emit()
+        self._send_outbox()
         yield self._after_login()
 
     def _unreachable(self, address, error):
@@ -406,13 +424,14 @@ class ChatModel(QObject):
         self.registered.emit(reply.get("user", user))
 
     def logout(self):
-        """Log out, keeping the connection for the next login."""
+        """Log out, keeping the connection for the next login (and the outbox on disk for it)."""
         if self._protocol is not None and self.state == State.ONLINE:
             self._protocol.request("logout", self._session.user).addErrback(lambda _: None)
         self._session = None
         self._cancel_reconnect()
         self._stop_heartbeat()
         self._reset_session_state()
+        self.outboxChanged.emit()
         self._set_state(State.CONNECTED if self._protocol is not None else State.DISCONNECTED)
         self.loggedOut.emit()
 
@@ -591,6 +610,8 @@ class ChatModel(QObject):
         stored = self._messages.setdefault(conversation, {})
         for message in messages:
             stored[message.id] = message
+        if any(self._settle(message) for message in messages):
+            self.outboxChanged.emit()
 
     def send_text(self, text):
         """Send what the user typed to the open conversation; ``/command`` runs a command.
@@ -612,13 +633,73 @@ class ChatModel(QObject):
         return self._say(text)
 
     def _say(self, text):
+        """Into the outbox first (shown as "sending…"), then to the server if connected."""
         if self.current is None:
             return "Open a channel or a conversation first."
-        if self.current.is_channel:
-            self._request("channel_message", text, channel=self.current.name)
-        else:
-            self._request("private_message", text, other_user=self.current.name)
+        message = self.outbox.add(self.current, text)
+        self.outboxChanged.emit()
+        self._send_pending(message)
         return None
+
+    # --- the outbox: what was typed, until the server has stored it ----------
+
+    def _send_outbox(self):
+        """(Re)send every unacknowledged message, in the order typed (after each login)."""
+        for message in self.outbox.to_send():
+            self._send_pending(message)
+
+    def _send_pending(self, message):
+        """Send one outbox message with its nonce; a resend of a stored one is answered
+        with the original id, so sending again after a lost connection is safe."""
+        if self._protocol is None or self.state != State.ONLINE or message.nonce in self._in_flight:
+            return
+        self._in_flight.add(message.nonce)
+        conversation = message.conversation
+        if conversation.is_channel:
+            sent = self._protocol.request("channel_message", message.text,
+                                          channel=conversation.name, nonce=message.nonce)
+        else:
+            sent = self._protocol.request("private_message", message.text,
+                                          other_user=conversation.name, nonce=message.nonce)
+
+        def answered(result):
+            self._in_flight.discard(message.nonce)
+            return result
+
+        def refused(failure):
+            if not failure.check(ServerError):
+                return  # the connection was lost: resent at the next login
+            if message.nonce in self.outbox:
+                self.outbox.replace(dataclasses.replace(message, error=failure.value.message))
+                self.outboxChanged.emit()
+        sent.addBoth(answered).addCallbacks(lambda reply: self._acknowledged(message, reply),
+                                            refused)
+
+    def _acknowledged(self, pending, reply):
+        """The server has the message: show it as stored, unless its relay already did."""
+        if pending.nonce not in self.outbox or self._session is None:
+            return
+        self._deliver(ChatMessage(reply["id"], parse_time(reply["time"]), self.user,
+                                  pending.text, pending.conversation, pending.nonce))
+
+    def _settle(self, message):
+        """Take my pending copy of a stored ``message`` out of the outbox; whether there was one."""
+        return (message.nonce is not None and message.sender == self.user
+                and self.outbox.remove(message.nonce) is not None)
+
+    def retry_message(self, nonce):
+        """Send a refused message again (the user clicked Retry)."""
+        message = self.outbox.get(nonce)
+        if message is not None and message.error is not None:
+            message = dataclasses.replace(message, error=None)
+            self.outbox.replace(message)
+            self.outboxChanged.emit()
+            self._send_pending(message)
+
+    def delete_message(self, nonce):
+        """Drop an unsent message (the user clicked Delete)."""
+        if self.outbox.remove(nonce) is not None:
+            self.outboxChanged.emit()
 
     def _command_me(self, action):
         if not action:
@@ -708,14 +789,22 @@ class ChatModel(QObject):
     def _on_message(self, line):
         if self._session is None:
             return
-        message = ChatMessage.from_line(line, self.user)
+        self._deliver(ChatMessage.from_line(line, self.user))
+
+    def _deliver(self, message):
+        """A stored message, live: relayed, or my own acknowledged one."""
         conversation = message.conversation
+        settled = self._settle(message)
         stored = self._messages.get(conversation)
+        if stored is not None and message.id in stored:
+            if settled:
+                self.outboxChanged.emit()
+            return
         if stored is not None:
-            if message.id in stored:
-                return
             stored[message.id] = message
         self.messageReceived.emit(message)
+        if settled:
+            self.outboxChanged.emit()
         if message.is_for(self.user):
             self.messageForMe.emit(message)
         if not conversation.is_channel and conversation != self.current and message.sender != self.user:
