@@ -34,15 +34,17 @@ class Outbox:
         try:
             with open(outbox.path, encoding="utf-8") as file:
                 saved = json.load(file)
+            for entry in saved["messages"]:
+                message = PendingMessage(
+                    entry["nonce"], Conversation(entry["kind"], entry["name"]), entry["text"],
+                    parse_time(entry["typed"]), entry.get("error"))
+                outbox._messages[message.nonce] = message
         except FileNotFoundError:
-            return outbox
-        except (OSError, ValueError):
-            return outbox  # unreadable: start empty rather than refuse to log in
-        for entry in saved.get("messages", []):
-            message = PendingMessage(
-                entry["nonce"], Conversation(entry["kind"], entry["name"]), entry["text"],
-                parse_time(entry["typed"]), entry.get("error"))
-            outbox._messages[message.nonce] = message
+            pass
+        except (ValueError, KeyError, TypeError):
+            # Not ours to read: start empty, but keep the file aside instead of overwriting it.
+            outbox._messages.clear()
+            os.replace(outbox.path, f"{outbox.path}.unreadable")
         return outbox
 
     def __len__(self):
