@@ -15,6 +15,8 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapCl
 from twisted.internet.task import LoopingCall
 
 from chatd import rules
+from chatd.limits import TOO_FAST
+from chatd.protocol import BUSY, UNAVAILABLE
 
 from .entities import (
     ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo,
@@ -25,6 +27,11 @@ from .protocol import ChatProtocol, ServerError
 DEFAULT_PORT = 7878
 HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
+# Refusals that say "not now" rather than "no": the message is sent again after RESEND_DELAY
+# seconds instead of being shown as refused. One message waits at a time, so a backlog
+# never draws more than one flood-control refusal per RESEND_DELAY.
+TRANSIENT_REFUSALS = frozenset({TOO_FAST, BUSY, UNAVAILABLE})
+RESEND_DELAY = 2.0
 
 # The commands the client runs itself (the rest go to the server), as /help explains them.
 CLIENT_COMMANDS = {
@@ -205,6 +212,7 @@ class ChatModel(QObject):
         self._first_delay, self._max_delay = reconnect_delays
         self._next_delay = self._first_delay
         self._reconnect_call = None
+        self._resend_call = None  # after a "not now" refusal: when the outbox goes on
         self._protocol = None
         self._address = None
         self._farewell = None  # the server's reason for closing a connection before login
@@ -224,7 +232,8 @@ class ChatModel(QObject):
         self._private_unread = {}
         self._loading_older = False
         self.outbox = Outbox()  # replaced by the account's own at login
-        self._in_flight = set()  # nonces sent on this connection, not answered yet
+        self._in_flight = None  # the nonce of the outbox message sent and not answered yet
+        self._cancel_resend()
 
     # --- what the widgets read ---------------------------------------------
 
@@ -348,6 +357,7 @@ class ChatModel(QObject):
         """Stop timers and drop the connection (the application is quitting)."""
         self._session = None
         self._cancel_reconnect()
+        self._cancel_resend()
         self._stop_heartbeat()
         self._drop_connection()
 
@@ -636,44 +646,67 @@ class ChatModel(QObject):
         """Into the outbox first (shown as "sending…"), then to the server if connected."""
         if self.current is None:
             return "Open a channel or a conversation first."
-        message = self.outbox.add(self.current, text)
+        self.outbox.add(self.current, text)
         self.outboxChanged.emit()
-        self._send_pending(message)
+        self._send_next()
         return None
 
     # --- the outbox: what was typed, until the server has stored it ----------
 
     def _send_outbox(self):
-        """(Re)send every unacknowledged message, in the order typed (after each login)."""
-        for message in self.outbox.to_send():
-            self._send_pending(message)
+        """After each login: (re)send what waits, in the order typed."""
+        self._cancel_resend()
+        self._send_next()
 
-    def _send_pending(self, message):
-        """Send one outbox message with its nonce; a resend of a stored one is answered
+    def _send_next(self):
+        """Send the oldest unanswered outbox message with its nonce, one at a time, so the
+        server stores them in the order typed. A resend of one already stored is answered
         with the original id, so sending again after a lost connection is safe."""
-        if self._protocol is None or self.state != State.ONLINE or message.nonce in self._in_flight:
+        if (self._protocol is None or self.state != State.ONLINE or self._in_flight is not None
+                or self._resend_call is not None):
             return
-        self._in_flight.add(message.nonce)
-        conversation = message.conversation
-        if conversation.is_channel:
+        message = next(iter(self.outbox.to_send()), None)
+        if message is None:
+            return
+        self._in_flight = message.nonce
+        target = message.conversation
+        if target.is_channel:
             sent = self._protocol.request("channel_message", message.text,
-                                          channel=conversation.name, nonce=message.nonce)
+                                          channel=target.name, nonce=message.nonce)
         else:
             sent = self._protocol.request("private_message", message.text,
-                                          other_user=conversation.name, nonce=message.nonce)
+                                          other_user=target.name, nonce=message.nonce)
 
         def answered(result):
-            self._in_flight.discard(message.nonce)
+            if self._in_flight == message.nonce:
+                self._in_flight = None
             return result
+
+        def acknowledged(reply):
+            self._acknowledged(message, reply)
+            self._send_next()
 
         def refused(failure):
             if not failure.check(ServerError):
-                return  # the connection was lost: resent at the next login
+                return  # the connection was lost: sent again after the next login
+            reason = failure.value.message
+            if reason in TRANSIENT_REFUSALS:
+                self._resend_call = self._clock.callLater(RESEND_DELAY, self._resend)
+                return
             if message.nonce in self.outbox:
-                self.outbox.replace(dataclasses.replace(message, error=failure.value.message))
+                self.outbox.replace(dataclasses.replace(message, error=reason))
                 self.outboxChanged.emit()
-        sent.addBoth(answered).addCallbacks(lambda reply: self._acknowledged(message, reply),
-                                            refused)
+            self._send_next()
+        sent.addBoth(answered).addCallbacks(acknowledged, refused)
+
+    def _resend(self):
+        self._resend_call = None
+        self._send_next()
+
+    def _cancel_resend(self):
+        if self._resend_call is not None and self._resend_call.active():
+            self._resend_call.cancel()
+        self._resend_call = None
 
     def _acknowledged(self, pending, reply):
         """The server has the message: show it as stored, unless its relay already did."""
@@ -691,10 +724,9 @@ class ChatModel(QObject):
         """Send a refused message again (the user clicked Retry)."""
         message = self.outbox.get(nonce)
         if message is not None and message.error is not None:
-            message = dataclasses.replace(message, error=None)
-            self.outbox.replace(message)
+            self.outbox.replace(dataclasses.replace(message, error=None))
             self.outboxChanged.emit()
-            self._send_pending(message)
+            self._send_next()
 
     def delete_message(self, nonce):
         """Drop an unsent message (the user clicked Delete)."""

@@ -208,3 +208,34 @@ def test_the_outbox_survives_a_restart_of_the_client(
         assert pending_texts(again) == []
     finally:
         stop_server(restarted)
+
+
+def test_a_backlog_is_paced_under_flood_control_and_arrives_whole_and_in_order(
+        qtbot, logged_in_window, accounts, chat_server):
+    """Twelve messages typed while the server was down meet a server allowing 6 requests
+    at once, then 10 a second: "too fast" is not "refused", they wait and go on."""
+    from twisted.internet import reactor
+    accounts("carol")
+    bob = logged_in_window("bob", clock=reactor)  # the resend delay runs in real time here
+    join_general(qtbot, bob)
+    stop_server(chat_server)
+    qtbot.waitUntil(lambda: bob.model.state == "reconnecting", timeout=PATIENCE)
+    typed = [f"backlog {n}" for n in range(12)]
+    for text in typed:
+        send(qtbot, bob, text)
+    assert pending_texts(bob) == typed
+
+    restarted = start_server(chat_server.config.database,
+                             listen=f"tcp:{chat_server.address.port}:interface=127.0.0.1",
+                             admins=chat_server.config.admins, presence_timeout=600,
+                             flood_burst=6, flood_rate=10.0)
+    try:
+        states = []
+        bob.model.connectionStateChanged.connect(states.append)
+        qtbot.waitUntil(lambda: not bob.model.outbox.all(), timeout=PATIENCE)
+        assert history(restarted, "carol") == typed
+        assert shown_texts(bob) == typed and pending_texts(bob) == []
+        assert states[states.index("online"):] == ["online"], (
+            "signed in once, never disconnected for flooding")
+    finally:
+        stop_server(restarted)
