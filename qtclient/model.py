@@ -620,7 +620,8 @@ class ChatModel(QObject):
         stored = self._messages.setdefault(conversation, {})
         for message in messages:
             stored[message.id] = message
-        if any(self._settle(message) for message in messages):
+        settled = [message for message in messages if self._settle(message)]  # (all of them)
+        if settled:
             self.outboxChanged.emit()
 
     def send_text(self, text):

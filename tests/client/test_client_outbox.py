@@ -121,19 +121,20 @@ def test_messages_sent_around_a_server_stop_are_neither_lost_nor_doubled(
         stop_server(restarted)
 
 
-def test_a_message_stored_whose_reply_was_lost_is_not_sent_twice(
+def test_messages_stored_whose_replies_were_lost_are_not_sent_twice(
         qtbot, make_window, accounts, chat_server, address, tmp_path):
-    """The server stored it (same nonce) but the client never heard: the resend gets the
-    original id, nothing is stored or relayed again, and it shows once."""
+    """The server stored two (with their nonces) but the client never heard; a third never
+    left. The resends get the original ids, nothing is stored or relayed again, each shows once."""
     accounts("bob", "carol")
     carol = wait(protocol_login(chat_server, "carol", register_first=False))
     wait(look_at(carol, "general"))  # she sees what is relayed there
     bob_there = wait(protocol_login(chat_server, "bob", register_first=False))
     wait(bob_there.request({"join": "general"}))
     outbox = Outbox.for_account(str(tmp_path / "data"), str(parse_address(address)), "bob")
-    typed = outbox.add(GENERAL, "stored, but the ok never came")
-    first = wait(bob_there.request({"channel_message": typed.text, "channel": "general",
-                                    "nonce": typed.nonce}))
+    typed = [outbox.add(GENERAL, text) for text in (
+        "stored, but the ok never came", "stored too", "never left the client")]
+    ids = [wait(bob_there.request({"channel_message": message.text, "channel": "general",
+                                   "nonce": message.nonce}))["id"] for message in typed[:2]]
     bob_there.transport.loseConnection()
 
     window = make_window("bob")
@@ -143,12 +144,13 @@ def test_a_message_stored_whose_reply_was_lost_is_not_sent_twice(
     qtbot.waitUntil(lambda: not window.model.outbox.all(), timeout=PATIENCE)
     with qtbot.waitSignal(window.model.historyLoaded, timeout=PATIENCE):
         window.model.open_conversation(GENERAL)
-    assert [m.id for m in window.model.messages(GENERAL)] == [first["id"]]
-    assert shown_texts(window) == [typed.text] and pending_texts(window) == []
+    texts = [message.text for message in typed]
+    assert [m.id for m in window.model.messages(GENERAL)][:2] == ids
+    assert shown_texts(window) == texts and pending_texts(window) == []
     wait(carol.barrier())
-    relays = [line for line in carol.inbox if line.get("channel_message") == typed.text]
-    assert len(relays) == 1, "the resend was not relayed again"
-    assert history(chat_server, "carol") == [typed.text]
+    relayed = [line["channel_message"] for line in carol.inbox if "channel_message" in line]
+    assert relayed == texts, "each relayed once: the resends were not relayed again"
+    assert history(chat_server, "carol") == texts
 
 
 def test_a_refused_message_shows_the_reason_with_retry_and_delete(
