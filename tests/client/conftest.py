@@ -50,13 +50,17 @@ def accounts(chat_server):
 
 
 @pytest.fixture
-def make_model(qtbot):
-    """ChatModels on the real reactor; each gets its own fake clock for its timers."""
+def make_model(qtbot, tmp_path):
+    """ChatModels on the real reactor; each gets its own fake clock for its timers.
+
+    Their outboxes live in the test's directory (one file per server and user, so a
+    second model of the same user reads what the first one left)."""
     models = []
 
     def make(**options):
         clock = task.Clock()
         options.setdefault("reconnect_delays", (0.05, 0.2))
+        options.setdefault("data_dir", str(tmp_path / "data"))
         model = ChatModel(reactor, clock=options.pop("clock", clock), **options)
         model.clock = clock
         models.append(model)
