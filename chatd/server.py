@@ -13,11 +13,13 @@ from twisted.python.failure import Failure
 
 from chatd.accounts import Accounts
 from chatd.auth import PasswordHasher
+from chatd.cluster import Cluster
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import LoginThrottle
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
+from chatd.natsbus import BusError
 from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
 from chatd.protocol import ChatFactory
 from chatd.store import Store
@@ -85,8 +87,10 @@ class ChatServer(service.Service):
                                             cap=config.login_backoff_max)
         self.accounts = Accounts(self.store, self.hasher, self.login_throttle,
                                  admins=config.admins)
+        self.cluster = None if config.bus is None else Cluster(self)
         self.hub = Hub(self.store, self.accounts, clock=reactor,
-                       max_message=config.max_message, presence_timeout=config.presence_timeout)
+                       max_message=config.max_message, presence_timeout=config.presence_timeout,
+                       bus=None if self.cluster is None else self.cluster.bus)
         self.moderation = self.hub.moderation = Moderation(self)
         self.accounts.login_checks.append(self.moderation.check_login_allowed)
         self.manhole_port = None
@@ -101,12 +105,24 @@ class ChatServer(service.Service):
     @defer.inlineCallbacks
     def _start(self):
         try:
+            if self.cluster is not None:
+                self.cluster.check_setup()
+        except BusError as e:
+            raise StartError(str(e)) from e
+        try:
             yield self.store.start()
         except Exception as e:
             raise StartError(database_problem(self.store.engine, e)) from e
+        if self.cluster is not None:
+            try:
+                yield self.cluster.connect()
+            except BusError as e:
+                raise StartError(str(e)) from e
         yield self.accounts.load()
         yield self.hub.load()
         yield self.moderation.load()
+        if self.cluster is not None:
+            yield self.cluster.catch_up()
         self.port = yield listen("--listen", self.reactor, self.config.listen, ChatFactory(self))
         address = self.port.getHost()
         log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
@@ -137,6 +153,8 @@ class ChatServer(service.Service):
         clients = list(self.hub.connections)
         for connection in clients:
             connection.disconnect("shutdown", SHUTDOWN_REASON)
+        if self.cluster is not None:
+            yield self.cluster.stop()
         yield self.store.stop()
         spool = self.store.spool
         if spool is not None and spool.unread:

@@ -1,0 +1,159 @@
+"""Several chatd nodes on one NATS JetStream bus and one MariaDB (docs/cluster.md).
+
+Real `twistd --reactor=asyncio` processes, the real NATS at 127.0.0.1:4222 and
+the real MariaDB; clients over TCP. Skipped unless NATS answers, failed when
+CHATD_REQUIRE_MYSQL=1 and it does not.
+"""
+
+import pytest
+from twisted.internet import defer
+
+from chatd.natsbus import parse_bus_url, subject_token
+from cluster_support import NODE, cluster, require_nats
+from support import PASSWORD, connect, mysql_database, ok
+from test_twistd import free_port, twistd_failure
+
+
+# -- names on the bus ---------------------------------------------------------------
+
+def test_subject_tokens_are_safe_and_distinct():
+    names = ["general", "a.b", "a*", "a>", "a b", "a=2E", "ça", "日本", "-_x", "A", "a"]
+    tokens = [subject_token(n) for n in names]
+    assert len(set(tokens)) == len(names)
+    for token in tokens:
+        assert token and not set(token) & set(". *>\t\r\n")
+    assert subject_token("general") == "general" and subject_token("a.b") == "a=2Eb"
+
+
+def test_bus_urls():
+    assert parse_bus_url("nats://127.0.0.1:4222") == ("nats://127.0.0.1:4222", "chatd")
+    assert parse_bus_url("nats://h/prod-1") == ("nats://h:4222", "prod-1")
+    for bad in ("http://h:4222", "nats://", "nats://h:x", "nats://h/a.b"):
+        with pytest.raises(ValueError):
+            parse_bus_url(bad)
+
+
+# -- start-up errors: one line, exit status 1 ---------------------------------------------
+
+def node_failure(tmp_path, *args):
+    return twistd_failure(tmp_path, *args, command=NODE)[0]
+
+
+def test_bus_with_sqlite_is_refused(tmp_path):
+    line = node_failure(tmp_path, "--bus", "nats://127.0.0.1:4222/x", "--node-name", "a",
+                        "--listen", "tcp:0")
+    assert "--bus needs a mysql:// database" in line
+
+
+def test_bus_without_the_asyncio_reactor_is_refused(tmp_path):
+    with mysql_database() as url:
+        line = twistd_failure(tmp_path, "--bus", "nats://127.0.0.1:4222/x", "--node-name", "a",
+                              "--database", url, "--listen", "tcp:0")[0]
+    assert "--bus needs Twisted's asyncio reactor" in line and "--reactor=asyncio" in line
+
+
+def test_bus_needs_a_node_name(tmp_path):
+    from test_twistd import parse
+    from twisted.python.usage import UsageError
+    with pytest.raises(UsageError, match="--bus needs --node-name"):
+        parse("--bus", "nats://127.0.0.1:4222")
+    with pytest.raises(UsageError, match="node name"):
+        parse("--bus", "nats://127.0.0.1:4222", "--node-name", "a.b")
+
+
+def test_an_unreachable_bus_is_refused(tmp_path):
+    port = free_port()
+    with mysql_database() as url:
+        line = node_failure(tmp_path, "--bus", f"nats://127.0.0.1:{port}/x", "--node-name", "a",
+                            "--database", url, "--listen", "tcp:0")
+    assert f"cannot reach the bus at nats://127.0.0.1:{port}/x" in line
+
+
+def test_two_live_nodes_with_one_name_are_refused(tmp_path):
+    with cluster(tmp_path) as nodes:
+        nodes.start("a")
+        (tmp_path / "second").mkdir()
+        line = node_failure(tmp_path / "second", "--bus", nodes.bus, "--node-name", "a",
+                            "--database", nodes.database, "--listen", "tcp:0")
+        assert "--node-name a: a node of that name is already running" in line
+        nodes.start("b")    # another name is welcome
+
+
+# -- clients on several nodes ----------------------------------------------------------------
+
+@defer.inlineCallbacks
+def client_on(node, name, register=False):
+    client = yield connect(node)
+    if register:
+        ok((yield client.request({"register": name, "password": PASSWORD,
+                                  "email": f"{name}@example.org"})))
+    ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+    client.name = name
+    return client
+
+
+@defer.inlineCallbacks
+def look(client, channel="general"):
+    ok((yield client.request({"join": channel})))
+    client.send({"presence": "online", "channel": channel})
+    members = yield client.event("members", channel=channel)
+    return members
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_channel_messages_reach_every_node_in_one_order(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)     # registered on b, seen on a
+        carol = yield client_on(a, "carol", register=True)
+        for client in (alice, bob, carol):
+            yield look(client)
+        count = 40
+        sent = []
+        for i in range(count):     # both nodes publish at once, interleaved
+            for sender in (alice, bob):
+                sent.append(sender.request({"channel_message": f"{sender.name} {i}",
+                                            "channel": "general"}))
+        replies = yield defer.gatherResults(sent)
+        ids = {ok(reply)["id"] for reply in replies}
+        assert len(ids) == 2 * count
+
+        def relayed(m):
+            return "channel_message" in m and "reply_to" not in m
+        orders = []
+        for client in (alice, bob, carol):
+            order = []
+            while len(order) < 2 * count:
+                message = yield client.wait_for(relayed)
+                order.append((message["id"], message["channel_message"]))
+            orders.append(order)
+        assert orders[0] == orders[1] == orders[2]
+        assert {i for i, _ in orders[0]} == ids
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_private_messages_cross_nodes(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        reply = ok((yield alice.request({"private_message": "hi bob", "other_user": "bob"})))
+        got = yield bob.wait_for(lambda m: m.get("private_message") == "hi bob")
+        assert got["id"] == reply["id"] and got["user"] == "alice"
+        # The sender's own copy comes back through the stream too.
+        yield alice.wait_for(lambda m: m.get("private_message") == "hi bob"
+                             and "reply_to" not in m)
+
+
+def test_require_nats_skips_or_fails(monkeypatch):
+    import cluster_support
+    monkeypatch.setattr(cluster_support, "nats_reachable", lambda: False)
+    monkeypatch.setattr(cluster_support, "REQUIRE_MYSQL", True)
+    with pytest.raises(pytest.fail.Exception):
+        require_nats()
+    monkeypatch.setattr(cluster_support, "REQUIRE_MYSQL", False)
+    with pytest.raises(pytest.skip.Exception):
+        require_nats()
