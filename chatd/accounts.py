@@ -50,6 +50,7 @@ class Accounts:
         self.pending_admins = {name.casefold(): name for name in admins}
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
         self.role_changes = []  # callables (name, role) told after a role changed
+        self.registrations = []     # callables (name, role) told after an account is created
 
     @defer.inlineCallbacks
     def load(self):
@@ -59,8 +60,8 @@ class Accounts:
         for folded, given in sorted(self.pending_admins.items()):
             name = self.names.get(folded)
             if name is None:
-                log.warn("--admin {name}: no such account yet; it will be admin once registered",
-                         name=given)
+                log.warn("--admin {name}: no such account yet; whoever registers {name} first"
+                         " becomes admin. Register it now (or drop the option).", name=given)
             elif self.roles[name] != ADMIN:
                 yield self.set_role(name, ADMIN)
 
@@ -120,6 +121,8 @@ class Accounts:
                 raise ChatError(f"The name {name!r} is taken. Pick another one.")
             raise
         self.add(name, role)
+        for registered in self.registrations:
+            registered(name, role)
         self.store.log_auth(name, "register", ip)
         return name
 

@@ -8,18 +8,18 @@ through to SQL), so nothing on the message path waits for the database.
 
 import ipaddress
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatd.addresses import in_network
 from chatd.auth import ChatError, check_channel_name
 from chatd.bus import (
     ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, user_topic,
 )
-from chatd.moderation.addresses import in_network
 from chatd.presence import OFFLINE, Presence
-from chatd.rules import message_problem
+from chatd.rules import is_blank, message_problem
 
 log = Logger()
 
@@ -149,7 +149,6 @@ class Hub:
         self.ips = {}           # user name -> current (latest) IP, as the notes ask
         self.channels = {}      # channel name -> Channel
         self.connections = set()
-        self.connections_per_ip = Counter()     # IP -> open connections (for the per-IP limit)
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
 
     @defer.inlineCallbacks
@@ -188,14 +187,10 @@ class Hub:
 
     def add_connection(self, connection):
         self.connections.add(connection)
-        self.connections_per_ip[connection.ip] += 1
 
     def remove_connection(self, connection):
         if connection in self.connections:
             self.connections.remove(connection)
-            self.connections_per_ip[connection.ip] -= 1
-            if not self.connections_per_ip[connection.ip]:
-                del self.connections_per_ip[connection.ip]
 
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
@@ -299,7 +294,7 @@ class Hub:
     # -- messages ----------------------------------------------------------
 
     def _check_text(self, text):
-        if not text.strip():
+        if is_blank(text):
             raise ChatError("The message is empty.")
         too_long = message_problem(text, self.max_message)
         if too_long:

@@ -1,4 +1,5 @@
-"""Flood and abuse limits: request rate per connection, login backoff, unsent output.
+"""Flood and abuse limits: request rate per connection, login backoff, unsent output,
+open connections, throttled log lines.
 
 Everything here runs on a clock (the reactor, or twisted.internet.task.Clock in
 tests) and keeps a bounded amount of state: a token bucket per connection, one
@@ -6,8 +7,9 @@ small record per account or IP with recent failed logins.
 """
 
 import math
-from collections import deque
+from collections import Counter, deque
 
+from twisted.internet import defer
 from twisted.internet.abstract import FileDescriptor
 
 from chatd.auth import ChatError
@@ -136,12 +138,102 @@ def unsent_bytes(transport):
     in `_appSendBuffer` during its handshake and in its small-write aggregator
     (`_aggregator._buffer`, up to 64 kB, flushed at the next reactor turn).
     """
+    return _output_bytes(transport, sent_too=False)
+
+
+def held_bytes(transport):
+    """Bytes of output `transport` keeps in memory (None if unknown): the unsent
+    bytes, plus the part of its current buffer already sent, which Twisted frees
+    only once less than its SEND_LIMIT (128 kB) of that buffer is left to send."""
+    return _output_bytes(transport, sent_too=True)
+
+
+def _output_bytes(transport, sent_too):
     held = 0
     while transport is not None:
         # isinstance, not hasattr: a TLS wrapper forwards unknown attributes to its transport.
         if isinstance(transport, FileDescriptor):
-            return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            sent = 0 if sent_too else transport.offset
+            return held + len(transport.dataBuffer) - sent + transport._tempDataLen
         held += sum(map(len, getattr(transport, "_appSendBuffer", ())))
         held += sum(map(len, getattr(getattr(transport, "_aggregator", None), "_buffer", ())))
         transport = getattr(transport, "transport", None)
     return None
+
+
+FD_HEADROOM = 64        # descriptors kept for the database, logs, the manhole and the spool
+SHUTDOWN_WAIT = 5.0     # seconds stopService waits for clients to take the goodbye and close
+
+
+def default_max_connections():
+    """The connection cap below this process's descriptor limit (RLIMIT_NOFILE, soft)."""
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - FD_HEADROOM)
+
+
+class ConnectionCount:
+    """Open connections, in all and per address group (an IPv4 address or an IPv6 /64).
+
+    A connection counts from accept to connectionLost, while it closes too, so
+    refused connections still waiting to take their goodbye cannot push the
+    process past its descriptor limit either.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.total = 0
+        self.per_group = Counter()
+        self._empty_waiters = []
+
+    def add(self, group):
+        self.total += 1
+        self.per_group[group] += 1
+
+    def remove(self, group):
+        self.total -= 1
+        self.per_group[group] -= 1
+        if not self.per_group[group]:
+            del self.per_group[group]
+        if not self.total:
+            waiters, self._empty_waiters = self._empty_waiters, []
+            for d in waiters:
+                d.callback(True)
+
+    def until_empty(self, timeout):
+        """Deferred firing True once no connection is open, or False after `timeout` s."""
+        if not self.total:
+            return defer.succeed(True)
+        d = defer.Deferred()
+        self._empty_waiters.append(d)
+
+        def give_up():
+            if d in self._empty_waiters:
+                self._empty_waiters.remove(d)
+                d.callback(False)
+        call = self.clock.callLater(timeout, give_up)
+        d.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+        return d
+
+
+class LogThrottle:
+    """At most one log line per `key` every `interval` seconds; counts what it held back."""
+
+    def __init__(self, clock, interval=60.0):
+        self.clock = clock
+        self.interval = interval
+        self._next = {}         # key -> (time the next line may be logged, lines held back)
+
+    def allow(self, key):
+        """(True, lines held back since the last one) if a line may be logged now, else (False, 0)."""
+        now = self.clock.seconds()
+        if len(self._next) > 1000:
+            self._next = {k: v for k, v in self._next.items() if v[0] > now}
+        at, held = self._next.get(key, (0.0, 0))
+        if now < at:
+            self._next[key] = (at, held + 1)
+            return False, 0
+        self._next[key] = (now + self.interval, 0)
+        return True, held

@@ -10,6 +10,7 @@ shows what a Deferred fires with).
 """
 
 import os
+import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -19,18 +20,21 @@ from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readA
 from twisted.conch.insults import insults
 from twisted.conch.ssh import keys
 from twisted.cred import portal
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd.auth import ChatError
 from chatd.engines import SqliteEngine, engine_from_url
+from chatd.limits import LogThrottle
 from chatd.moderation import MANHOLE
 from chatd.registry import ACTIONS, COMMAND_LIST, manhole_help
 
 log = Logger()
 
 HOST_KEY_NAME = "chatd-manhole-host-key"
+LOOPBACK = {"tcp": "127.0.0.1", "tcp6": "\\:\\:1"}     # the default interface, per endpoint type
 
 
 class Report(str):
@@ -103,11 +107,22 @@ def bind(command, args, kwargs):
     return command.own(ACTIONS[command.key].bind(value, given))
 
 
+def check_keys_file_mode(path):
+    """Raise ValueError if group or others may write the keys file: they could add a key."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ValueError(
+            f"{path} can be written by its group or by others (mode "
+            f"{mode:04o}), and whoever adds a key there runs code in the server; "
+            f"make it writable by its owner only (chmod go-w {path}).")
+
+
 @implementer(IAuthorizedKeysDB)
 class AuthorizedKeys:
     """The keys of one authorized_keys file, valid for any user name."""
 
     def __init__(self, path):
+        check_keys_file_mode(path)
         with open(path, "rb") as lines:
             self.keys = list(readAuthorizedKeyFile(lines))
         if not self.keys:
@@ -115,6 +130,42 @@ class AuthorizedKeys:
 
     def getAuthorizedKeys(self, username):
         return self.keys
+
+
+class LoggedKeyChecker(SSHPublicKeyChecker):
+    """The public-key checker, logging refused keys at warning level (one line a minute)."""
+
+    def __init__(self, keydb, clock):
+        super().__init__(keydb)
+        self.refusals = LogThrottle(clock)
+
+    def requestAvatarId(self, credentials):
+        d = super().requestAvatarId(credentials)
+
+        def refused(failure):
+            failure.trap(UnauthorizedLogin)
+            allowed, held = self.refusals.allow("manhole")
+            if allowed:
+                try:
+                    fingerprint = keys.Key.fromString(credentials.blob).fingerprint(
+                        keys.FingerprintFormats.SHA256_BASE64)
+                except keys.BadKeyError:
+                    fingerprint = "an unreadable key"
+                log.warn("manhole: refused an SSH login as {user!r} with key SHA256:{fingerprint}, "
+                         "which is not in --manhole-keys{held}",
+                         user=credentials.username.decode("utf-8", "replace"),
+                         fingerprint=fingerprint,
+                         held=f" ({held} more refused since the last such line)" if held else "")
+            return failure
+        return d.addErrback(refused)
+
+
+def loopback_by_default(description):
+    """A tcp:/tcp6: endpoint without `interface=` listens on loopback, not on every address."""
+    kind = description.split(":", 1)[0]
+    if kind in LOOPBACK and "interface=" not in description:
+        return f"{description}:interface={LOOPBACK[kind]}"
+    return description
 
 
 def host_key_path(config):
@@ -149,13 +200,14 @@ def listen_manhole(server):
     realm = manhole_ssh.TerminalRealm()
     realm.chainedProtocolFactory = lambda: insults.ServerProtocol(
         manhole.ColoredManhole, api.namespace())
-    checker = SSHPublicKeyChecker(AuthorizedKeys(config.manhole_keys))
+    checker = LoggedKeyChecker(AuthorizedKeys(config.manhole_keys), server.reactor)
     factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
     host_key = load_or_create_host_key(host_key_path(config))
     # Instance dicts: ConchFactory's class-level ones would be shared by every factory.
     factory.publicKeys = {host_key.sshType(): host_key.public()}
     factory.privateKeys = {host_key.sshType(): host_key}
-    d = endpoints.serverFromString(server.reactor, config.manhole).listen(factory)
+    description = loopback_by_default(config.manhole)
+    d = endpoints.serverFromString(server.reactor, description).listen(factory)
 
     def listening(port):
         address = port.getHost()

@@ -8,6 +8,7 @@ add one Option(...) below, read `config.<field>` where it is used, and run
 """
 
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -45,6 +46,13 @@ def _database_url(value):
         engine_from_url(value)
     except DatabaseURLError as e:
         raise ValueError(str(e)) from None
+
+
+def _keys_file(value):
+    """A keys file others can write is refused here already (the manhole checks it at start)."""
+    if os.path.exists(value):
+        from chatd.manhole import check_keys_file_mode
+        check_keys_file_mode(value)
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,16 @@ OPTIONS = (
     Option("presence-timeout", int, 15, metavar="SECONDS", at_least=1,
            help="Seconds without a heartbeat before a user is offline."),
     Option("max-connections-per-ip", int, 20, metavar="N", at_least=1,
-           help="Open connections allowed from one IP address; more are told why and closed."),
+           help="Open connections allowed from one IP address (an IPv6 /64 counts as one);"
+                " more are told why and closed."),
+    Option("max-connections", int, None, metavar="N", at_least=1,
+           help="Open connections allowed in all; more are told why and closed"
+                " (default: the process's file-descriptor limit minus 64)."),
+    Option("login-timeout", float, 30.0, metavar="SECONDS", above=0,
+           help="Seconds a connection may take to log in before it is closed."),
+    Option("idle-timeout", float, None, metavar="SECONDS", above=0,
+           help="Seconds a logged-in connection may send nothing before it is closed"
+                " (default: 4 x --presence-timeout)."),
     Option("flood-burst", int, 20, metavar="N", at_least=1,
            help="Requests a connection may send at once before flood control."),
     Option("flood-rate", float, 5.0, metavar="PER_SECOND", above=0,
@@ -145,6 +162,9 @@ OPTIONS = (
            help="Longest failed-login backoff in seconds (it starts at 1 s and doubles)."),
     Option("max-output-buffer", int, 1024 * 1024, metavar="BYTES", at_least=65536,
            help="Bytes of output a client may leave unread before it is dropped."),
+    Option("drain-timeout", float, 10.0, metavar="SECONDS", above=0,
+           help="Seconds a client may take to read its output down below --max-output-buffer"
+                " after a large reply before it is dropped."),
     Option("spool-file", str, None, metavar="PATH",
            help="JSON-lines file for message-log rows while the database is unreachable"
                 " (default: chatd-spool.jsonl next to the SQLite file; chatd-spool-DB.jsonl"
@@ -162,10 +182,11 @@ OPTIONS = (
                 " (letters, digits, '-', '_')."),
     Option("manhole", str, None, metavar="ENDPOINT", requires="manhole-keys",
            check=_endpoint_string,
-           help="Endpoint for the SSH admin manhole, e.g. tcp:2222:interface=127.0.0.1"
-                " (off by default)."),
-    Option("manhole-keys", str, None, metavar="FILE",
-           help="authorized_keys file: the SSH public keys allowed into the manhole."),
+           help="Endpoint for the SSH admin manhole, e.g. tcp:2222 (loopback unless"
+                " interface= names another address; off by default)."),
+    Option("manhole-keys", str, None, metavar="FILE", check=_keys_file,
+           help="authorized_keys file: the SSH public keys allowed into the manhole"
+                " (writable by its owner only)."),
     Option("manhole-host-key", str, None, metavar="FILE",
            help="The manhole's SSH host key file (generated at first start;"
                 " default: next to the database)."),

@@ -13,14 +13,14 @@ import json
 
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ITCPTransport
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 
 from chatd.accounts import Credentials
+from chatd.addresses import address_group, plain_address
 from chatd.auth import ChatError
 from chatd.bus import encode
-from chatd.limits import TOO_FAST, FloodGuard, unsent_bytes
+from chatd.limits import TOO_FAST, FloodGuard, held_bytes, unsent_bytes
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
 from chatd.registry import ACTIONS, ANYONE
@@ -48,8 +48,21 @@ def _is_unicode(request):
     return True
 
 
-class ChatProtocol(LineReceiver):
-    delimiter = b"\n"
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (json.loads would silently keep the last)."""
+
+
+def _refuse_duplicates(pairs):
+    request = dict(pairs)
+    if len(request) != len(pairs):
+        seen = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKey(key)
+    return request
+
+
+class ChatProtocol(Protocol):
+    """One client connection: lines in (split in one pass per read), JSON lines out."""
 
     def __init__(self, server, clock):
         self.server = server
@@ -60,50 +73,109 @@ class ChatProtocol(LineReceiver):
         self.flood = FloodGuard(clock, config.flood_rate, config.flood_burst, config.flood_strikes)
         self.session = None
         self.ip = None
+        self.group = None       # what per-address limits count by (chatd.addresses)
         self.closing = False    # said goodbye or aborted: read and send nothing more
         self.aborted = False    # dropped without a goodbye
+        self.paused = False     # a Deferred reply is pending: handle no further line yet
+        self._buffer = b""      # received bytes not yet handled (from _offset on)
+        self._offset = 0
+        self._splitting = False
         self._abort_call = None
+        self._deadline_call = None  # login deadline, then idle timeout
+        self._drain_call = None     # set while the unsent output is over the limit
+        self._last_heard = None
+        self._anonymous_since = None
 
     # -- connection --------------------------------------------------------
 
     def connectionMade(self):
-        self.ip = self.transport.getPeer().host
+        self.ip = plain_address(self.transport.getPeer().host)
+        self.group = address_group(self.ip)
         # Without it a second small write waits for the client's delayed ACK (40 ms tail).
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         self.hub.add_connection(self)
+        self.server.connections.add(self.group)
+        self._last_heard = self._anonymous_since = self.clock.seconds()
+        self._deadline_call = self.clock.callLater(self.server.config.login_timeout,
+                                                   self._check_deadline)
         refusal = self.server.refuse_connection(self)
         if refusal is not None:
             kind, reason = refusal
-            self.disconnect(kind, reason)
+            self.disconnect(kind, reason, at_once=True)
 
     def connectionLost(self, reason):
         self.hub.remove_connection(self)
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
+        self.server.connections.remove(self.group)
+        for call in (self._abort_call, self._deadline_call, self._drain_call):
+            if call is not None and call.active():
+                call.cancel()
         if self.session is not None:
             self.hub.end_session(self.session)
             self.session = None
 
+    def _check_deadline(self):
+        """Close a connection that has not logged in within --login-timeout, or that
+        (logged in) sent nothing for --idle-timeout; else look again when it could be due."""
+        if self._deadline_call is not None and self._deadline_call.active():
+            self._deadline_call.cancel()
+        self._deadline_call = None
+        if self.closing:
+            return
+        now = self.clock.seconds()
+        if self.session is None:
+            if self._anonymous_since is None:   # logged out since the last look
+                self._anonymous_since = now
+            timeout = self.server.config.login_timeout
+            left = self._anonymous_since + timeout - now
+            reason = f"You did not log in within {timeout:g} s; this connection is closed."
+        else:
+            self._anonymous_since = None
+            timeout = self.server.idle_timeout
+            left = self._last_heard + timeout - now
+            reason = (f"Nothing heard from you for {timeout:g} s (a client sends a heartbeat "
+                      "every few seconds); this connection is closed.")
+        if left > 0:
+            self._deadline_call = self.clock.callLater(left, self._check_deadline)
+        else:
+            log.info("closing {who} from {ip}: {reason}", who=self._who(), ip=self.ip,
+                     reason=reason)
+            self.disconnect("timeout", reason)
+
     def write_line(self, line):
         """Write one line, unless the client has left too much earlier output unread.
 
-        The check is made before writing, so what the server holds for one
-        client stays below --max-output-buffer plus one line, and a single large
-        reply (a history page) to a client that reads does not count against it.
+        Checked before writing: what the server holds for one client stays
+        below --max-output-buffer plus one line. Checked after writing too: a
+        client for which the transport then holds more than the limit (one
+        large history page, say) must read it down below the limit within
+        --drain-timeout seconds, or it is dropped, even if nothing more is ever
+        written to it. That check counts what the transport keeps in memory
+        (chatd.limits.held_bytes), which includes the sent start of a large
+        write until little of it is left.
         """
         if self.closing:
             return      # after the goodbye (or an abort) nothing more is sent
+        limit = self.server.config.max_output_buffer
         unsent = unsent_bytes(self.transport)
-        if unsent is not None and unsent > self.server.config.max_output_buffer:
-            self._drop_slow_reader(unsent)
+        if unsent is not None and unsent > limit:
+            self._drop_slow_reader(f"{unsent} bytes of output not read")
             return
         self.transport.write(line)
+        if self._drain_call is None and (held_bytes(self.transport) or 0) > limit:
+            self._drain_call = self.clock.callLater(self.server.config.drain_timeout,
+                                                    self._check_drained)
 
-    def _drop_slow_reader(self, unsent):
-        log.warn("dropping {who} from {ip}: {unsent} bytes of output not read "
-                 "(--max-output-buffer {limit})", who=self._who(), ip=self.ip, unsent=unsent,
-                 limit=self.server.config.max_output_buffer)
+    def _check_drained(self):
+        self._drain_call = None
+        held = held_bytes(self.transport)
+        if not self.closing and held is not None and held > self.server.config.max_output_buffer:
+            self._drop_slow_reader(f"{held} bytes of output held after "
+                                   f"--drain-timeout {self.server.config.drain_timeout:g} s")
+
+    def _drop_slow_reader(self, why):
+        log.warn("dropping {who} from {ip}: {why} (--max-output-buffer {limit})",
+                 who=self._who(), ip=self.ip, why=why, limit=self.server.config.max_output_buffer)
         self._abort()
 
     def _who(self):
@@ -120,7 +192,7 @@ class ChatProtocol(LineReceiver):
     def send(self, payload):
         self.write_line(encode(payload))
 
-    def disconnect(self, kind, reason):
+    def disconnect(self, kind, reason, at_once=False):
         """Say why, then close: the one way the server ends a connection.
 
         The session ends at once (out of member lists, its name free), and
@@ -129,7 +201,9 @@ class ChatProtocol(LineReceiver):
         closes too: closing a socket with unread input makes the kernel send a
         reset, which can destroy the goodbye before the client has read it. If
         the client does not take the goodbye and close within CLOSE_TIMEOUT
-        seconds, the connection is aborted.
+        seconds, the connection is aborted. A connection refused at accept
+        (`at_once`) is closed as soon as its line is written instead: a flood
+        of them must not hold descriptors while waiting for the clients.
         """
         if self.transport is None or self.closing:
             return
@@ -139,26 +213,79 @@ class ChatProtocol(LineReceiver):
         self.closing = True
         if self.session is not None:
             self.hub.end_session(self.session)
-        if ITCPTransport.providedBy(self.transport) and not INegotiated.providedBy(self.transport):
+        if not at_once and ITCPTransport.providedBy(self.transport) and \
+                not INegotiated.providedBy(self.transport):
             self.transport.loseWriteConnection()
             self.transport.resumeProducing()
         else:
             self.transport.loseConnection()
         self._abort_call = self.clock.callLater(CLOSE_TIMEOUT, self._abort)
 
-    def dataReceived(self, data):
-        if not self.closing:
-            super().dataReceived(data)
+    # -- lines ---------------------------------------------------------------
 
-    def lineLengthExceeded(self, line):
+    def dataReceived(self, data):
+        """Split what arrived into lines in one pass (bytes.find from an offset).
+
+        A line is at most --max-line bytes, not counting its end (`\\n` or `\\r\\n`).
+        While a reply is pending (`paused`) lines stay in the buffer, and the
+        transport is paused, so at most one read waits here.
+        """
+        if self.closing:
+            return
+        self._buffer = self._buffer[self._offset:] + data if self._buffer else data
+        self._offset = 0
+        self._split()
+
+    def _split(self):
+        if self._splitting:
+            return      # re-entered from a reply that completed at once; the loop goes on
+        self._splitting = True
+        try:
+            buffer, limit = self._buffer, self.MAX_LENGTH
+            while not self.paused and not self.closing:
+                end = buffer.find(b"\n", self._offset)
+                if end < 0:
+                    rest = len(buffer) - self._offset
+                    if rest > limit + 1 or (rest == limit + 1 and buffer[-1:] != b"\r"):
+                        self.lineLengthExceeded()
+                    break
+                start, self._offset = self._offset, end + 1
+                if end > start and buffer[end - 1] == 0x0D:
+                    end -= 1
+                if end - start > limit:
+                    self.lineLengthExceeded()
+                    break
+                self.lineReceived(buffer[start:end])
+            if self.closing:
+                self._buffer, self._offset = b"", 0
+            elif not self.paused:   # keep only the unfinished line (at most --max-line)
+                self._buffer, self._offset = buffer[self._offset:], 0
+        finally:
+            self._splitting = False
+
+    def pauseProducing(self):
+        self.paused = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.paused = False
+        self._split()
+        if not self.paused and not self.closing:
+            self.transport.resumeProducing()
+
+    def lineLengthExceeded(self):
         self.disconnect("abuse", f"A line is at most {self.MAX_LENGTH} bytes; "
                                  "this connection is closed.")
 
     # -- parsing and dispatch ----------------------------------------------
 
     def lineReceived(self, line):
-        line = line.rstrip(b"\r")
-        if self.closing or not line.strip():
+        if self.closing:
+            return
+        self._last_heard = self.clock.seconds()
+        if not line.strip():
+            # A blank line does nothing, but it costs a request like any other line.
+            self._admit(None, None)
             return
         action, ref, request, error = self._parse(line)
         if not self._admit(action, ref):
@@ -187,10 +314,13 @@ class ChatProtocol(LineReceiver):
     def _parse(line):
         """(action, ref, request, None), or (None, ref if known, None, error sentence)."""
         try:
-            request = json.loads(line)
+            request = json.loads(line, object_pairs_hook=_refuse_duplicates)
         except RecursionError:
             return (None, None, None,
                     "That line nests too deeply; a request is one flat JSON object.")
+        except DuplicateKey as e:
+            return (None, None, None,
+                    f"That line has the key {e.args[0]!r} twice; send each field once.")
         except (ValueError, UnicodeDecodeError):
             return None, None, None, "That line is not valid JSON (UTF-8, one object per line)."
         if not isinstance(request, dict):
@@ -257,6 +387,8 @@ class ChatProtocol(LineReceiver):
             raise ChatError(f"You are {me or 'not logged in'}; you cannot speak as {claimed!r}.")
 
     def reply(self, action, ref, result=None, error=None):
+        if (self.session is None) != (self._anonymous_since is not None):
+            self._check_deadline()  # logged in or out: the other deadline applies from now
         payload = {"reply_to": action}
         if ref is not None:
             payload["ref"] = ref

@@ -8,6 +8,7 @@ is fine, else the sentence to show, which is the same on both sides.
 
 import functools
 import re
+import unicodedata
 from importlib import resources
 
 NAME_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,31}\Z")
@@ -16,6 +17,11 @@ EMAIL_RULE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+\Z")
 EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 MAX_MESSAGE = 4000      # characters; the server's --max-message default
+# Unicode categories that print nothing: spaces, separators, controls, format
+# characters (zero-width space U+200B, word joiner U+2060, BOM U+FEFF, ...).
+BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf"}
+# Letters that render as blank space (Hangul and braille fillers).
+BLANK_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def name_problem(name):
@@ -55,6 +61,12 @@ def password_problem(name, password):
         return ("That password is one of the most common ones, which attackers try first; "
                 "pick a longer or less usual one.")
     return None
+
+
+def is_blank(text):
+    """True if `text` shows nothing: only spaces and invisible characters."""
+    return all(c.isspace() or c in BLANK_LETTERS or unicodedata.category(c) in BLANK_CATEGORIES
+               for c in text)
 
 
 def message_problem(text, limit=MAX_MESSAGE):

@@ -16,7 +16,9 @@ from chatd.auth import PasswordHasher
 from chatd.cluster import Cluster
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
-from chatd.limits import LoginThrottle
+from chatd.limits import (
+    SHUTDOWN_WAIT, ConnectionCount, LoginThrottle, LogThrottle, default_max_connections,
+)
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
 from chatd.natsbus import BusError
@@ -26,6 +28,7 @@ from chatd.store import Store
 
 log = Logger()
 SHUTDOWN_REASON = "The server is restarting; reconnect in a moment."
+IDLE_PRESENCE_TIMEOUTS = 4  # a logged-in connection silent this many presence timeouts is closed
 # MySQL client error codes: the server is not there, or not answering.
 MYSQL_UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
 MYSQL_UNKNOWN_DATABASE, MYSQL_ACCESS_DENIED = 1049, 1045
@@ -93,6 +96,10 @@ class ChatServer(service.Service):
                        bus=None if self.cluster is None else self.cluster.bus)
         self.moderation = self.hub.moderation = Moderation(self)
         self.accounts.login_checks.append(self.moderation.check_login_allowed)
+        self.connections = ConnectionCount(reactor)
+        self.max_connections = config.max_connections or default_max_connections()
+        self.idle_timeout = config.idle_timeout or IDLE_PRESENCE_TIMEOUTS * config.presence_timeout
+        self.refusal_log = LogThrottle(reactor)
         self.manhole_port = None
         self.port = None
         self.ready = defer.Deferred()
@@ -153,9 +160,15 @@ class ChatServer(service.Service):
         clients = list(self.hub.connections)
         for connection in clients:
             connection.disconnect("shutdown", SHUTDOWN_REASON)
+        # Wait (bounded) for the clients to take the goodbye and close: once stopService
+        # returns, the reactor stops and drops unsent output.
+        closed = self.connections.until_empty(SHUTDOWN_WAIT)
         if self.cluster is not None:
             yield self.cluster.stop()
         yield self.store.stop()
+        if not (yield closed):
+            log.warn("chatd stopping: {count} clients did not close within {wait:g} s of the"
+                     " goodbye", count=self.connections.total, wait=SHUTDOWN_WAIT)
         spool = self.store.spool
         if spool is not None and spool.unread:
             log.warn("chatd stopped: {clients} clients told, {count} message-log rows kept in"
@@ -168,12 +181,29 @@ class ChatServer(service.Service):
     # -- connection hooks (chatd/moderation/) -----------------------------------
 
     def refuse_connection(self, connection):
-        """(kind, reason) if this connection must be closed at once, else None."""
+        """(kind, reason) if this connection must be closed at once, else None.
+
+        The connection is already counted; the log line about a limit is
+        throttled (one a minute per limit and address), as a flood of refused
+        connections would otherwise be a flood of log lines.
+        """
         refusal = self.moderation.refuse_connection(connection)
+        if refusal is not None:
+            return refusal
+        if self.connections.total > self.max_connections:
+            self._log_refusal("all", "refused a connection from {ip}: already {limit} open in"
+                              " all (--max-connections)", connection.ip, self.max_connections)
+            return ("limit", "The server is full right now; try again in a minute.")
         limit = self.config.max_connections_per_ip
-        if refusal is None and self.hub.connections_per_ip[connection.ip] > limit:
-            log.warn("refused a connection from {ip}: already {limit} open "
-                     "(--max-connections-per-ip)", ip=connection.ip, limit=limit)
-            refusal = ("limit", f"Too many connections from your address {connection.ip} "
-                                f"(at most {limit}); close one and try again.")
-        return refusal
+        if self.connections.per_group[connection.group] > limit:
+            self._log_refusal(connection.group, "refused a connection from {ip}: already {limit}"
+                              " open (--max-connections-per-ip)", connection.ip, limit)
+            return ("limit", f"Too many connections from your address {connection.ip} "
+                             f"(at most {limit}); close one and try again.")
+        return None
+
+    def _log_refusal(self, key, text, ip, limit):
+        allowed, held = self.refusal_log.allow(key)
+        if allowed:
+            log.warn(text + "{held}", ip=ip, limit=limit,
+                     held=f"; {held} more refused since the last such line" if held else "")

@@ -49,6 +49,7 @@ class LineClient:
         return rest
 
     def close(self):
+        self.stream.close()     # the file object holds the socket open too
         self.sock.close()
 
 
@@ -138,3 +139,31 @@ def test_signal_tells_clients_flushes_the_log_and_restart_has_full_history(tmp_p
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_sigterm_on_an_idle_server_still_says_goodbye_to_everyone(tmp_path):
+    """The goodbye is flushed before the process exits, with nothing else going on."""
+    process, port = run_twistd(tmp_path, "--listen", "tcp:0:interface=127.0.0.1",
+                               "--bcrypt-rounds", "4")
+    try:
+        registrar = LineClient(port)
+        names = [f"idle{i}" for i in range(8)]
+        for name in names:
+            assert registrar.request({"register": name, "password": PASSWORD,
+                                      "email": f"{name}@example.org"}).get("ok")
+        registrar.close()
+        clients = [logged_in(port, name) for name in names]
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        goodbye = {"event": "disconnect", "kind": "shutdown", "reason": SHUTDOWN_REASON}
+        told = 0
+        for client in clients:
+            told += goodbye in client.read_to_end()
+            client.close()
+        assert told == 8
+        assert process.wait(timeout=30) == -signal.SIGTERM
+        log = "".join(_drain(process.later_output))
+        assert "chatd stopped: 8 clients told" in log and "did not close" not in log, log
+    finally:
+        if process.poll() is None:
+            process.kill()

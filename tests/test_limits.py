@@ -208,10 +208,10 @@ def test_connections_past_the_per_ip_limit_get_one_line_and_are_closed(sqlite_da
             assert "Log in first" in error((yield client.request({"list_users": ""})))
         clients[0].transport.loseConnection()
         yield clients[0].closed
-        yield until(lambda: server.hub.connections_per_ip == {"127.0.0.1": 2})
+        yield until(lambda: server.connections.per_group == {"127.0.0.1": 2})
         replacement = yield connect(server)
         assert "Log in first" in error((yield replacement.request({"list_users": ""})))
-        assert server.hub.connections_per_ip == {"127.0.0.1": 3}
+        assert server.connections.per_group == {"127.0.0.1": 3}
     finally:
         stop_server(server)
 

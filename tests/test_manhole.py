@@ -7,8 +7,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
 from twisted.internet import defer, protocol, reactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 
+from chatd.manhole import AuthorizedKeys
 from chatd.tap import Options
 from support import login, start_server, stop_server
 
@@ -148,3 +150,57 @@ def test_manhole_options_need_a_keys_file():
     assert (config.manhole, config.manhole_keys, config.manhole_host_key) == (
         "tcp:2222:interface=127.0.0.1", "keys", "host_key")
     assert Options().config().manhole is None
+
+
+@defer.inlineCallbacks
+def test_manhole_listens_on_loopback_unless_an_interface_is_named(sqlite_database, tmp_path):
+    _, public_line = write_key_pair(tmp_path, "admin_key")
+    (tmp_path / "authorized_keys").write_bytes(public_line)
+    server = start_server(sqlite_database, manhole="tcp:0",
+                          manhole_keys=str(tmp_path / "authorized_keys"))
+    try:
+        assert server.manhole_port.getHost().host == "127.0.0.1"
+    finally:
+        stop_server(server)
+    yield None
+
+
+def test_manhole_refuses_a_keys_file_others_can_write(tmp_path):
+    _, public_line = write_key_pair(tmp_path, "admin_key")
+    keys = tmp_path / "authorized_keys"
+    keys.write_bytes(public_line)
+    for mode in (0o664, 0o646):
+        keys.chmod(mode)
+        message = rf"can be written by its group or by others \(mode 0{mode:o}\).*chmod go-w"
+        with pytest.raises(usage.UsageError, match=message):
+            Options().parseOptions(["--manhole", "tcp:2222", "--manhole-keys", str(keys)])
+        with pytest.raises(ValueError, match=message):
+            AuthorizedKeys(keys)
+    keys.chmod(0o644)
+    assert len(AuthorizedKeys(keys).keys) == 1
+
+
+@defer.inlineCallbacks
+def test_refused_manhole_keys_are_logged_as_warnings_at_most_once_a_minute(
+        sqlite_database, tmp_path):
+    _, public_line = write_key_pair(tmp_path, "admin_key")
+    stranger_key, _ = write_key_pair(tmp_path, "stranger_key")
+    (tmp_path / "authorized_keys").write_bytes(public_line)
+    warnings = []
+
+    def observe(event):
+        if event.get("log_level") is not None and event["log_level"].name == "warn":
+            warnings.append(formatEvent(event))
+    globalLogPublisher.addObserver(observe)
+    server = start_server(sqlite_database, manhole="tcp:0",
+                          manhole_keys=str(tmp_path / "authorized_keys"))
+    try:
+        for _ in range(3):
+            session = start_ssh(server.manhole_port.getHost().port, stranger_key)
+            yield session.hung_up
+            assert b"Permission denied (publickey)" in session.errors
+        refused = [w for w in warnings if "manhole: refused an SSH login" in w]
+        assert len(refused) == 1 and "as 'admin' with key SHA256:" in refused[0]
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        stop_server(server)

@@ -293,7 +293,7 @@ def login_from(server, name, host):
 
 @defer.inlineCallbacks
 def test_ban_by_ip_and_range_from_another_address(database):
-    """The admin comes from ::1, the others from 127.0.0.1 (seen as IPv4-mapped IPv6)."""
+    """The admin comes from ::1, the others from 127.0.0.1 (arriving IPv4-mapped)."""
     server = start_server(database, listen=r"tcp6:0:interface=\:\:")
     try:
         for name in ("alice", "bob", "carol"):
@@ -302,7 +302,7 @@ def test_ban_by_ip_and_range_from_another_address(database):
         alice = yield login_from(server, "alice", "::1")
         bob = yield login_from(server, "bob", "127.0.0.1")
         stranger = yield connect_from(server, "127.0.0.1")       # not logged in
-        assert server.hub.ips["bob"] == "::ffff:127.0.0.1"
+        assert server.hub.ips["bob"] == "127.0.0.1"     # arrived IPv4-mapped
 
         banned = ok((yield command(alice, "ban 127.0.0.0/8 30m open proxy")))
         assert banned["result"].startswith("Banned 127.0.0.0/8 until ")

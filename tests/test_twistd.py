@@ -4,6 +4,7 @@ import json
 import os
 import re
 import queue
+import resource
 import signal
 import socket
 import subprocess
@@ -73,11 +74,16 @@ def environment(*first_on_path):
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path + ([inherited] if inherited else [])))
 
 
-def run_twistd(cwd, *args, command=TWISTD):
-    """Start `twistd -n chatd ARGS` in `cwd`; return it and the port it listens on."""
+def run_twistd(cwd, *args, command=TWISTD, open_files=None):
+    """Start `twistd -n chatd ARGS` in `cwd`; return it and the port it listens on.
+
+    `open_files`: the process's descriptor limit (RLIMIT_NOFILE), if not inherited.
+    """
+    limit = None if open_files is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
     process = subprocess.Popen(
         [*command, *args], cwd=cwd, env=environment(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit)
     lines = queue.Queue()
     def read_output():
         for line in process.stdout:
@@ -262,3 +268,35 @@ def test_chatd_run_start_failure_exits_1_with_one_line(tmp_path):
     assert failed.stderr.splitlines() == [
         "chatd: could not start: --listen tcp:notaport: not a usable endpoint"
         " (invalid literal for int() with base 10: 'notaport')."]
+
+
+def test_past_the_descriptor_limit_newcomers_are_told_and_the_server_stays_usable(tmp_path):
+    """With 128 descriptors the cap is 64 connections; 150 idle sockets do not lock anyone out."""
+    process, port = run_twistd(tmp_path, "--listen", "tcp:0:interface=127.0.0.1",
+                               "--bcrypt-rounds", "4", "--max-connections-per-ip", "1000",
+                               open_files=128)
+    sockets = []
+    try:
+        for _ in range(150):
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            time.sleep(0.002)
+        held, refused = sockets[:64], sockets[64:]
+        for sock in refused:
+            notice = json.loads(sock.makefile("rb").readline())
+            assert notice == {"event": "disconnect", "kind": "limit", "reason":
+                              "The server is full right now; try again in a minute."}
+            sock.close()
+        for sock in held:
+            sock.settimeout(0.01)
+            with pytest.raises(socket.timeout):
+                sock.recv(1)
+        held.pop().close()
+        time.sleep(0.5)
+        assert all(reply.get("ok") for reply in register_and_login(port))
+    finally:
+        for sock in sockets:
+            sock.close()
+        stop(process)
+    log = "".join(line for line in process.later_output.queue if line is not None)
+    assert "Too many open files" not in log and "EMFILE" not in log, log
+    assert "(--max-connections)" in log

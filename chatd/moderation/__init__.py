@@ -9,8 +9,9 @@ which check, act, write SQL and write the audit log.
     requests.py   join requests; creating, deleting and pruning channels
     audit.py      the audit log and the message log admins read
     commands.py   running a command: text parsing, who may, help
-    addresses.py  IP addresses and ranges
     common.py     the actor, durations, dates, reasons
+
+IP addresses and ranges are in chatd/addresses.py, shared with the connection limits.
 """
 
 from twisted.internet import defer

@@ -11,9 +11,9 @@ from datetime import timedelta
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatd.addresses import in_network, network_label, parse_network
 from chatd.auth import ChatError
 from chatd.bus import CONNECTIONS, user_topic
-from chatd.moderation.addresses import in_network, network_label, parse_network
 from chatd.moderation.common import check_reason, human_time, outcome, parse_duration
 from chatd.store import parse_db_time, utcnow, wire_time
 
