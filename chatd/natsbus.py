@@ -16,6 +16,8 @@ Names in the URL and on the stream:
     CLUSTER.ev.KIND[.NAME]       one subject per topic; NAME escaped (subject_token)
     CLUSTER.node.NAME            core NATS (not stored): a live node answers here,
                                  so a second node with the same name is refused
+    CLUSTER.hb.NAME              core NATS: each node's heartbeat; a node silent for
+                                 the presence timeout is taken as dead (node_lost)
 
 The stream keeps events for catch-up, not for history (history is in SQL):
 file storage, limits retention with a maximum age (MAX_AGE), and a
@@ -97,15 +99,19 @@ class NatsBus:
         self.node = node            # this node's --node-name
         self.local = LocalBus()     # this node's subscribers
         self.observers = []         # callables (node, topic, kind, body) for every event
+        self.reconnected = []       # callables told after a reconnection to the server
+        self.node_lost = lambda node: None  # told when another node's heartbeats stop
+        self.seen = {}              # other node -> (loop time of its last heartbeat, incarnation)
         self.applied = 0            # the stream sequence of the last event handled
         self.caught_up = defer.Deferred()   # fires once the events up to start are handled
         self._target = 0            # the sequence `caught_up` waits for
-        self._ids = f"{node}-{uuid.uuid4().hex[:8]}-"
+        self.incarnation = uuid.uuid4().hex[:12]    # this process: a restart is a new one
+        self._ids = f"{node}-{self.incarnation}-"
         self._count = 0
         self._outbox = deque()      # (subject, data, msg id) not yet acknowledged, in order
         self._wake = None
         self._nc = self._js = None
-        self._sender = self._subscription = None
+        self._sender = self._subscription = self._watcher = None
         self._stopping = False
 
     # -- the bus interface -------------------------------------------------------------
@@ -213,6 +219,48 @@ class NatsBus:
         if not self.caught_up.called and self.applied >= self._target:
             self.caught_up.callback(self.applied)
 
+    # -- heartbeats ----------------------------------------------------------------------
+
+    def heartbeat(self):
+        if self._nc is not None and self._nc.is_connected:
+            asyncio.ensure_future(self._nc.publish(
+                f"{self.cluster}.hb.{subject_token(self.node)}",
+                f"{self.node} {self.incarnation}".encode()))
+
+    def watch_nodes(self, timeout):
+        """Listen to the other nodes' heartbeats; node_lost(name) when one is silent for
+        `timeout` seconds."""
+        return _future(self._watch_nodes(timeout))
+
+    async def _watch_nodes(self, timeout):
+        loop = asyncio.get_running_loop()
+
+        async def beat(msg):
+            node, _, incarnation = msg.data.decode().partition(" ")
+            if node == self.node:
+                return
+            if self.seen.get(node, (0, incarnation))[1] != incarnation:
+                self._lost(node)    # restarted: the users of the earlier process are gone
+            self.seen[node] = (loop.time(), incarnation)
+
+        async def check():
+            while not self._stopping:
+                await asyncio.sleep(timeout / 4)
+                if not self._nc.is_connected:
+                    continue    # our cut, not theirs: judge once reconnected
+                for node, (last, _) in list(self.seen.items()):
+                    if loop.time() - last > timeout:
+                        del self.seen[node]
+                        self._lost(node)
+        await self._nc.subscribe(f"{self.cluster}.hb.*", cb=beat)
+        self._watcher = asyncio.ensure_future(check())
+
+    def _lost(self, node):
+        try:
+            self.node_lost(node)
+        except Exception:
+            log.failure("bus: handling the loss of node {node}", node=node)
+
     def stop(self):
         """Send what is queued (for a moment at most), then disconnect."""
         if self._nc is None:
@@ -228,8 +276,9 @@ class NatsBus:
             log.warn("bus: {count} events not acknowledged by the stream at stop",
                      count=len(self._outbox))
         self._stopping = True
-        if self._sender is not None:
-            self._sender.cancel()
+        for running in (self._sender, self._watcher):
+            if running is not None:
+                running.cancel()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
 
@@ -290,6 +339,11 @@ class NatsBus:
 
     async def _reconnected(self):
         log.info("bus: reconnected to {url}", url=self.url)
+        loop = asyncio.get_running_loop()
+        for node, (_, incarnation) in self.seen.items():    # not heard during the cut
+            self.seen[node] = (loop.time(), incarnation)
+        for told in self.reconnected:
+            told()
 
     async def _error(self, e):
         if not self._stopping:

@@ -105,16 +105,25 @@ class Cluster:
         process = self.nodes.pop(node)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+        self.keep_log(node, process)
 
     def stop_all(self):
         for process in self.nodes.values():
             process.terminate()
-        for process in self.nodes.values():
+        for node, process in self.nodes.items():
             try:
                 process.wait(20)
             except Exception:
                 process.kill()
+            self.keep_log(node, process)
         self.nodes.clear()
+
+    def keep_log(self, node, process):
+        """The node's log in its directory (node.log), to read when a test fails."""
+        lines = []
+        while not process.later_output.empty():
+            lines.append(process.later_output.get() or "")
+        (self.tmp_path / node / "node.log").write_text("".join(lines))
 
 
 @contextlib.contextmanager

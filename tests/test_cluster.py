@@ -156,3 +156,143 @@ def test_require_nats_skips_or_fails(monkeypatch):
     monkeypatch.setattr(cluster_support, "REQUIRE_MYSQL", False)
     with pytest.raises(pytest.skip.Exception):
         require_nats()
+
+
+# -- the shared state ---------------------------------------------------------------
+
+@defer.inlineCallbacks
+def client_from(node, name, source="127.0.0.1", register=False):
+    """A client connecting from the loopback address `source` (127.0.0.0/8 all reach us)."""
+    from twisted.internet import endpoints, protocol, reactor
+    from support import TestClient
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.address.port,
+                                            bindAddress=(source, 0))
+    client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
+    if register:
+        ok((yield client.request({"register": name, "password": PASSWORD,
+                                  "email": f"{name}@example.org"})))
+    if name is not None:
+        ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+        client.name = name
+    return client
+
+
+def keep_alive(client, **looking):
+    """Heartbeats every second (the nodes run with a presence timeout of 3 s)."""
+    from twisted.internet import task
+    beat = task.LoopingCall(client.send, dict(presence="online", **looking))
+    beat.start(1.0)
+    client.closed.addBoth(lambda _: beat.running and beat.stop())
+    return beat
+
+
+def command(client, line):
+    return client.request({"command": line})
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_accounts_logins_presence_and_channels_are_shared(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b, c = (nodes.start(n, "--admin", "alice") for n in "abc")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_from(b, "bob", "127.0.0.2", register=True)
+        # The directory and the roles are the same everywhere, at once.
+        carol = yield client_on(c, "carol", register=True)
+        users = ok((yield carol.request({"list_users": ""})))["users"]
+        assert {u["user"]: u["status"] for u in users} == {
+            "alice": "online", "bob": "online", "carol": "online"}
+        assert ok((yield command(alice, "users")))["users"][1]["ip"] == "127.0.0.2"
+
+        # Newest login wins cluster-wide; the IP dictionary shows the newest address.
+        bob2 = yield client_from(c, "bob", "127.0.0.3")
+        closed = yield bob.event("disconnect")
+        assert closed["kind"] == "replaced"
+        listed = ok((yield command(alice, "users")))["users"]
+        assert {u["user"]: (u["ip"], u.get("node")) for u in listed}["bob"] == ("127.0.0.3", "c")
+
+        # Who looks at a channel is known on every node.
+        yield look(alice)
+        seen = yield look(carol)
+        assert {m["user"] for m in seen["members"]} == {"alice", "carol"}
+        yield alice.event("member", user="carol", status="online")
+        seen = yield look(bob2)
+        assert {m["user"] for m in seen["members"]} == {"alice", "bob", "carol"}
+
+        # Channels created on one node exist on the others; join requests and decisions
+        # cross nodes; the membership is the same everywhere.
+        ok((yield command(alice, "create secret private")))
+        assert ok((yield bob2.request({"join": "secret"})))["status"] == "pending"
+        notice = yield alice.event("join_request", channel="secret")
+        assert notice["user"] == "bob"
+        listed = ok((yield bob2.request({"list_channels": ""})))["channels"]
+        assert {ch["name"]: ch["request"] for ch in listed}["secret"] == "pending"
+        ok((yield command(alice, "accept bob secret")))
+        yield bob2.event("request_decided", channel="secret", status="accepted")
+        ok((yield bob2.request({"channel_message": "hello secret", "channel": "secret"})))
+        ok((yield command(alice, "delete secret")))
+        yield bob2.event("channel_deleted", channel="secret")
+        listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+        assert "secret" not in {ch["name"] for ch in listed}
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_kicks_and_bans_take_effect_on_every_node(tmp_path):
+    from twisted.internet import reactor, task
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a", "--admin", "alice"), nodes.start("b", "--admin", "alice")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        kicked = ok((yield command(alice, "kick bob spam")))
+        assert kicked["kicked"] == ["bob"]
+        assert (yield bob.event("disconnect"))["kind"] == "kicked"
+
+        bob = yield client_on(b, "bob")
+        ok((yield command(alice, "ban bob 1h spam")))
+        assert (yield bob.event("disconnect"))["kind"] == "banned"
+        for node in (a, b):     # refused everywhere
+            again = yield connect(node)
+            refused = yield again.request({"user:pwd": f"bob:{PASSWORD}"})
+            assert "banned" in refused["error"]
+        ok((yield command(alice, "unban bob")))
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        yield client_on(b, "bob")
+
+        # An IP ban refuses connections on every node.
+        mallory = yield client_from(b, "mallory", "127.0.0.5", register=True)
+        ok((yield command(alice, "ban 127.0.0.5")))
+        assert (yield mallory.event("disconnect"))["kind"] == "banned"
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        for node in (a, b):
+            refused = yield client_from(node, None, "127.0.0.5")
+            assert (yield refused.event("disconnect"))["kind"] == "banned"
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_a_killed_node_takes_its_users_offline_everywhere(tmp_path):
+    import time
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        yield look(alice)
+        yield look(bob)
+        yield alice.event("member", user="bob", status="online")
+        keep_alive(alice, channel="general")
+        carol = yield client_on(a, "carol", register=True)
+        ok((yield carol.request({"get_private": "bob"})))
+        keep_alive(carol, other_user="bob")
+        yield carol.event("peer", other_user="bob", status="online")
+        killed = time.monotonic()
+        nodes.kill("b")
+        yield alice.event("member", user="bob", status="offline")
+        yield carol.event("peer", other_user="bob", status="offline")
+        took = time.monotonic() - killed
+        assert took < 3 + 2, took      # the presence timeout, plus a heartbeat check
+        users = ok((yield alice.request({"list_users": ""})))["users"]
+        assert {u["user"]: u["status"] for u in users}["bob"] == "offline"
+        # Its users come back through another node.
+        bob = yield client_on(a, "bob")
+        yield carol.event("peer", other_user="bob", status="online")
