@@ -15,8 +15,11 @@ import socket
 import struct
 import time
 from array import array
+from collections import deque
 
 MARKER = re.compile(rb"~(\d+)~")
+# The reply to a message: chatd sends it once the message is durable (committed).
+ACK = re.compile(rb'"reply_to":"(?:channel|private)_message"')
 PASSWORD = "bench-password"
 
 
@@ -58,6 +61,16 @@ class Deliveries:
             selected = sorted(lat for sent, lat in zip(self.sent_at, self.latency)
                               if low <= sent < high)
         return latency_summary(selected)
+
+
+class Acks:
+    """Acknowledgement latency (send -> the server's reply) of the messages of one run, in ns."""
+
+    def __init__(self):
+        self.latency = array("q")
+
+    def summary(self):
+        return latency_summary(sorted(self.latency))
 
 
 def latency_summary(sorted_ns):
@@ -110,10 +123,14 @@ class LineClient(asyncio.Protocol):
         complete, self.buffer = data[:end + 1], data[end + 1:]
         if self.deliveries is not None:
             self.received += self.deliveries.record(complete)
+        self.count_acks(complete)
         if self.needs_parsing(complete):
             for line in complete.splitlines():
                 if line:
                     self.handle_line(line)
+
+    def count_acks(self, chunk):
+        """Protocols that acknowledge messages time the replies here."""
 
     def send_line(self, line):
         if not self.closed:
@@ -153,6 +170,17 @@ class ChatdClient(LineClient):
     def __init__(self, name, deliveries=None):
         super().__init__(name, deliveries)
         self.presence_line = None
+        self.acks = None            # an Acks while a run measures acknowledgements
+        self.unacked = deque()      # send times of the messages not yet answered, oldest first
+
+    def count_acks(self, chunk):
+        # Replies come in request order, so each one answers the oldest message unanswered.
+        if self.acks is None or not self.unacked:
+            return
+        now = time.monotonic_ns()
+        for _ in range(len(ACK.findall(chunk))):
+            if self.unacked:
+                self.acks.latency.append(now - self.unacked.popleft())
 
     def needs_parsing(self, chunk):
         # Member events are many and of no interest unless a setup step waits for one.
@@ -204,9 +232,13 @@ class ChatdClient(LineClient):
             self.send_line(self.presence_line)
 
     def send_channel_message(self, channel, text):
+        if self.acks is not None:
+            self.unacked.append(time.monotonic_ns())
         self.send({"channel_message": text, "channel": channel})
 
     def send_private_message(self, other_user, text):
+        if self.acks is not None:
+            self.unacked.append(time.monotonic_ns())
         self.send({"private_message": text, "other_user": other_user})
 
 

@@ -8,6 +8,7 @@ bench/results/.
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -124,7 +125,6 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
     """
     s = sizes
     chatd = [t for t in (sqlite, mariadb) if t is not None]
-    log_target = mariadb or sqlite
 
     def fanout(target):
         return lambda: scenarios.fanout(
@@ -177,8 +177,9 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
         ("log", "7. log throughput: sending as fast as relayed, every message checked in SQL",
          {"senders": s.log_senders, "viewers": s.log_viewers, "seconds": s.log_seconds,
           "window": s.log_window},
-         [(log_target, lambda: scenarios.log_throughput(
-             log_target, s.log_senders, s.log_viewers, s.log_seconds, s.log_window))]),
+         [(t, (lambda t=t: scenarios.log_throughput(
+             t, s.log_senders, s.log_viewers, s.log_seconds, s.log_window)))
+          for t in chatd]),
     ]
     for index, (_, _, _, runs) in enumerate(plan):
         if index % 2:
@@ -188,6 +189,8 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
 
 async def run_all(args):
     sizes = MODES[args.mode]
+    if args.size:
+        sizes = dataclasses.replace(sizes, **dict(args.size))
     workdir = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
     # Clients and server are separate processes: each needs one descriptor per connection.
     wanted_files = sizes.idle_connections + 1_000
@@ -196,8 +199,9 @@ async def run_all(args):
         print(f"ulimit -n is {file_limit} (hard limit), below the {wanted_files} the idle "
               f"scenario needs: raise it (`ulimit -Hn {wanted_files}` as root) or expect "
               f"refused connections.")
-    sqlite = ChatdTarget("sqlite", workdir)
-    mariadb = ChatdTarget("mariadb", workdir) if mariadb_available() else None
+    sqlite = ChatdTarget("sqlite", workdir, args.chatd_option)
+    mariadb = (ChatdTarget("mariadb", workdir, args.chatd_option)
+               if mariadb_available() else None)
     irc = None if args.no_irc else irc_target(args, workdir)
     if args.profile:
         for target in (sqlite, mariadb):
@@ -286,6 +290,18 @@ def print_limits(servers):
             print(f"    - {limit}")
 
 
+def size_override(text):
+    name, _, value = text.partition("=")
+    fields = {f.name: f.type for f in dataclasses.fields(Sizes)}
+    if name not in fields:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a size; sizes: {', '.join(fields)}")
+    kind = fields[name]
+    try:
+        return name, kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} takes a {kind.__name__}, not {value!r}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     size = parser.add_mutually_exclusive_group()
@@ -296,6 +312,11 @@ def main(argv=None):
     parser.set_defaults(mode="full")
     parser.add_argument("--only", help="comma-separated scenarios: fanout,rooms,private,"
                                        "storm,idle,history,log")
+    parser.add_argument("--size", action="append", type=size_override, default=[],
+                        metavar="NAME=NUMBER",
+                        help="override one of the mode's sizes, e.g. --size fanout_rate=2000")
+    parser.add_argument("--chatd-option", action="append", default=[],
+                        help="an extra chatd option, e.g. --chatd-option=--durability=power")
     parser.add_argument("--no-irc", action="store_true", help="skip the IRC reference server")
     parser.add_argument("--irc", choices=("auto", "ergo", "ngircd"), default="auto",
                         help="IRC reference server (auto: ergo if installed, else ngircd)")

@@ -10,8 +10,9 @@ import random
 import re
 import resource
 import time
+from collections import deque
 
-from bench.clients import (Deliveries, Heartbeat, close_all, latency_summary, marked_text,
+from bench.clients import (Acks, Deliveries, Heartbeat, close_all, latency_summary, marked_text,
                            open_sessions)
 
 FANOUT_CHANNEL = "bench"
@@ -52,6 +53,23 @@ async def send_paced(senders, send, rate, duration, window=None, probe=None):
             sent += 1
         await asyncio.sleep(0.002)
     return sent, time.monotonic() - start
+
+
+def measure_acks(senders):
+    """Time send -> reply for what `senders` send from now on (chatd only: IRC has no reply)."""
+    acks = Acks()
+    for client in senders:
+        if hasattr(client, "acks"):
+            client.acks, client.unacked = acks, deque()
+    return acks
+
+
+def ack_figures(prefix, acks):
+    summary = acks.summary()
+    if not summary["count"]:
+        return {}
+    return {f"{prefix}_acks": summary["count"], f"{prefix}_ack_p50_ms": summary["p50_ms"],
+            f"{prefix}_ack_p99_ms": summary["p99_ms"], f"{prefix}_ack_max_ms": summary["max_ms"]}
 
 
 async def wait_for_deliveries(deliveries, expected, quiet_timeout=5.0, limit=60.0):
@@ -230,10 +248,12 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         await run.load_starts()
         since = time.monotonic_ns()
         cpu_done = run.cpu_meter("steady")
+        acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(clients[:senders], send, rate, duration)
         await wait_for_deliveries(steady, sent * recipients)
         cpu_done()
         run.figures.update(phase_figures("steady", steady, sent, recipients, elapsed, since))
+        run.figures.update(ack_figures("steady", acks))
         if check_log:
             logged_at, missing = await wait_for_log(target, tag, sent)
             run.figures["steady_logged"] = sent - len(missing)
@@ -246,6 +266,7 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         max_tag = new_tag("F")
         since = time.monotonic_ns()
         cpu_done = run.cpu_meter("max")
+        acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(
             clients[:senders],
             lambda client, sequence: client.send_channel_message(
@@ -254,6 +275,7 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         await wait_for_deliveries(saturated, sent * recipients)
         cpu_done()
         run.figures.update(phase_figures("max", saturated, sent, recipients, elapsed, since))
+        run.figures.update(ack_figures("max", acks))
         run.server_errors()
     return run.figures
 
@@ -432,6 +454,7 @@ async def log_throughput(target, senders, viewers, duration, window):
         await run.load_starts()
         started = time.monotonic()
         cpu_done = run.cpu_meter("relay")
+        acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(clients[:senders], send, None, duration,
                                          window=window, probe=clients[-1])
         relayed_at = await wait_for_deliveries(deliveries, sent * recipients)
@@ -447,5 +470,6 @@ async def log_throughput(target, senders, viewers, duration, window):
             "deliveries_expected": sent * recipients,
             "deliveries": len(deliveries),
         })
+        run.figures.update(ack_figures("relay", acks))
         run.server_errors()
     return run.figures

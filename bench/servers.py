@@ -120,9 +120,10 @@ class ChatdTarget:
                       "--flood-burst", "1000000", "--flood-rate", "1000000",
                       "--login-failures", "1000000"]
 
-    def __init__(self, database, workdir):
+    def __init__(self, database, workdir, extra_options=()):
         self.database = database
         self.name = f"chatd-{database}"
+        self.lifted_options = self.lifted_options + list(extra_options)
         self.workdir = workdir
         self.db = ChatdDatabase.for_engine(database, workdir)
 
@@ -190,6 +191,8 @@ class ChatdDatabase:
                     batch = []
             if batch:
                 cursor.executemany(sql, batch)
+            # chatd takes message ids from this row at commit; start it above the seed.
+            cursor.execute(f"UPDATE message_ids SET next_id = {p}", (count + 1,))
         connection.commit()
         connection.close()
 

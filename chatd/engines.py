@@ -1,41 +1,95 @@
 """Database engines: SQL is written once (qmark style) and adapted here per engine.
 
 The shape follows Synapse's storage/engines: one small object per engine knows
-its DB-API module, how to open a pool, how to set a connection up, and the few
-spots where the dialects differ.
+its DB-API module, how to open a pool, how to set a connection up, which errors
+mean "the database is unreachable", and the few spots where the dialects differ.
+What the engines share lives in `Engine`.
 """
 
+import importlib.resources
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
 
-def _schema_dir():
-    """schema/ at the top of a checkout, or chatd/schema once installed."""
-    here = Path(__file__).resolve().parent
-    installed = here / "schema"
-    return installed if installed.is_dir() else here.parent / "schema"
+# How durable a commit is: "crash" survives kill -9 of chatd, "power" a power loss.
+DURABILITY_LEVELS = ("crash", "power")
 
 
-SCHEMA_DIR = _schema_dir()
+def schema_files():
+    """The schema package: chatd.schema once installed, schema/ in a checkout."""
+    try:
+        return importlib.resources.files("chatd.schema")
+    except ModuleNotFoundError:
+        return importlib.resources.files("schema")
 
 
 class DatabaseURLError(ValueError):
     """The --database value cannot be understood."""
 
 
-class SqliteEngine:
+class Engine:
+    """What every engine shares; subclasses name the module and the dialect."""
+
+    name = None
+    module = None           # the DB-API module
+    insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
+
+    def __init__(self, durability="crash"):
+        if durability not in DURABILITY_LEVELS:
+            raise ValueError(f"durability is one of {', '.join(DURABILITY_LEVELS)}")
+        self.durability = durability
+
+    def convert(self, sql):
+        return sql
+
+    def is_integrity_error(self, failure_or_exc):
+        return isinstance(getattr(failure_or_exc, "value", failure_or_exc),
+                          self.module.IntegrityError)
+
+    def is_connection_error(self, exc):
+        """True only if `exc` says the database cannot be reached or is busy: a
+        mistake in the SQL is a bug and must not be retried or spooled."""
+        raise NotImplementedError
+
+    def begin(self, cursor):
+        """Open the transaction explicitly where the driver does not."""
+
+    def migrations(self):
+        """[(version, sql text)] of schema/<engine>/NNN_*.sql, oldest first."""
+        found = []
+        for entry in (schema_files() / self.name).iterdir():
+            match = re.match(r"(\d{3})_.*\.sql$", entry.name)
+            if match:
+                found.append((int(match.group(1)), entry.read_text()))
+        return sorted(found)
+
+    @staticmethod
+    def split_statements(script):
+        """Split a schema file into statements (no semicolons inside our literals)."""
+        lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class SqliteEngine(Engine):
     name = "sqlite"
-    # An id the log writer already wrote (a retry after an ambiguous failure) is skipped.
+    module = sqlite3
     insert_ignore = "INSERT OR IGNORE"
+    # The OperationalError texts that mean "busy or unreachable" (sqlite3 gives no codes
+    # before 3.11's sqlite_errorcode); anything else ("no such table", a syntax error) is a bug.
+    UNAVAILABLE = ("database is locked", "database table is locked", "unable to open",
+                   "disk i/o error", "database or disk is full", "readonly database")
 
     @staticmethod
     def use_index(index):
         return f"INDEXED BY {index}"
 
-    def __init__(self, path):
+    def __init__(self, path, durability="crash", busy_timeout=5.0):
+        super().__init__(durability)
         self.path = path
+        self.busy_timeout = busy_timeout
 
     def describe(self):
         return f"sqlite:{self.path}"
@@ -46,40 +100,35 @@ class SqliteEngine:
         return str(path.with_name(path.stem.split(".")[0] + "-spool.jsonl"))
 
     def make_pool(self):
-        # One connection: SQLite has a single writer anyway, and this keeps
-        # every statement in order without "database is locked" retries.
+        # One connection, so one writer: two connections of a pool each holding a
+        # write transaction wait on each other's lock ("database is locked").
+        # isolation_level=None: transactions are opened by begin(), never implicitly.
         return adbapi.ConnectionPool(
             "sqlite3", self.path, check_same_thread=False, isolation_level=None,
             cp_min=1, cp_max=1, cp_openfun=self.on_connect)
 
-    @staticmethod
-    def on_connect(conn):
+    def on_connect(self, conn):
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # WAL + NORMAL: a commit survives a crash of the process (the WAL is in the
+        # OS's cache); FULL also fsyncs the WAL at each commit, so it survives power loss.
+        conn.execute("PRAGMA synchronous=" + ("FULL" if self.durability == "power" else "NORMAL"))
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
-    def convert(self, sql):
-        return sql
-
-    @staticmethod
-    def is_integrity_error(failure_or_exc):
-        return isinstance(getattr(failure_or_exc, "value", failure_or_exc), sqlite3.IntegrityError)
-
-    @staticmethod
-    def is_connection_error(exc):
-        return isinstance(exc, sqlite3.OperationalError)
+    def is_connection_error(self, exc):
+        return (isinstance(exc, sqlite3.OperationalError)
+                and any(text in str(exc).lower() for text in self.UNAVAILABLE))
 
     def begin(self, cursor):
         cursor.execute("BEGIN IMMEDIATE")
 
-    def split_statements(self, script):
-        return _split_sql(script)
 
-
-class MysqlEngine:
+class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
+    # Server errors that mean busy or going away (client-side errors are 2000-2999):
+    # too many connections, shutdown, lock wait timeout, deadlock, query interrupted, killed.
+    UNAVAILABLE_CODES = {1040, 1053, 1205, 1213, 1317, 1927}
 
     @staticmethod
     def use_index(index):
@@ -87,9 +136,15 @@ class MysqlEngine:
         # reach `id < before` (bench: 37 history pages/s → 1,870 with the hint).
         return f"FORCE INDEX ({index})"
 
-    def __init__(self, host, port, user, password, database):
+    def __init__(self, host, port, user, password, database, durability="crash"):
+        super().__init__(durability)
         self.host, self.port, self.user = host, port, user
         self.password, self.database = password, database
+
+    @property
+    def module(self):
+        import MySQLdb
+        return MySQLdb
 
     def describe(self):
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
@@ -121,30 +176,17 @@ class MysqlEngine:
     def convert(self, sql):
         return sql.replace("?", "%s")
 
-    @staticmethod
-    def is_integrity_error(failure_or_exc):
-        import MySQLdb
-        return isinstance(getattr(failure_or_exc, "value", failure_or_exc), MySQLdb.IntegrityError)
-
-    @staticmethod
-    def is_connection_error(exc):
-        import MySQLdb
-        return isinstance(exc, (MySQLdb.OperationalError, MySQLdb.InterfaceError))
-
-    def begin(self, cursor):
-        pass  # adbapi transactions are already explicit with autocommit off
-
-    def split_statements(self, script):
-        return _split_sql(script)
+    def is_connection_error(self, exc):
+        MySQLdb = self.module
+        if isinstance(exc, MySQLdb.InterfaceError):
+            return True
+        if not isinstance(exc, MySQLdb.OperationalError):
+            return False
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return code is None or 2000 <= code < 3000 or code in self.UNAVAILABLE_CODES
 
 
-def _split_sql(script):
-    """Split a schema file into statements (no semicolons inside our literals)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def engine_from_url(url):
+def engine_from_url(url, durability="crash"):
     """Parse `sqlite:PATH` or `mysql://USER:PASS@HOST:PORT/DB` into an engine."""
     if url.startswith("sqlite:"):
         path = url[len("sqlite:"):]
@@ -152,7 +194,7 @@ def engine_from_url(url):
             path = path[2:]
         if not path:
             raise DatabaseURLError("sqlite: needs a file path, e.g. sqlite:chatd.sqlite")
-        return SqliteEngine(path)
+        return SqliteEngine(path, durability)
     if url.startswith(("mysql://", "mariadb://")):
         parts = urlsplit(url)
         database = parts.path.lstrip("/")
@@ -164,6 +206,6 @@ def engine_from_url(url):
         except ValueError:
             raise DatabaseURLError(f"the port in {url!r} is not a number") from None
         return MysqlEngine(parts.hostname, port, unquote(parts.username or "root"),
-                           unquote(parts.password or ""), database)
+                           unquote(parts.password or ""), database, durability)
     raise DatabaseURLError(
         f"unknown database {url!r}: use sqlite:PATH or mysql://USER:PASS@HOST:PORT/DB")

@@ -19,7 +19,8 @@ from chatd.bus import (
     ADMINS, CONNECTIONS, STATE, LocalBus, channel_topic, encode, members_topic, user_topic,
 )
 from chatd.presence import OFFLINE, Presence
-from chatd.rules import is_blank, message_problem
+from chatd.rules import MAX_NONCE, is_blank, message_problem
+from chatd.store import Message, utcnow
 
 log = Logger()
 
@@ -317,28 +318,42 @@ class Hub:
         if too_long:
             raise ChatError(too_long)
 
-    def channel_message(self, session, channel_name, text):
-        """Check, log and relay a message to a channel."""
+    def _check_nonce(self, nonce):
+        if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE:
+            raise ChatError(f"A nonce is 1 to {MAX_NONCE} characters; this one has {len(nonce)}.")
+
+    def channel_message(self, session, channel_name, text, nonce=None):
+        """Store, then deliver: fires with the message as stored once it is durable."""
         self._check_text(text)
+        self._check_nonce(nonce)
         channel = self.readable_channel(session, channel_name)
-        message = self.store.new_message(session.name, text, channel=channel.name,
-                                         channel_id=channel.id)
-        self.deliver_channel_message(message)
-        return message
+        message = Message(None, session.name, text, utcnow(), channel=channel.name,
+                          channel_id=channel.id, nonce=nonce)
+        return self.store.save_message(message).addCallback(
+            self._deliver_new, self.deliver_channel_message)
 
     def deliver_channel_message(self, message):
         """To the channel's online members: those looking at it get the message,
         the others an `unread` event (each session decides, see Session)."""
         self.bus.publish(members_topic(message.channel), message.to_wire())
 
-    def private_message(self, session, other_user, text):
-        """Check, log and relay a private message."""
+    def private_message(self, session, other_user, text, nonce=None):
+        """Store, then deliver to the recipient (and echo to the sender)."""
         self._check_text(text)
+        self._check_nonce(nonce)
         recipient = self.account_name(other_user)
         if not self.can_receive_private(recipient):
             raise ChatError(f"{recipient} is banned and cannot receive messages.")
-        message = self.store.new_message(session.name, text, recipient=recipient)
-        self.deliver_private_message(message)
+        message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce)
+        return self.store.save_message(message).addCallback(
+            self._deliver_new, self.deliver_private_message)
+
+    @staticmethod
+    def _deliver_new(stored, deliver):
+        """A message seen for the first time is delivered; a resend (same nonce) is not."""
+        message, is_new = stored
+        if is_new:
+            deliver(message)
         return message
 
     def deliver_private_message(self, message):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 from chatd import rules
-from chatd.engines import DatabaseURLError, engine_from_url
+from chatd.engines import DURABILITY_LEVELS, DatabaseURLError, engine_from_url
 from chatd.natsbus import parse_bus_url
 
 NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
@@ -169,9 +169,13 @@ OPTIONS = (
            help="JSON-lines file for message-log rows while the database is unreachable"
                 " (default: chatd-spool.jsonl next to the SQLite file; chatd-spool-DB.jsonl"
                 " in the working directory for MySQL)."),
-    Option("spool-memory", int, 10000, metavar="ROWS", at_least=1,
-           help="Message-log rows kept in memory while the database is unreachable;"
-                " older ones go to the spool file."),
+    Option("spool-memory", int, 10000, metavar="N", at_least=1,
+           help="Messages that may wait for their commit (or spool write) at once;"
+                " more are refused as busy until the writer catches up."),
+    Option("durability", str, "crash", metavar="LEVEL", choices=DURABILITY_LEVELS,
+           help="crash: an acknowledged message survives a crash of chatd (kill -9);"
+                " power: also a power loss (SQLite synchronous=FULL; MariaDB needs"
+                " innodb_flush_log_at_trx_commit=1, see docs/security.md)."),
     Option("bus", str, None, metavar="URL", requires="node-name", check=_bus_url,
            help="Run as one node of a cluster: nats://HOST:PORT[/CLUSTER], a NATS server with"
                 " JetStream shared by every node (needs a mysql:// database, the asyncio"

@@ -10,6 +10,7 @@ actions declared there go to chatd.moderation.
 """
 
 import json
+from collections import deque
 
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ITCPTransport
@@ -24,13 +25,15 @@ from chatd.limits import TOO_FAST, FloodGuard, held_bytes, unsent_bytes
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
 from chatd.registry import ACTIONS, ANYONE
-from chatd.store import wire_time
+from chatd.store import ServerBusy, wire_time
 
 log = Logger()
 
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
 MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
+BUSY = "The server is busy storing messages; send that one again in a moment."
+PIPELINED = {"channel_message", "private_message"}  # read on while these wait for a commit
 CLOSE_TIMEOUT = 10.0    # seconds a closing connection may take to flush before it is aborted
 
 
@@ -46,6 +49,11 @@ def _is_unicode(request):
         except UnicodeEncodeError:
             return False
     return True
+
+
+def _stored(message):
+    """The ok reply to a message: its id and time as stored (the original's, for a resend)."""
+    return {"id": message.id, "time": wire_time(message.time)}
 
 
 class DuplicateKey(ValueError):
@@ -85,6 +93,8 @@ class ChatProtocol(Protocol):
         self._drain_call = None     # set while the unsent output is over the limit
         self._last_heard = None
         self._anonymous_since = None
+        self._replies = deque()     # [payload, settled] in request order
+        self._held = None           # a request waiting for the messages sent before it
 
     # -- connection --------------------------------------------------------
 
@@ -290,6 +300,16 @@ class ChatProtocol(Protocol):
         action, ref, request, error = self._parse(line)
         if not self._admit(action, ref):
             return
+        if (error is None and self._replies and action not in PIPELINED
+                and not ACTIONS[action].silent):
+            # Read your writes: wait until the messages sent before are stored (a
+            # heartbeat reads nothing and is answered by nothing: it goes on at once).
+            self._held = (action, ref, request)
+            self.pauseProducing()
+            return
+        self._handle(action, ref, request, error)
+
+    def _handle(self, action, ref, request, error=None):
         if error is not None:
             return self.reply(None, ref, error=error)
         try:
@@ -301,14 +321,39 @@ class ChatProtocol(Protocol):
             return self.reply(action, ref, error="Something went wrong on the server; "
                                                  "it was logged. Please try again.")
         if isinstance(result, defer.Deferred):
-            # Requests are answered in order: read nothing more until this one is done.
-            self.pauseProducing()
-            result.addCallbacks(lambda r: self.reply(action, ref, result=r),
-                                lambda f: self.reply_failure(action, ref, f))
-            result.addBoth(lambda _: self.resumeProducing()
-                           if self.connected and not self.closing else None)
+            self._reply_later(action, ref, result)
         else:
             self.reply(action, ref, result=result)
+
+    def _reply_later(self, action, ref, result):
+        """Replies go out in request order. Messages are pipelined (the next one is read
+        while this one waits for its commit, so they share it); any other request that
+        waits pauses reading until it is answered."""
+        slot = [None, False]    # payload, settled
+        self._replies.append(slot)
+
+        def settle(payload):
+            slot[:] = [payload, True]
+            self._session_changed()
+            self._send_replies()
+        result.addCallbacks(lambda r: self._payload(action, ref, result=r),
+                            lambda f: self._failure_payload(action, ref, f))
+        result.addCallback(settle)
+        if action not in PIPELINED and not slot[1]:
+            self.pauseProducing()
+            result.addBoth(lambda _: self.resumeProducing()
+                           if self.connected and not self.closing else None)
+
+    def _send_replies(self):
+        while self._replies and self._replies[0][1]:
+            payload = self._replies.popleft()[0]
+            if payload is not None and self.transport is not None and self.connected:
+                self.send(payload)
+        if not self._replies and self._held is not None and not self.closing:
+            held, self._held = self._held, None
+            self._handle(*held)     # before the lines after it (resuming reads them)
+            if not self._replies and not self.closing:
+                self.resumeProducing()
 
     @staticmethod
     def _parse(line):
@@ -386,32 +431,44 @@ class ChatProtocol(Protocol):
         if claimed.casefold() != me.casefold():
             raise ChatError(f"You are {me or 'not logged in'}; you cannot speak as {claimed!r}.")
 
-    def reply(self, action, ref, result=None, error=None):
+    def _session_changed(self):
         if (self.session is None) != (self._anonymous_since is not None):
             self._check_deadline()  # logged in or out: the other deadline applies from now
+
+    def reply(self, action, ref, result=None, error=None):
+        self._session_changed()
+        payload = self._payload(action, ref, result, error)
+        if self._replies:
+            self._replies.append([payload, True])
+        elif payload is not None and self.transport is not None and self.connected:
+            self.send(payload)
+
+    @staticmethod
+    def _payload(action, ref, result=None, error=None):
         payload = {"reply_to": action}
         if ref is not None:
             payload["ref"] = ref
         if error is not None:
             payload["error"] = error
         elif result is None and action in ACTIONS and ACTIONS[action].silent:
-            return  # an accepted heartbeat is answered by nothing
+            return None  # an accepted heartbeat is answered by nothing
         else:
             payload["ok"] = True
             payload.update(result or {})
-        if self.transport is not None and self.connected:
-            self.send(payload)
+        return payload
 
-    def reply_failure(self, action, ref, failure):
+    def _failure_payload(self, action, ref, failure):
         if failure.check(ChatError):
-            return self.reply(action, ref, error=str(failure.value))
+            return self._payload(action, ref, error=str(failure.value))
+        if failure.check(ServerBusy):
+            return self._payload(action, ref, error=BUSY)
         if self.server.store.is_unavailable(failure):
             log.warn("database unavailable during {action!r}: {error}",
                      action=action, error=failure.getErrorMessage())
-            return self.reply(action, ref, error=UNAVAILABLE)
+            return self._payload(action, ref, error=UNAVAILABLE)
         log.failure("handling {action!r}", failure, action=action)
-        self.reply(action, ref, error="Something went wrong on the server; "
-                                      "it was logged. Please try again.")
+        return self._payload(action, ref, error="Something went wrong on the server; "
+                                                "it was logged. Please try again.")
 
     # -- accounts ----------------------------------------------------------
 
@@ -463,13 +520,11 @@ class ChatProtocol(Protocol):
     def do_leave(self, channel):
         return self.hub.leave(self.session, channel)
 
-    def do_channel_message(self, text, channel):
-        message = self.hub.channel_message(self.session, channel, text)
-        return {"id": message.id, "time": wire_time(message.time)}
+    def do_channel_message(self, text, channel, nonce=None):
+        return self.hub.channel_message(self.session, channel, text, nonce).addCallback(_stored)
 
-    def do_private_message(self, text, other_user):
-        message = self.hub.private_message(self.session, other_user, text)
-        return {"id": message.id, "time": wire_time(message.time)}
+    def do_private_message(self, text, other_user, nonce=None):
+        return self.hub.private_message(self.session, other_user, text, nonce).addCallback(_stored)
 
     def _looking_status(self):
         return self.session.status if self.session.status != OFFLINE else ONLINE

@@ -218,6 +218,8 @@ USER = Field("user", TEXT, metavar="USER")
 CHANNEL = Field("channel", TEXT, channel=True, metavar="CHANNEL")
 TARGET = Field("target", TEXT, metavar="NAME|IP|CIDR")
 LIMIT_HELP = "how many, at most 500"
+NONCE = Field("nonce", TEXT, None, "1 to 64 characters of your choice: a resend with the"
+              " same nonce is answered with the original id, not stored twice")
 HISTORY_PAGE = (Field("before", INT, None, "a message id: only older messages"),
                 Field("limit", INT, None, "how many, 1 to 200 (default 50)"))
 
@@ -234,9 +236,9 @@ PROTOCOL_ACTIONS = (
     Action("list_users", IGNORED, help="everyone you can write to privately"),
     Action("join", Field("channel", TEXT), help="join a channel, or ask to join a private one"),
     Action("leave", Field("channel", TEXT), help="leave a channel"),
-    Action("channel_message", Field("text", TEXT), (Field("channel", TEXT),),
+    Action("channel_message", Field("text", TEXT), (Field("channel", TEXT), NONCE),
            help="send a message to a channel"),
-    Action("private_message", Field("text", TEXT), (Field("other_user", TEXT),),
+    Action("private_message", Field("text", TEXT), (Field("other_user", TEXT), NONCE),
            help="send a private message"),
     Action("get_channel", Field("channel", TEXT), HISTORY_PAGE,
            help="a channel's history (counts as looking at it)"),

@@ -17,6 +17,7 @@ EMAIL_RULE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+\Z")
 EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 MAX_MESSAGE = 4000      # characters; the server's --max-message default
+MAX_NONCE = 64          # characters in a message's resend key (its "nonce")
 # Unicode categories that print nothing: spaces, separators, controls, format
 # characters (zero-width space U+200B, word joiner U+2060, BOM U+FEFF, ...).
 BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf"}

@@ -80,10 +80,10 @@ class ChatServer(service.Service):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        engine = engine_from_url(config.database)
+        engine = engine_from_url(config.database, config.durability)
         self.store = Store(engine, clock=reactor,
                            spool_path=config.spool_file or engine.default_spool_path(),
-                           spool_memory=config.spool_memory)
+                           max_queued=config.spool_memory)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
                                      concurrency=config.bcrypt_concurrency)
         self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
@@ -169,11 +169,11 @@ class ChatServer(service.Service):
         if not (yield closed):
             log.warn("chatd stopping: {count} clients did not close within {wait:g} s of the"
                      " goodbye", count=self.connections.total, wait=SHUTDOWN_WAIT)
-        spool = self.store.spool
-        if spool is not None and spool.unread:
-            log.warn("chatd stopped: {clients} clients told, {count} message-log rows kept in"
-                     " {path} for the next start", clients=len(clients), count=spool.unread,
-                     path=str(spool.path))
+        spooled = len(self.store.messages.spooled)
+        if spooled:
+            log.warn("chatd stopped: {clients} clients told, {count} messages kept in"
+                     " {path} for the next start", clients=len(clients), count=spooled,
+                     path=str(self.store.spool.path))
         else:
             log.info("chatd stopped: {clients} clients told, message log written",
                      clients=len(clients))

@@ -1,26 +1,31 @@
 """Every SQL statement chatd runs, over twisted.enterprise.adbapi.
 
-Every public method returns a Deferred; nothing here blocks the reactor. The
-message log is written by a batching writer: the relay never waits for it, ids
-are allocated in memory so a relayed message already carries its final id, and
-a failed batch is retried (INSERT-or-ignore on the id keeps it exactly once).
-While the database stays away, rows beyond a memory bound go to a spool file,
-written back first (so in order) once it returns, or at the next start.
+Every public method returns a Deferred; nothing here blocks the reactor, and
+every statement goes through `Store.run`, which applies the reply timeout, the
+retry policy and the logging. Messages are made durable by `MessageLog` before
+anyone is told about them: group commit to SQL, or the fsynced spool while the
+database is unreachable.
 """
 
 import json
 import os
-import re
-from collections import deque
+import time
+from collections import Counter, OrderedDict, deque
 from datetime import datetime, timezone
 from pathlib import Path
 
+from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet import defer
 from twisted.logger import Logger
-
-from chatd.engines import SCHEMA_DIR
+from twisted.python.failure import Failure
 
 log = Logger()
+
+MAX_BATCH = 1000            # messages in one commit at most
+OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
+OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
+RECENT_NONCES = 10000       # committed (sender, nonce) pairs remembered in memory
+SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 
 
 def utcnow():
@@ -48,50 +53,87 @@ def peer_key(a, b):
 
 
 class Message:
-    """One channel or private message, as relayed and as logged."""
+    """One channel or private message, as relayed and as logged. `id` is None until
+    the message is durable; `nonce` is the sender's optional resend key."""
 
-    __slots__ = ("id", "sender", "body", "time", "channel", "channel_id", "recipient")
+    __slots__ = ("id", "sender", "body", "time", "channel", "channel_id", "recipient", "nonce")
 
-    def __init__(self, id, sender, body, time, channel=None, channel_id=None, recipient=None):
+    def __init__(self, id, sender, body, time, channel=None, channel_id=None, recipient=None,
+                 nonce=None):
         self.id, self.sender, self.body, self.time = id, sender, body, time
         self.channel, self.channel_id, self.recipient = channel, channel_id, recipient
+        self.nonce = nonce
 
     def to_wire(self):
         if self.channel is not None:
-            return {"channel_message": self.body, "user": self.sender,
+            wire = {"channel_message": self.body, "user": self.sender,
                     "channel": self.channel, "id": self.id, "time": wire_time(self.time)}
-        return {"private_message": self.body, "user": self.sender,
-                "other_user": self.recipient, "id": self.id, "time": wire_time(self.time)}
+        else:
+            wire = {"private_message": self.body, "user": self.sender,
+                    "other_user": self.recipient, "id": self.id, "time": wire_time(self.time)}
+        if self.nonce is not None:
+            wire["nonce"] = self.nonce
+        return wire
 
     def row(self):
         key = None if self.recipient is None else peer_key(self.sender, self.recipient)
         return (self.id, self.sender, self.channel_id, self.recipient, key,
-                self.body, db_time(self.time))
+                self.body, db_time(self.time), self.nonce)
+
+    @classmethod
+    def from_row(cls, row, channel=None):
+        id, sender, channel_id, recipient, _, body, sent_at = row[:7]
+        return cls(id, sender, body, parse_db_time(sent_at), channel=channel,
+                   channel_id=channel_id, recipient=recipient,
+                   nonce=row[7] if len(row) > 7 else None)
+
+
+MESSAGE_COLUMNS = "id, sender, channel_id, recipient, peer_key, body, sent_at, nonce"
 
 
 class DatabaseUnavailable(Exception):
     """The database did not answer in time; the request can be tried again later."""
 
 
-class Spool:
-    """An append-only JSON-lines file of log rows waiting for the database, oldest first.
+class ServerBusy(Exception):
+    """More messages wait for their commit than the bound allows; try again."""
 
-    Rows are read back from `_offset` in batches; a batch counts as consumed only
-    once its commit succeeded, and the file is removed when everything in it is
-    consumed. After a crash the whole file is replayed: the rows carry their
-    final ids, so rows that were already written are skipped by INSERT-or-ignore.
+
+class CommitUncertain(Exception):
+    """The connection failed during COMMIT: the transaction may or may not be stored."""
+
+
+class _Cursor:
+    """A DB-API cursor that takes the engine-neutral (qmark) SQL."""
+
+    def __init__(self, cursor, convert):
+        self._cursor, self._convert = cursor, convert
+
+    def execute(self, sql, params=()):
+        return self._cursor.execute(self._convert(sql), params)
+
+    def executemany(self, sql, rows):
+        return self._cursor.executemany(self._convert(sql), rows)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class Spool:
+    """An append-only JSON-lines file of durable messages waiting for the database.
+
+    Each row carries its final id (from a block reserved for outages), so the
+    whole file can be replayed after a crash: rows already written are skipped by
+    INSERT-or-ignore on the id. The file is removed once every row is in SQL.
     """
 
     def __init__(self, path):
         self.path = Path(path)
-        self._offset = 0
-        self.unread = 0
-        self.max_id = 0
-        if self.path.exists():
-            self._recover()
 
-    def _recover(self):
-        """Count what a previous run left, and drop a half-written last line."""
+    def recover(self):
+        """The rows a previous run left, dropping a half-written last line."""
+        if not self.path.exists():
+            return []
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
             complete = data[:data.rfind(b"\n") + 1]
@@ -100,23 +142,17 @@ class Spool:
             with self.path.open("r+b") as f:
                 f.truncate(len(complete))
             data = complete
+        rows = []
         for line in data.splitlines():
-            row = self._decode(line)
-            if row is not None:
-                self.unread += 1
-                self.max_id = max(self.max_id, row[0])
-        if self.unread:
-            log.info("spool {path}: {count} log rows from an earlier run wait for the database",
-                     path=str(self.path), count=self.unread)
-
-    def _decode(self, line):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            log.error("spool {path}: skipping an unreadable line: {line!r}",
-                      path=str(self.path), line=line[:200])
-            return None
-        return tuple(row)
+            try:
+                rows.append(tuple(json.loads(line)))
+            except ValueError:
+                log.error("spool {path}: skipping an unreadable line: {line!r}",
+                          path=str(self.path), line=line[:200])
+        if rows:
+            log.info("spool {path}: {count} messages from an earlier run wait for the database",
+                     path=str(self.path), count=len(rows))
+        return rows
 
     def append(self, rows):
         """Append rows and make them durable (fsync) before returning."""
@@ -125,163 +161,336 @@ class Spool:
                 f.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        self.unread += len(rows)
-        self.max_id = max([self.max_id] + [row[0] for row in rows])
 
-    def read(self, count):
-        """Up to `count` rows from the oldest unconsumed one: (rows, lines read, end offset)."""
-        rows, lines = [], 0
-        with self.path.open("rb") as f:
-            f.seek(self._offset)
-            while lines < count:
-                line = f.readline()
-                if not line:
-                    break
-                lines += 1
-                row = self._decode(line)
-                if row is not None:
-                    rows.append(row)
-            return rows, lines, f.tell()
-
-    def consume(self, lines, end):
-        """The rows before `end` are committed; remove the file once all are."""
-        self._offset = end
-        self.unread = max(self.unread - lines, 0)
-        if self._offset >= self.path.stat().st_size:
-            self.path.unlink()
-            self._offset = 0
-            self.unread = 0
-            log.info("spool {path}: every spooled row is written; file removed",
-                     path=str(self.path))
+    def clear(self):
+        self.path.unlink(missing_ok=True)
+        log.info("spool {path}: every spooled message is written; file removed",
+                 path=str(self.path))
 
 
-class BatchWriter:
-    """Writes rows in batches, in order, retrying with backoff when the database fails.
+class MessageLog:
+    """Makes messages durable, in batches, before they are acknowledged or relayed.
 
-    Rows wait in memory until written; `pending` is what is in memory and not yet
-    in SQL, so history can still show it. With a spool, at most `memory_limit`
-    rows stay in memory: older ones move to the spool file, which is always
-    written before memory, so the order is kept. `drained()` fires once
-    everything queued (memory and spool) is written.
+    `save(message)` fires with (message, is_new) once the message is committed —
+    every message queued while a commit runs goes into the next one (group
+    commit), so the cost is one commit per batch — or, while the database is
+    unreachable, once it is in the fsynced spool. Ids come from the database's
+    `message_ids` row inside the commit, so they increase in commit order and are
+    unique across every process sharing the database; spooled messages take ids
+    from a block reserved durably beforehand (refreshed every BLOCK_REFRESH s
+    while busy), so they sort at most that far back. A message whose (sender,
+    nonce) is already stored is answered with the stored one, is_new False.
+
+    Outage ids: a block of OUTAGE_BLOCK ids is reserved OUTAGE_GAP above the next
+    id (a row of message_id_blocks, written at start). Commits, by any process,
+    skip every reserved block, so the block's ids are ours alone; a spooled
+    message therefore sorts after everything committed before the outage, and
+    once the database is back the commits jump past the block, so later messages
+    sort after it. A block that commits have passed is replaced by a fresh one.
     """
 
-    def __init__(self, store, sql, batch_size=500, spool=None, memory_limit=None):
+    def __init__(self, store, spool=None, max_queued=10000):
         self.store = store
-        self.sql = sql
-        self.batch_size = batch_size
         self.spool = spool
-        self.memory_limit = memory_limit
-        self.pending = deque()
-        self._writing = False
-        self._in_flight_from_memory = False
-        self._stopped = False
-        self._retry_delay = 0.1
+        self.max_queued = max_queued
+        self.accepted = Counter()   # sender -> messages ever queued (what tests can count on)
+        self.queue = []             # [(message, deferred)] accepted, not yet durable
+        self.spooled = deque()      # durable in the spool, not yet in SQL (history shows them)
+        self.in_doubt = []          # [(message, deferred)] whose COMMIT may or may not have happened
+        self.outage = False
+        self.block = None           # [next id, end, start] reserved for the spool
+        self._nonces = OrderedDict()    # (sender, nonce) -> Message or the Deferred of its save
+        self._in_flight = deque()   # [batch, outcome] of commits running, oldest first
+        self._scheduled = False
         self._retry_call = None
+        self._retry_delay = 0.1
+        self._stopped = False
         self._drain_waiters = []
 
-    def add(self, item):
-        self.pending.append(item)
-        self._spill_overflow()
-        self.kick()
+    # -- accepting ---------------------------------------------------------
 
-    def kick(self):
-        """Start writing if idle and there is something to write."""
-        if self._stopped or self._writing or self._retry_call is not None:
+    def save(self, message):
+        key = (message.sender, message.nonce)
+        if message.nonce is not None and key in self._nonces:
+            known = self._nonces[key]
+            if isinstance(known, Message):
+                return defer.succeed((known, False))
+            d = defer.Deferred()
+            known.append(d)
+            return d
+        if len(self.queue) >= self.max_queued:
+            return defer.fail(ServerBusy(f"{len(self.queue)} messages wait for the database"))
+        self.accepted[message.sender] += 1
+        d = defer.Deferred()
+        if message.nonce is not None:
+            self._nonces[key] = []      # later saves with this nonce wait for this one
+            d.addBoth(self._settle_nonce, key)
+        self.queue.append((message, d))
+        self._schedule()
+        return d
+
+    def _settle_nonce(self, result, key):
+        waiters = self._nonces.pop(key, [])
+        if isinstance(result, tuple):
+            self._remember(result[0])
+        for waiter in waiters:
+            if isinstance(result, tuple):
+                waiter.callback((result[0], False))
+            else:
+                waiter.errback(result)
+        return result
+
+    def _remember(self, message):
+        if message.nonce is not None:
+            self._nonces[(message.sender, message.nonce)] = message
+            while len(self._nonces) > RECENT_NONCES:
+                self._nonces.popitem(last=False)
+
+    def _schedule(self):
+        # One commit at a time: two could take their ids from message_ids in either
+        # order, and relays must go out in id order.
+        if not (self._scheduled or self._in_flight or self._stopped):
+            self._scheduled = True
+            self.store.clock.callLater(0, self._flush)
+
+    # -- writing -----------------------------------------------------------
+
+    def _flush(self):
+        self._scheduled = False
+        if self._stopped or not self.queue:
+            self._check_drained()
             return
-        if self.pending or self._spooled():
-            self._writing = True
-            self.store.clock.callLater(0, self._write_batch)
+        batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
+        if self.outage:
+            self._to_spool(batch)
+            self._schedule()
+            return
+        entry = [batch, None]
+        self._in_flight.append(entry)
+        d = self.store.run("store messages", self._commit, [m for m, _ in batch],
+                           self._wants_block(), timeout=None, retries=0)
+        d.addBoth(self._commit_done, entry)
 
-    def _spooled(self):
-        return self.spool is not None and self.spool.unread > 0
+    def _commit_done(self, outcome, entry):
+        """Outcomes are handled in the order the commits were started (so are relays)."""
+        entry[1] = outcome
+        while self._in_flight and self._in_flight[0][1] is not None:
+            batch, outcome = self._in_flight.popleft()
+            if isinstance(outcome, Failure):
+                self._commit_failed(outcome, batch)
+            else:
+                self._committed(outcome, batch)
+
+    @defer.inlineCallbacks
+    def reserve_block(self):
+        """Reserve ids for outages now, so even the first messages can be spooled."""
+        self.block = list((yield self.store.run("reserve outage ids", self._reserve)))
+
+    def _wants_block(self):
+        """A fresh block if none, or if commits have reached the current one."""
+        return self.block is None or self._next_id > self.block[2]
+
+    _next_id = 0
+
+    def _lock_next_id(self, cursor):
+        """The next id, locked until the commit so no other process takes the same ones."""
+        lock = " FOR UPDATE" if self.store.engine.name == "mysql" else ""
+        cursor.execute("SELECT next_id FROM message_ids" + lock)
+        return cursor.fetchone()[0]
+
+    def _reserve(self, cursor):
+        next_id = self._lock_next_id(cursor)
+        cursor.execute("DELETE FROM message_id_blocks WHERE end_id <= ?", (next_id,))
+        cursor.execute("SELECT MAX(end_id) FROM message_id_blocks")
+        start = max(next_id + OUTAGE_GAP, cursor.fetchone()[0] or 0)
+        cursor.execute("INSERT INTO message_id_blocks (start_id, end_id) VALUES (?, ?)",
+                       (start, start + OUTAGE_BLOCK))
+        return start, start + OUTAGE_BLOCK, start
+
+    def _commit(self, cursor, messages, reserve):
+        """In one transaction: find nonces already stored, take ids, insert the rest."""
+        stored = {}
+        for m in messages:
+            if m.nonce is not None:
+                cursor.execute("SELECT " + MESSAGE_COLUMNS + " FROM messages"
+                               " WHERE sender = ? AND nonce = ?", (m.sender, m.nonce))
+                row = cursor.fetchone()
+                if row is not None:
+                    stored[(m.sender, m.nonce)] = tuple(row)
+        new = [m for m in messages if (m.sender, m.nonce) not in stored]
+        first = self._take_ids(cursor, len(new))
+        rows = [(first + i,) + m.row()[1:] for i, m in enumerate(new)]
+        if rows:
+            cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ")"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        block = self._reserve(cursor) if reserve else None
+        return first, first + len(new), stored, block
+
+    def _take_ids(self, cursor, count):
+        """`count` consecutive ids from the next one, skipping every reserved block."""
+        first = self._lock_next_id(cursor)
+        cursor.execute("SELECT start_id, end_id FROM message_id_blocks WHERE end_id > ?"
+                       " ORDER BY start_id", (first,))
+        for start, end in cursor.fetchall():
+            if first + count <= start:
+                break
+            first = max(first, end)
+        cursor.execute("UPDATE message_ids SET next_id = ?", (first + count,))
+        return first
+
+    def _committed(self, result, batch):
+        first, self._next_id, stored, block = result
+        if block is not None:
+            self.block = list(block)
+        next_id = first
+        for message, d in batch:
+            row = stored.get((message.sender, message.nonce))
+            if row is not None:
+                d.callback((Message.from_row(row, message.channel), False))
+            else:
+                message.id, next_id = next_id, next_id + 1
+                d.callback((message, True))
+        self._schedule()
+
+    def _commit_failed(self, failure, batch):
+        if failure.check(CommitUncertain):
+            log.warn("the database went away during a commit of {count} messages; they are"
+                     " answered once it tells whether they were stored", count=len(batch))
+            self.in_doubt.extend(batch)
+            self._enter_outage(failure)
+        elif self.store.is_unavailable(failure):
+            self._enter_outage(failure)
+            self._to_spool(batch)
+        else:
+            log.failure("storing {count} messages", failure, count=len(batch))
+            for _, d in batch:
+                d.errback(failure)
+        self._schedule()
+
+    # -- outages -----------------------------------------------------------
+
+    def _enter_outage(self, failure):
+        if not self.outage:
+            log.warn("the database is unreachable ({error}); messages go to the spool {path}",
+                     error=failure.getErrorMessage(), path=self.spool and str(self.spool.path))
+        self.outage = True
+        if self._retry_call is None:
+            self._retry_call = self.store.clock.callLater(self._retry_delay, self._recover)
+
+    def _to_spool(self, batch):
+        """Durable in the spool with ids from the reserved block; what does not fit is refused."""
+        room = 0 if self.spool is None or self.block is None else self.block[1] - self.block[0]
+        fits, refused = batch[:room], batch[room:]
+        for _, d in refused:
+            d.errback(DatabaseUnavailable("the database is unreachable and the spool is full"))
+        if not fits:
+            return
+        for message, _ in fits:
+            message.id = self.block[0]
+            self.block[0] += 1
+        self.spool.append([m.row() for m, _ in fits])
+        self.spooled.extend(m for m, _ in fits)
+        for message, d in fits:
+            d.callback((message, True))
+
+    @defer.inlineCallbacks
+    def _recover(self):
+        """Retry until the database answers: settle the in-doubt commit, replay the spool."""
+        self._retry_call = None
+        try:
+            yield self._settle_in_doubt()
+            yield self.replay()
+        except Exception as e:
+            if self._stopped:
+                return
+            log.warn("the database is still unreachable ({error}); {count} messages in the"
+                     " spool, next try in {delay}s", error=str(e) or type(e).__name__,
+                     count=len(self.spooled), delay=self._retry_delay)
+            self._retry_call = self.store.clock.callLater(self._retry_delay, self._recover)
+            self._retry_delay = min(self._retry_delay * 2, 5.0)
+            return
+        self._retry_delay = 0.1
+        log.info("the database is back; the spool is written")
+        self._check_drained()
+
+    @defer.inlineCallbacks
+    def _settle_in_doubt(self):
+        """A commit whose answer was lost is all or nothing: look each message up by its
+        nonce, or by sender, time and text; those not found are queued again."""
+        batch, found = self.in_doubt, []
+        for message, _ in batch:
+            if message.nonce is not None:
+                where, params = "sender = ? AND nonce = ?", (message.sender, message.nonce)
+            else:
+                where = "sender = ? AND sent_at = ? AND body = ?"
+                params = (message.sender, db_time(message.time), message.body)
+            rows = yield self.store.query(
+                "SELECT " + MESSAGE_COLUMNS + " FROM messages WHERE " + where, params)
+            found.append(tuple(rows[0]) if rows else None)
+        self.in_doubt = []
+        again = []
+        for (message, d), row in zip(batch, found):
+            if row is None:
+                again.append((message, d))
+            else:
+                stored = Message.from_row(row, message.channel)
+                d.callback((stored, db_time(stored.time) == db_time(message.time)))
+        self.queue[:0] = again
+        self._schedule()
+
+    @defer.inlineCallbacks
+    def replay(self):
+        """Write the spooled messages to SQL in order (the ids they carry are ours)."""
+        while self.spooled:
+            chunk = list(self.spooled)[:MAX_BATCH]
+            yield self.store.run("replay spool", self._insert_spooled, [m.row() for m in chunk],
+                                 timeout=None, retries=0)
+            for _ in chunk:
+                self.spooled.popleft()
+            self.outage = False     # the database answers: new messages go to it again
+            self._schedule()
+        if self.spool is not None and self.spool.path.exists():
+            self.spool.clear()
+        self.outage = False
+
+    def _insert_spooled(self, cursor, rows):
+        # After a crash the file is replayed whole: rows already written are skipped
+        # by their id, and a nonce stored meanwhile (a resend) by (sender, nonce).
+        cursor.executemany(self.store.engine.insert_ignore + " INTO messages ("
+                           + MESSAGE_COLUMNS + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(r) + (None,) * (8 - len(r)) for r in rows])
+        # Later commits go above what the outage stored (past the rest of its block).
+        top = max(r[0] for r in rows)
+        cursor.execute("UPDATE message_ids SET next_id = ? WHERE next_id <= ?", (top + 1, top))
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def recover_spool(self):
+        """At start: the messages an earlier run spooled, to be replayed first."""
+        if self.spool is not None:
+            self.spooled.extend(Message.from_row(row) for row in self.spool.recover())
+
+    def idle(self):
+        return not (self.queue or self.spooled or self.in_doubt or self._in_flight
+                    or self._scheduled)
 
     def drained(self):
-        if not self.pending and not self._spooled() and not self._writing:
+        """Fires once nothing waits: every accepted message is committed to SQL."""
+        if self.idle():
             return defer.succeed(None)
         d = defer.Deferred()
         self._drain_waiters.append(d)
         return d
 
-    def _spill_overflow(self):
-        """Move the oldest rows over the memory bound to the spool (down to 3/4 of it).
-
-        Not while a batch taken from memory is being written: that batch is the
-        head of `pending`, and the spool must only ever hold rows older than memory.
-        """
-        if (self.spool is None or self._in_flight_from_memory
-                or len(self.pending) <= self.memory_limit):
-            return
-        count = len(self.pending) - self.memory_limit * 3 // 4
-        self.spill(count)
-
-    def spill(self, count):
-        rows = [self._row(self.pending.popleft()) for _ in range(count)]
-        self.spool.append(rows)
-        log.warn("log writes are failing: {count} rows moved to the spool {path}"
-                 " ({spooled} spooled in all)",
-                 count=count, path=str(self.spool.path), spooled=self.spool.unread)
-
-    @staticmethod
-    def _row(item):
-        return item.row() if hasattr(item, "row") else item
-
-    def _write_batch(self):
-        self._retry_call = None
-        if self._stopped:
-            self._writing = False
-            return
-        if not self.pending and not self._spooled():
-            self._writing = False
+    def _check_drained(self):
+        if self.idle():
             waiters, self._drain_waiters = self._drain_waiters, []
             for d in waiters:
                 d.callback(None)
-            return
-        self._writing = True
-        if self._spooled():
-            rows, lines, end = self.spool.read(self.batch_size)
-            source = ("spool", lines, end)
-        else:
-            count = min(self.batch_size, len(self.pending))
-            rows = [self._row(self.pending[i]) for i in range(count)]
-            source = ("memory", count, None)
-            self._in_flight_from_memory = True
-        d = self.store.run_many(self.sql, rows) if rows else defer.succeed(None)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(source,))
-
-    def _written(self, _, source):
-        self._in_flight_from_memory = False
-        if self._stopped:
-            return  # stop() already spooled what was in memory; a replay is harmless
-        kind, count, end = source
-        if kind == "spool":
-            self.spool.consume(count, end)
-        else:
-            for _ in range(count):
-                self.pending.popleft()
-        self._retry_delay = 0.1
-        self._spill_overflow()
-        self._write_batch()
-
-    def _failed(self, failure):
-        self._in_flight_from_memory = False
-        self._writing = False
-        if self._stopped:
-            return
-        log.warn("log write failed ({count} rows in memory, {spooled} spooled),"
-                 " retrying in {delay}s: {error}",
-                 count=len(self.pending), spooled=self.spool.unread if self.spool else 0,
-                 delay=self._retry_delay, error=failure.getErrorMessage())
-        self._spill_overflow()
-        self._retry_call = self.store.clock.callLater(self._retry_delay, self._write_batch)
-        self._retry_delay = min(self._retry_delay * 2, 5.0)
 
     @defer.inlineCallbacks
     def stop(self, timeout):
-        """Wait up to `timeout` seconds for everything to be written, then stop writing.
-
-        What is still in memory then goes to the spool (if there is one) and is
-        written at the next start; without a spool it is reported as lost.
-        """
+        """Wait up to `timeout` s for the queue to be durable; spool what is left."""
         drained = self.drained()
         drained.addTimeout(timeout, self.store.clock)
         try:
@@ -292,25 +501,108 @@ class BatchWriter:
         if self._retry_call is not None:
             self._retry_call.cancel()
             self._retry_call = None
-        if not self.pending:
+        if self.queue:
+            batch, self.queue = self.queue, []
+            self._to_spool(batch)
+        if self.spooled:
+            log.warn("stopping with the database unreachable: {count} messages are kept in"
+                     " {path} and will be written at the next start",
+                     count=len(self.spooled), path=str(self.spool.path))
+
+
+class BatchWriter:
+    """Writes rows the caller does not wait for (the auth log) in batches, in order,
+    retrying with backoff; during an outage at most `max_pending` rows wait, and
+    the oldest beyond that are dropped (and counted in the log)."""
+
+    def __init__(self, store, sql, batch_size=500, max_pending=10000):
+        self.store = store
+        self.sql = sql
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.pending = deque()
+        self.dropped = 0
+        self._writing = False
+        self._stopped = False
+        self._retry_delay = 0.1
+        self._retry_call = None
+        self._drain_waiters = []
+
+    def add(self, row):
+        self.pending.append(row)
+        if len(self.pending) > self.max_pending:
+            self.pending.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warn("the database is unreachable: {dropped} rows dropped so far ({sql})",
+                         dropped=self.dropped, sql=self.sql.split("(")[0])
+        self.kick()
+
+    def kick(self):
+        if self._stopped or self._writing or self._retry_call is not None or not self.pending:
             return
-        if self.spool is not None:
-            self.spill(len(self.pending))
-            log.warn("stopping with the database unreachable: {count} log rows are kept"
-                     " in {path} and will be written at the next start",
-                     count=self.spool.unread, path=str(self.spool.path))
-        else:
+        self._writing = True
+        self.store.clock.callLater(0, self._write_batch)
+
+    def drained(self):
+        if not self.pending and not self._writing:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    def _write_batch(self):
+        self._retry_call = None
+        if self._stopped or not self.pending:
+            self._writing = False
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                d.callback(None)
+            return
+        self._writing = True
+        rows = [self.pending[i] for i in range(min(self.batch_size, len(self.pending)))]
+        d = self.store.run(self.sql.split("(")[0].strip().lower(),
+                           lambda cursor: cursor.executemany(self.sql, rows),
+                           timeout=None, retries=0)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(rows,))
+
+    def _written(self, _, rows):
+        for row in rows:
+            if self.pending and self.pending[0] is row:
+                self.pending.popleft()
+        self._retry_delay = 0.1
+        self._write_batch()
+
+    def _failed(self, failure):
+        self._writing = False
+        if self._stopped:
+            return
+        self._retry_call = self.store.clock.callLater(self._retry_delay, self._write_batch)
+        self._retry_delay = min(self._retry_delay * 2, 5.0)
+
+    @defer.inlineCallbacks
+    def stop(self, timeout):
+        drained = self.drained()
+        drained.addTimeout(timeout, self.store.clock)
+        try:
+            yield drained
+        except defer.TimeoutError:
+            pass
+        self._stopped = True
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+        if self.pending:
             log.error("stopping with the database unreachable: {count} rows not written"
                       " ({sql})", count=len(self.pending), sql=self.sql.split("(")[0])
 
 
 class Store:
-    """The SQL API. `spool_path`/`spool_memory` bound what the message log keeps in
-    memory while the database is unreachable (see BatchWriter); `reply_timeout`
-    bounds how long a client request waits for the database; `shutdown_timeout`
-    how long stop() waits for queued log rows before spooling them."""
+    """The SQL API. `reply_timeout` bounds how long a request waits for the database;
+    `shutdown_timeout` how long stop() waits for queued writes; `max_queued` how
+    many messages may wait for their commit before more are refused as busy."""
 
-    def __init__(self, engine, clock=None, spool_path=None, *, spool_memory,
+    def __init__(self, engine, clock=None, spool_path=None, *, max_queued,
                  reply_timeout=10.0, shutdown_timeout=5.0):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -319,11 +611,8 @@ class Store:
         self.pool = None
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
-        self._next_message_id = None
         self.spool = None if spool_path is None else Spool(spool_path)
-        self.messages = BatchWriter(self, engine.insert_ignore + (
-            " INTO messages (id, sender, channel_id, recipient, peer_key, body, sent_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"), spool=self.spool, memory_limit=spool_memory)
+        self.messages = MessageLog(self, self.spool, max_queued=max_queued)
         self.auth_events = BatchWriter(self, "INSERT INTO auth_log (user_name, event, ip, at)"
                                              " VALUES (?, ?, ?, ?)")
 
@@ -332,18 +621,16 @@ class Store:
     @defer.inlineCallbacks
     def start(self):
         self.pool = self.engine.make_pool()
-        version = yield self.pool.runInteraction(self._upgrade_schema)
-        log.info("database {db} at schema version {version}",
-                 db=self.engine.describe(), version=version)
-        rows = yield self.query("SELECT MAX(id) FROM messages")
-        spooled_max = self.spool.max_id if self.spool is not None else 0
-        # Spooled rows from an earlier run already own their ids.
-        self._next_message_id = max(rows[0][0] or 0, spooled_max) + 1
-        self.messages.kick()
+        version = yield self.upgrade_schema()
+        log.info("database {db} at schema version {version} (durability: {durability})",
+                 db=self.engine.describe(), version=version, durability=self.engine.durability)
+        self.messages.recover_spool()
+        yield self.messages.replay()
+        yield self.messages.reserve_block()
 
     @defer.inlineCallbacks
     def stop(self):
-        """Write everything still queued (or spool it if the database is away), then close."""
+        """Make everything queued durable (in SQL, or the spool if the database is away), then close."""
         yield defer.gatherResults([self.messages.stop(self.shutdown_timeout),
                                    self.auth_events.stop(self.shutdown_timeout)],
                                   consumeErrors=True)
@@ -351,72 +638,116 @@ class Store:
             self.pool.close()
             self.pool = None
 
-    def answer_in_time(self, d):
-        """Bound a client-facing query: DatabaseUnavailable after `reply_timeout` seconds."""
-        def timed_out(failure):
-            failure.trap(defer.TimeoutError)
-            raise DatabaseUnavailable(f"no answer from the database in {self.reply_timeout}s")
-        return d.addTimeout(self.reply_timeout, self.clock).addErrback(timed_out)
+    @defer.inlineCallbacks
+    def upgrade_schema(self, migrations=None):
+        """Apply the schema files newer than the recorded version, each in one transaction
+        (on SQLite DDL is transactional, so a file that fails half-way leaves nothing)."""
+        yield self.run("schema version", lambda c: c.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
+        rows = yield self.query("SELECT MAX(version) FROM schema_version")
+        current = rows[0][0] or 0
+        for version, script in (self.engine.migrations() if migrations is None else migrations):
+            if version > current:
+                yield self.run(f"schema {version:03d}", self._migrate, version, script)
+                current = version
+        return current
+
+    def _migrate(self, cursor, version, script):
+        for statement in self.engine.split_statements(script):
+            cursor.execute(statement)
+        cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    # -- running statements --------------------------------------------------
+
+    def run(self, description, function, *args, timeout=(), retries=1):
+        """Run function(cursor, *args) in one transaction in the pool, and fire with its result.
+
+        Every statement goes through here. A failure that means the database is
+        unreachable is retried `retries` times (adbapi then opens a fresh
+        connection) unless the COMMIT itself failed; the answer is bounded by
+        `timeout` seconds (the reply timeout by default; None for background
+        writers) and turns into DatabaseUnavailable; slow and failed runs are logged.
+        """
+        timeout = self.reply_timeout if timeout == () else timeout
+        started = time.monotonic()
+
+        def attempt(left):
+            committed = []
+            d = self.pool.runWithConnection(self._transaction, function, args, committed)
+            # adbapi commits once more after us: if that fails, ours had already succeeded.
+            d.addErrback(lambda f: committed[0] if committed else f)
+            if left:
+                d.addErrback(lambda f: attempt(left - 1) if self._retriable(f) else f)
+            return d
+
+        def finished(result):
+            elapsed = time.monotonic() - started
+            if elapsed > SLOW_QUERY:
+                log.warn("slow query: {description} took {elapsed:.1f}s",
+                         description=description, elapsed=elapsed)
+            return result
+
+        def failed(failure):
+            if failure.check(defer.TimeoutError):
+                failure = DatabaseUnavailable(f"no answer from the database in {timeout}s")
+                log.warn("{description}: {error}", description=description, error=failure)
+                raise failure
+            if self.is_unavailable(failure):
+                log.warn("{description}: database unavailable: {error}",
+                         description=description, error=failure.getErrorMessage())
+            return failure
+
+        d = attempt(retries)
+        if timeout is not None:
+            d.addTimeout(timeout, self.clock)
+        return d.addCallbacks(finished, failed)
+
+    def _transaction(self, connection, function, args, committed):
+        """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
+        cursor = _Cursor(connection.cursor(), self.engine.convert)
+        self.engine.begin(cursor)
+        result = function(cursor, *args)
+        cursor.close()
+        try:
+            connection.commit()
+        except Exception as e:
+            if self.engine.is_connection_error(e) and self.engine.name == "mysql":
+                raise CommitUncertain(str(e)) from e
+            raise
+        committed.append(result)
+        return result
+
+    def _retriable(self, failure):
+        return not failure.check(CommitUncertain) and self.is_unavailable(failure)
 
     def is_unavailable(self, failure):
         """True if `failure` means the database cannot be reached (not a bug, not bad input)."""
-        from twisted.enterprise.adbapi import ConnectionLost
         error = failure.value
-        return (isinstance(error, (DatabaseUnavailable, ConnectionLost))
+        return (isinstance(error, (DatabaseUnavailable, ConnectionLost, CommitUncertain))
                 or self.engine.is_connection_error(error))
 
-    def _upgrade_schema(self, cursor):
-        """Apply schema/<engine>/NNN_*.sql files newer than the recorded version."""
-        engine = self.engine
-        cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        cursor.execute("SELECT MAX(version) FROM schema_version")
-        current = cursor.fetchone()[0] or 0
-        for path in sorted((SCHEMA_DIR / engine.name).glob("[0-9][0-9][0-9]_*.sql")):
-            version = int(re.match(r"\d+", path.name).group())
-            if version <= current:
-                continue
-            for statement in engine.split_statements(path.read_text()):
-                cursor.execute(statement)
-            cursor.execute(engine.convert("INSERT INTO schema_version (version) VALUES (?)"),
-                           (version,))
-            current = version
-        return current
-
-    # -- helpers -----------------------------------------------------------
-
     def query(self, sql, params=()):
-        return self.pool.runQuery(self.engine.convert(sql), params)
+        def select(cursor):
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        return self.run(sql[:60], select)
 
     def execute(self, sql, params=()):
-        return self.pool.runOperation(self.engine.convert(sql), params)
-
-    def run_many(self, sql, rows):
-        sql = self.engine.convert(sql)
-        return self.pool.runInteraction(lambda cursor: cursor.executemany(sql, rows))
-
-    def interaction(self, function, *args):
-        return self.pool.runInteraction(function, *args)
+        return self.run(sql[:60], lambda cursor: cursor.execute(sql, params))
 
     # -- users -------------------------------------------------------------
 
     def create_user(self, name, email, password_hash, role="user"):
         """Fails with the engine's IntegrityError if the name (in any case) is taken."""
-        return self.answer_in_time(self.execute(
+        return self.execute(
             "INSERT INTO users (name, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
-            (name, email, password_hash, role, db_time(utcnow()))))
+            (name, email, password_hash, role, db_time(utcnow())))
 
     @defer.inlineCallbacks
     def get_user(self, name):
         """(name as registered, password hash, role), or None."""
-        sql = "SELECT name, password_hash, role FROM users WHERE name = ?"
-        try:
-            rows = yield self.answer_in_time(self.query(sql, (name,)))
-        except Exception as e:
-            # After an outage a pooled connection may still be the dead one; adbapi
-            # drops it on this failure, so one more try gets a fresh connection.
-            if not self.engine.is_connection_error(e):
-                raise
-            rows = yield self.answer_in_time(self.query(sql, (name,)))
+        rows = yield self.query("SELECT name, password_hash, role FROM users WHERE name = ?",
+                                (name,))
         return tuple(rows[0]) if rows else None
 
     def all_users(self):
@@ -448,10 +779,9 @@ class Store:
 
     def delete_channel(self, channel_id):
         def delete(cursor):
-            convert = self.engine.convert
-            cursor.execute(convert("DELETE FROM memberships WHERE channel_id = ?"), (channel_id,))
-            cursor.execute(convert("DELETE FROM channels WHERE id = ?"), (channel_id,))
-        return self.interaction(delete)
+            cursor.execute("DELETE FROM memberships WHERE channel_id = ?", (channel_id,))
+            cursor.execute("DELETE FROM channels WHERE id = ?", (channel_id,))
+        return self.run("delete channel", delete)
 
     def add_member(self, channel_id, name):
         return self.execute(
@@ -465,33 +795,31 @@ class Store:
 
     # -- messages ----------------------------------------------------------
 
-    def new_message(self, sender, body, channel=None, channel_id=None, recipient=None):
-        """Allocate the next id and queue the message for the log; returns at once."""
-        message = Message(self._next_message_id, sender, body, utcnow(),
-                          channel=channel, channel_id=channel_id, recipient=recipient)
-        self._next_message_id += 1
-        self.messages.add(message)
-        return message
+    def save_message(self, message):
+        """Make `message` durable; fires with (message as stored, is_new). A repeated
+        (sender, nonce) fires with the stored message and is_new False."""
+        return self.messages.save(message)
 
     @defer.inlineCallbacks
     def channel_history(self, channel, channel_id, before=None, limit=50):
         """Up to `limit` messages before id `before`, oldest first, and whether more exist."""
-        # Taken before the query: a batch committed while it runs is then in one or the other.
-        unwritten = [m for m in self.messages.pending if m.channel_id == channel_id]
+        # Taken before the query: a spooled row replayed while it runs is in one or the other.
+        spooled = [m for m in self.messages.spooled if m.channel_id == channel_id]
         rows = yield self._history_rows("messages_by_channel", "channel_id = ?", channel_id,
                                         before, limit)
         stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), channel=channel,
-                          channel_id=channel_id) for r in rows]
-        return self._merge(stored, unwritten, before, limit)
+                          channel_id=channel_id, nonce=r[5]) for r in rows]
+        return self._merge(stored, spooled, before, limit)
 
     @defer.inlineCallbacks
     def private_history(self, user, other, before=None, limit=50):
         key = peer_key(user, other)
-        unwritten = [m for m in self.messages.pending
-                     if m.recipient is not None and peer_key(m.sender, m.recipient) == key]
+        spooled = [m for m in self.messages.spooled
+                   if m.recipient is not None and peer_key(m.sender, m.recipient) == key]
         rows = yield self._history_rows("messages_by_peers", "peer_key = ?", key, before, limit)
-        stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2]) for r in rows]
-        return self._merge(stored, unwritten, before, limit)
+        stored = [Message(r[0], r[1], r[3], parse_db_time(r[4]), recipient=r[2], nonce=r[5])
+                  for r in rows]
+        return self._merge(stored, spooled, before, limit)
 
     def _history_rows(self, index, where, value, before, limit):
         params = [value]
@@ -499,16 +827,16 @@ class Store:
             where += " AND id < ?"
             params.append(before)
         params.append(limit + 1)
-        return self.query(f"SELECT id, sender, recipient, body, sent_at FROM messages"
+        return self.query(f"SELECT id, sender, recipient, body, sent_at, nonce FROM messages"
                           f" {self.engine.use_index(index)}"
                           f" WHERE {where} ORDER BY id DESC LIMIT ?",
                           tuple(params))
 
     @staticmethod
-    def _merge(stored, unwritten, before, limit):
-        """Stored rows plus messages still waiting for the writer, newest `limit`, oldest first."""
+    def _merge(stored, spooled, before, limit):
+        """Stored rows plus messages still in the spool, newest `limit`, oldest first."""
         by_id = {m.id: m for m in stored}
-        for m in unwritten:
+        for m in spooled:
             if before is None or m.id < before:
                 by_id[m.id] = m
         newest_first = sorted(by_id.values(), key=lambda m: m.id, reverse=True)
@@ -522,9 +850,9 @@ class Store:
     def _insert_returning_id(self, sql, params):
         """Run one INSERT and fire with the new row's id."""
         def insert(cursor):
-            cursor.execute(self.engine.convert(sql), params)
+            cursor.execute(sql, params)
             return cursor.lastrowid
-        return self.interaction(insert)
+        return self.run(sql.split("(")[0].strip().lower(), insert)
 
     _REQUEST_COLUMNS = ("SELECT r.id, c.name, r.user_name, r.status, r.requested_at,"
                         " r.decided_by, r.decided_at FROM join_requests r"
@@ -588,8 +916,8 @@ class Store:
     @defer.inlineCallbacks
     def message_log(self, since, until, limit, sender=None, channel_id=None):
         """Rows (id, sender, channel_id, recipient, body, sent_at), newest `limit` in
-        [since, until), oldest first; waits for the log writer so nothing is missing."""
-        yield self.messages.drained()
+        [since, until), oldest first. Every acknowledged message is committed, except
+        those spooled during an outage, which are added from memory."""
         where, params = ["sent_at >= ?", "sent_at < ?"], [db_time(since), db_time(until)]
         if sender is not None:
             where.append("sender = ?")
@@ -597,7 +925,13 @@ class Store:
         if channel_id is not None:
             where.append("channel_id = ?")
             params.append(channel_id)
+        spooled = [m for m in self.messages.spooled
+                   if since <= m.time < until and sender in (None, m.sender)
+                   and channel_id in (None, m.channel_id)]
         rows = yield self.query(
             "SELECT id, sender, channel_id, recipient, body, sent_at FROM messages WHERE "
             + " AND ".join(where) + " ORDER BY id DESC LIMIT ?", tuple(params) + (limit,))
-        return list(reversed(rows))
+        by_id = {row[0]: tuple(row) for row in rows}
+        for m in spooled:
+            by_id[m.id] = (m.id, m.sender, m.channel_id, m.recipient, m.body, m.time)
+        return sorted(by_id.values())[-limit:]

@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-11-24 16:33:34.615');
+(1,'alice','create','random',NULL,'public','2026-12-01 23:28:45.396');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-11-24 16:33:34.341'),
-(2,'alice','login','127.0.0.1','2026-11-24 16:33:34.395'),
-(3,'bob','register','127.0.0.1','2026-11-24 16:33:34.450'),
-(4,'bob','login','127.0.0.1','2026-11-24 16:33:34.503'),
-(5,'carol','register','127.0.0.1','2026-11-24 16:33:34.559'),
-(6,'carol','login','127.0.0.1','2026-11-24 16:33:34.612');
+(1,'alice','register','127.0.0.1','2026-12-01 23:28:44.550'),
+(2,'alice','login','127.0.0.1','2026-12-01 23:28:44.793'),
+(3,'bob','register','127.0.0.1','2026-12-01 23:28:44.934'),
+(4,'bob','login','127.0.0.1','2026-12-01 23:28:45.099'),
+(5,'carol','register','127.0.0.1','2026-12-01 23:28:45.210'),
+(6,'carol','login','127.0.0.1','2026-12-01 23:28:45.391');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-11-24 16:33:34.614');
+(2,'random',0,'alice','2026-12-01 23:28:45.394');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,13 +233,61 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-11-24 16:33:34.396'),
-(1,'bob','2026-11-24 16:33:34.504'),
-(1,'carol','2026-11-24 16:33:34.613'),
-(2,'alice','2026-11-24 16:33:34.615'),
-(2,'bob','2026-11-24 16:33:34.616'),
-(2,'carol','2026-11-24 16:33:34.617');
+(1,'alice','2026-12-01 23:28:44.795'),
+(1,'bob','2026-12-01 23:28:45.100'),
+(1,'carol','2026-12-01 23:28:45.393'),
+(2,'alice','2026-12-01 23:28:45.396'),
+(2,'bob','2026-12-01 23:28:45.401'),
+(2,'carol','2026-12-01 23:28:45.402');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Table structure for table `message_id_blocks`
+--
+
+DROP TABLE IF EXISTS `message_id_blocks`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `message_id_blocks` (
+  `start_id` bigint(20) NOT NULL,
+  `end_id` bigint(20) NOT NULL,
+  PRIMARY KEY (`start_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `message_id_blocks`
+--
+
+LOCK TABLES `message_id_blocks` WRITE;
+/*!40000 ALTER TABLE `message_id_blocks` DISABLE KEYS */;
+INSERT INTO `message_id_blocks` VALUES
+(1000001,1010001);
+/*!40000 ALTER TABLE `message_id_blocks` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Table structure for table `message_ids`
+--
+
+DROP TABLE IF EXISTS `message_ids`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `message_ids` (
+  `next_id` bigint(20) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `message_ids`
+--
+
+LOCK TABLES `message_ids` WRITE;
+/*!40000 ALTER TABLE `message_ids` DISABLE KEYS */;
+INSERT INTO `message_ids` VALUES
+(9);
+/*!40000 ALTER TABLE `message_ids` ENABLE KEYS */;
 UNLOCK TABLES;
 
 --
@@ -257,7 +305,9 @@ CREATE TABLE `messages` (
   `peer_key` varchar(80) DEFAULT NULL,
   `body` text NOT NULL,
   `sent_at` datetime(3) NOT NULL,
+  `nonce` varchar(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL,
   PRIMARY KEY (`id`),
+  UNIQUE KEY `messages_by_nonce` (`sender`,`nonce`),
   KEY `messages_by_channel` (`channel_id`,`id`),
   KEY `messages_by_peers` (`peer_key`,`id`),
   KEY `messages_by_sender` (`sender`,`id`),
@@ -272,14 +322,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-11-24 16:33:34.618'),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-11-24 16:33:34.669'),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-11-24 16:33:34.720'),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-11-24 16:33:34.771'),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-11-24 16:33:34.822'),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-11-24 16:33:34.873'),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-11-24 16:33:34.924'),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-11-24 16:33:34.925');
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-01 23:28:45.404',NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-01 23:28:45.462',NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-01 23:28:45.519',NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-01 23:28:45.574',NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-01 23:28:45.627',NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-01 23:28:45.679',NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-01 23:28:45.732',NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-01 23:28:45.734',NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -303,7 +353,8 @@ LOCK TABLES `schema_version` WRITE;
 /*!40000 ALTER TABLE `schema_version` DISABLE KEYS */;
 INSERT INTO `schema_version` VALUES
 (1),
-(2);
+(2),
+(3);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -331,9 +382,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$qXx111cSargLcT6BrPkdkepN9oUmBjZ1ZAZ6DuWOkyB66Wdmth.wK','admin','2026-11-24 16:33:34.340'),
-('bob','bob@example.org','$2b$10$rCySn2b.BYiDZ9jrHVzEpONx2p2oWKZZb27aBN1J0dTiPFeDm9gha','user','2026-11-24 16:33:34.449'),
-('carol','carol@example.org','$2b$10$F9efyKgq5m15.pVfEhxGQO2ME6.L7i1fJQSdurCwjUK8eOpI5eW1.','user','2026-11-24 16:33:34.558');
+('alice','alice@example.org','$2b$10$7g9vIUP/mCuPerCVdvriMeQhQScBU2KPvUGkLcZOqIUkcR/6qi47q','admin','2026-12-01 23:28:44.549'),
+('bob','bob@example.org','$2b$10$c1b7pgz4S4lvcMaNSBjiVOe5KBq.PPrBRQO2wxCuT2UnXhG/lb1xW','user','2026-12-01 23:28:44.928'),
+('carol','carol@example.org','$2b$10$/apE8Jdbn4BrCUNSd6sOUu1u/Ex0IXx8aCFS/96M2M9pGh67Rnklm','user','2026-12-01 23:28:45.209');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;

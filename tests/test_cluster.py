@@ -118,6 +118,7 @@ def test_channel_messages_reach_every_node_in_one_order(tmp_path):
                                             "channel": "general"}))
         replies = yield defer.gatherResults(sent)
         ids = {ok(reply)["id"] for reply in replies}
+        assert len(ids) == 2 * count    # the database gives ids: unique across nodes
 
         def relayed(m):
             return "channel_message" in m and "reply_to" not in m

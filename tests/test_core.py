@@ -159,8 +159,8 @@ def test_history_paging_and_non_members_get_none(server):
 
 
 @defer.inlineCallbacks
-def test_history_includes_messages_not_yet_written(server):
-    """The relay does not wait for SQL, and history still shows every accepted message."""
+def test_history_after_pipelined_messages_shows_them(server):
+    """Messages are pipelined, and a request sent after them sees them stored."""
     alice = yield login(server, "alice")
     yield alice.request({"join": "general"})
     alice.send({"channel_message": "one", "channel": "general"})

@@ -431,7 +431,7 @@ def test_message_log_by_user_and_channel_with_range_and_limit(server):
     ok((yield bob.request({"private_message": "psst", "other_user": "alice"})))
     ok((yield alice.request({"join": "general"})))
     ok((yield alice.request({"channel_message": "from alice", "channel": "general"})))
-    # No drain here: the log query itself waits for messages still queued for SQL.
+    # No drain here: every acknowledged message is already committed.
 
     by_bob = ok((yield command(alice, "log user bob")))
     assert [(m.get("channel"), m.get("other_user"), m["user"],

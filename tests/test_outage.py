@@ -13,21 +13,23 @@ from twisted.protocols import portforward
 
 from chatd.engines import SqliteEngine, engine_from_url
 from chatd.protocol import UNAVAILABLE
-from chatd.store import Store
+from chatd.store import Message, Store, utcnow
+from twisted.python.failure import Failure
 from support import (LIMITS_LIFTED, PASSWORD, connect, login, look_at, mysql_database,
                      start_server, stop_server)
 
 
-def refuse_message_inserts(path):
-    """A real SQLite failure for every message insert, as long as the trigger exists."""
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TRIGGER outage BEFORE INSERT ON messages"
-                   " BEGIN SELECT RAISE(ABORT, 'database outage'); END")
+class Lock:
+    """Another process's write transaction on the SQLite file: a real outage for chatd,
+    whose writes then fail with "database is locked" after its busy_timeout."""
 
+    def __init__(self, path):
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("BEGIN IMMEDIATE")
 
-def accept_message_inserts(path):
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TRIGGER outage")
+    def release(self):
+        self.db.execute("ROLLBACK")
+        self.db.close()
 
 
 def sqlite_rows(path):
@@ -54,28 +56,39 @@ def wait_until(condition, timeout=30):
     raise AssertionError("condition not met in time")
 
 
+def message(body, nonce=None):
+    return Message(None, "alice", body, utcnow(), channel="general", channel_id=1, nonce=nonce)
+
+
 @defer.inlineCallbacks
-def test_sqlite_writes_spooled_rows_in_order_exactly_once(tmp_path):
+def save_all(store, bodies):
+    results = yield defer.gatherResults([store.save_message(message(b)) for b in bodies])
+    return [m for m, _ in results]
+
+
+@defer.inlineCallbacks
+def test_sqlite_locked_spools_acknowledged_messages_and_writes_them_once(tmp_path):
     db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
-    store = Store(SqliteEngine(str(db)), spool_path=spool, spool_memory=10)
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
     yield store.start()
     try:
-        refuse_message_inserts(db)
-        sent = [store.new_message("alice", f"message {i}", channel="general", channel_id=1)
-                for i in range(60)]
-        yield wait_until(lambda: store.messages._retry_call is not None)
-        # At most the bound stays in memory; the older rows are in the spool file, in order.
-        assert len(store.messages.pending) <= 10
-        spooled = spool_rows(spool)
-        assert [r[0] for r in spooled] + [m.id for m in store.messages.pending] == \
-            [m.id for m in sent]
-        # History still shows what is only in memory (the newest messages).
-        page, _ = yield store.channel_history("general", 1, limit=50)
-        assert [m.id for m in page] == [m.id for m in store.messages.pending]
-        accept_message_inserts(db)
+        before = yield save_all(store, [f"before {i}" for i in range(5)])
+        lock = Lock(db)
+        during = yield save_all(store, [f"during {i}" for i in range(60)])
+        # Durable in the spool, in order, with ids no commit can take.
+        assert store.messages.outage
+        assert [(r[0], r[5]) for r in spool_rows(spool)] == [(m.id, m.body) for m in during]
+        ids = [m.id for m in before + during]
+        assert len(set(ids)) == len(ids) and [m.id for m in during] == sorted(m.id for m in during)
+        lock.release()
         yield store.messages.drained()
-        assert sqlite_rows(db) == [(m.id, m.body) for m in sent]
+        after = yield save_all(store, ["after"])
+        assert sorted(sqlite_rows(db)) == sorted((m.id, m.body) for m in before + during + after)
+        assert after[0].id > max(ids)
         assert not spool.exists()
+        page, _ = yield store.channel_history("general", 1, limit=100)
+        assert [m.body for m in page] == [m.body for m in sorted(before + during + after,
+                                                                  key=lambda m: m.id)]
     finally:
         yield store.stop()
 
@@ -83,33 +96,80 @@ def test_sqlite_writes_spooled_rows_in_order_exactly_once(tmp_path):
 @defer.inlineCallbacks
 def test_sqlite_spool_left_by_a_stop_or_crash_is_replayed_at_start(tmp_path):
     db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
-    store = Store(SqliteEngine(str(db)), spool_path=spool, spool_memory=10000,
-                  shutdown_timeout=0.5)
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, shutdown_timeout=0.5, max_queued=1000)
     yield store.start()
-    refuse_message_inserts(db)
-    sent = [store.new_message("alice", f"message {i}", channel="general", channel_id=1)
-            for i in range(20)]
+    lock = Lock(db)
+    sent = yield save_all(store, [f"message {i}" for i in range(20)])
     yield store.stop()
+    lock.release()
     assert [r[0] for r in spool_rows(spool)] == [m.id for m in sent]
-    accept_message_inserts(db)
     # As after a crash between a commit and the spool's removal: some rows are already
     # in SQL; and the last line was being written when the process died.
     with sqlite3.connect(db) as conn:
-        conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+        conn.executemany("INSERT INTO messages (id, sender, channel_id, recipient, peer_key,"
+                         " body, sent_at, nonce) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          [m.row() for m in sent[:5]])
     with spool.open("ab") as f:
         f.write(b'[999, "alice", 1, null, nu')
 
-    again = Store(SqliteEngine(str(db)), spool_path=spool, spool_memory=10000)
+    again = Store(SqliteEngine(str(db)), spool_path=spool, max_queued=1000)
     yield again.start()
     try:
-        newer = again.new_message("alice", "after restart", channel="general", channel_id=1)
-        assert newer.id == sent[-1].id + 1
-        yield again.messages.drained()
-        assert sqlite_rows(db) == [(m.id, m.body) for m in sent + [newer]]
         assert not spool.exists()
+        [newer] = yield save_all(again, ["after restart"])
+        assert newer.id > sent[-1].id
+        assert sqlite_rows(db) == [(m.id, m.body) for m in sent + [newer]]
     finally:
         yield again.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_a_mistake_in_sql_is_a_bug_not_an_outage(tmp_path):
+    """Only "locked", "unable to open", I/O and full-disk errors mean unavailable."""
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
+    yield store.start()
+    try:
+        for sql in ("SELECT * FROM no_such_table", "SELEKT 1"):
+            try:
+                yield store.query(sql)
+            except sqlite3.OperationalError as e:
+                failure = Failure(e)
+            assert not store.is_unavailable(failure), sql
+        lock = Lock(tmp_path / "chatd.sqlite")
+        store.engine.busy_timeout = 0.1
+        try:
+            yield store.execute("UPDATE users SET role = 'user'")
+        except Exception as e:
+            failure = Failure(e)
+        finally:
+            lock.release()
+        assert store.is_unavailable(failure), failure
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_nonce_is_remembered_across_a_restart_and_not_stored_twice(tmp_path):
+    db = tmp_path / "chatd.sqlite"
+    store = Store(SqliteEngine(str(db)), max_queued=1000)
+    yield store.start()
+    first, is_new = yield store.save_message(message("hello", nonce="n-1"))
+    assert is_new
+    again, is_new = yield store.save_message(message("hello again", nonce="n-1"))
+    assert (again.id, again.body, is_new) == (first.id, "hello", False)
+    yield store.stop()
+    store = Store(SqliteEngine(str(db)), max_queued=1000)
+    yield store.start()
+    try:
+        # Two copies in one batch and one in the database: one row, one id.
+        results = yield defer.gatherResults([store.save_message(message("x", nonce=n))
+                                             for n in ("n-1", "n-2", "n-2")])
+        assert [(m.id == first.id, new) for m, new in results][0] == (True, False)
+        assert results[1][0].id == results[2][0].id and [r[1] for r in results[1:]] == \
+            [True, False]
+        assert len(sqlite_rows(db)) == 2
+    finally:
+        yield store.stop()
 
 
 class _Forwarder(portforward.ProxyServer):
@@ -193,8 +253,7 @@ def test_mariadb_outage_loses_nothing_and_writes_each_message_once(tmp_path):
     with mysql_database() as url:
         proxy = started_proxy(url)
         spool = tmp_path / "spool.jsonl"
-        server = start_server(proxied(url, proxy), spool_file=str(spool), spool_memory=50,
-                              **LIMITS_LIFTED)
+        server = start_server(proxied(url, proxy), spool_file=str(spool), **LIMITS_LIFTED)
         try:
             alice = yield login(server, "alice")
             bob = yield login(server, "bob")
@@ -226,8 +285,10 @@ def test_mariadb_outage_loses_nothing_and_writes_each_message_once(tmp_path):
             last_from_alice = [b for _, b in accepted if "from alice" in b][-1]
             yield bob.wait_for(lambda m: m.get("channel_message") == last_from_alice)
 
-            assert len(server.store.messages.pending) <= 50
-            assert spool.exists() and len(spool_rows(spool)) >= 150
+            # Every message acknowledged during the outage is durable in the spool.
+            assert server.store.messages.outage
+            spooled = {(r[0], r[5]) for r in spool_rows(spool)}
+            assert {a for a in accepted if a[1].startswith("during")} <= spooled
 
             stranger = yield connect(server)
             reply = yield stranger.request({"register": "carol", "password": PASSWORD,
@@ -243,11 +304,14 @@ def test_mariadb_outage_loses_nothing_and_writes_each_message_once(tmp_path):
 
             counts = count_outcome(accepted, mysql_messages(url))
             assert counts == {"sent": 240, "logged": 240, "duplicates": 0, "lost": 0}
-            # Order kept: ids were assigned in the order messages were accepted.
-            assert [i for i, _ in accepted] == sorted(i for i, _ in accepted)
+            # Ids increase within each phase; the outage's come from a block reserved
+            # before it, so they sort before the messages of the last BLOCK_REFRESH s.
+            for phase in ("before", "during", "after"):
+                ids = [i for i, body in accepted if body.startswith(phase)]
+                assert ids == sorted(ids), phase
             reply = yield alice.request({"get_channel": "general", "limit": 200})
             assert [(m["id"], m["channel_message"]) for m in reply["messages"]] == \
-                in_channel[-200:]
+                sorted(in_channel)[-200:]
             reply = yield stranger.request({"user:pwd": f"alice:{PASSWORD}"})
             assert reply.get("ok"), reply
         finally:
@@ -284,7 +348,7 @@ def test_mariadb_server_stopped_during_outage_writes_spool_after_restart(tmp_pat
             assert mysql_messages(url) == accepted
             alice = yield login(server, "alice", register_first=False)
             reply = yield alice.request({"channel_message": "back", "channel": "general"})
-            assert reply["id"] == accepted[-1][0] + 1
+            assert reply["id"] > max(i for i, _ in accepted)
         finally:
             stop_server(server)
             if proxy.listening is not None:
@@ -294,13 +358,16 @@ def test_mariadb_server_stopped_during_outage_writes_spool_after_restart(tmp_pat
 def test_a_query_that_hangs_is_answered_as_unavailable_after_the_reply_timeout(tmp_path):
     """A database that accepts but never answers must not hold a login forever."""
     from twisted.internet.task import Clock
-    from twisted.python.failure import Failure
     from chatd.store import DatabaseUnavailable
+
+    class HangingPool:
+        def runWithConnection(self, *args):
+            return defer.Deferred()
     clock = Clock()
-    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, spool_memory=10000,
-                  reply_timeout=10)
+    store = Store(SqliteEngine(str(tmp_path / "x.sqlite")), clock=clock, reply_timeout=10, max_queued=1000)
+    store.pool = HangingPool()
     outcome = []
-    store.answer_in_time(defer.Deferred()).addErrback(outcome.append)
+    store.get_user("alice").addErrback(outcome.append)
     clock.advance(9.9)
     assert outcome == []
     clock.advance(0.2)
@@ -314,3 +381,61 @@ def test_default_spool_paths_follow_the_database():
         "/srv/chat/chatd-spool.jsonl"
     assert engine_from_url("mysql://u:p@db:3306/chat").default_spool_path() == \
         "chatd-spool-chat.jsonl"
+
+
+@defer.inlineCallbacks
+def test_the_auth_log_queue_is_bounded_during_an_outage(tmp_path):
+    db = tmp_path / "chatd.sqlite"
+    store = Store(SqliteEngine(str(db), busy_timeout=0.1), max_queued=1000)
+    yield store.start()
+    store.auth_events.max_pending = 100
+    try:
+        lock = Lock(db)
+        for i in range(250):
+            store.log_auth(f"user{i}", "login", "127.0.0.1")
+            assert len(store.auth_events.pending) <= 100
+        assert store.auth_events.dropped == 150
+        yield sleep(0.3)    # the writer has failed and is retrying
+        lock.release()
+        yield store.auth_events.drained()
+        rows = yield store.query("SELECT user_name FROM auth_log ORDER BY id")
+        # The newest rows are kept, in order; the oldest beyond the bound were dropped.
+        assert [r[0] for r in rows] == [f"user{i}" for i in range(150, 250)]
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_message_log_during_an_outage_answers_in_time_and_heartbeats_go_on(tmp_path):
+    """/log used to wait for the writer to drain, without a timeout, with the admin's
+    connection paused: its heartbeats were not read and it went offline."""
+    from support import login_admin
+    with mysql_database() as url:
+        proxy = started_proxy(url)
+        server = start_server(proxied(url, proxy), spool_file=str(tmp_path / "spool.jsonl"),
+                              presence_timeout=2, **LIMITS_LIFTED)
+        server.store.reply_timeout = 1.0
+        try:
+            admin = yield login_admin(server, "root")
+            yield look_at(admin, "general")
+            reply = yield admin.request({"channel_message": "before", "channel": "general"})
+            assert reply.get("ok"), reply
+            yield proxy.cut()
+            reply = yield admin.request({"channel_message": "during", "channel": "general"})
+            assert reply.get("ok"), reply      # durable in the spool
+            started = reactor.seconds()
+            reply = yield admin.request({"command": "log channel #general"})
+            assert reply.get("error") == UNAVAILABLE, reply
+            assert reactor.seconds() - started < 3
+            for _ in range(4):     # twice the presence timeout: still online
+                admin.send({"presence": "online", "channel": "general"})
+                yield sleep(0.5)
+            assert server.hub.status_of("root") == "online"
+            proxy.restore()
+            yield server.store.messages.drained()
+            reply = yield admin.request({"command": "log channel #general"})
+            assert [m["channel_message"] for m in reply["messages"]] == ["before", "during"]
+        finally:
+            stop_server(server)
+            if proxy.listening is not None:
+                proxy.listening.stopListening()

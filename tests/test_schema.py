@@ -62,3 +62,35 @@ def test_a_server_starts_on_the_demo_dump_and_serves_its_data():
             assert sent["id"] > max(m["id"] for m in page["messages"] + private["messages"])
         finally:
             stop_server(server)
+
+
+@defer.inlineCallbacks
+def test_a_migration_that_fails_half_way_leaves_nothing_behind_on_sqlite(tmp_path):
+    """Each schema file is one transaction: a failure in its second statement must not
+    leave its first table behind (every later start then failed: "table already exists")."""
+    from chatd.engines import SqliteEngine
+    from chatd.store import Store
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
+    store.pool = store.engine.make_pool()
+    try:
+        broken = [(1, "CREATE TABLE first (x INTEGER); CREATE TABLE second (y INTEGER,")]
+        try:
+            yield store.upgrade_schema(broken)
+        except Exception as e:
+            assert "syntax error" in str(e) or "incomplete input" in str(e), e
+        else:
+            raise AssertionError("the broken migration was applied")
+        fixed = [(1, "CREATE TABLE first (x INTEGER); CREATE TABLE second (y INTEGER)")]
+        assert (yield store.upgrade_schema(fixed)) == 1
+        tables = yield store.query("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                   " ORDER BY name")
+        assert [t[0] for t in tables] == ["first", "schema_version", "second"]
+    finally:
+        store.pool.close()
+
+
+def test_schema_files_come_from_the_package():
+    from chatd.engines import SqliteEngine, engine_from_url
+    for engine in (SqliteEngine("x"), engine_from_url("mysql://u@h/db")):
+        versions = [v for v, _ in engine.migrations()]
+        assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 3
