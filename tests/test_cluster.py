@@ -187,6 +187,47 @@ def keep_alive(client, **looking):
     return beat
 
 
+@defer.inlineCallbacks
+def until_online(client, name, timeout=5):
+    """Wait until `client`'s node lists `name` as online (a login elsewhere takes a moment
+    to cross the bus)."""
+    from twisted.internet import reactor, task
+    deadline = reactor.seconds() + timeout
+    while True:
+        users = ok((yield client.request({"list_users": ""})))["users"]
+        if {u["user"]: u["status"] for u in users}.get(name) == "online":
+            return
+        assert reactor.seconds() < deadline, f"{name} not online for {client.name}: {users}"
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+@defer.inlineCallbacks
+def eventually(check, timeout=5):
+    """Call `check()` (a Deferred of a boolean) until it is true; a change takes a moment
+    to cross the bus."""
+    from twisted.internet import reactor, task
+    deadline = reactor.seconds() + timeout
+    while not (yield check()):
+        assert reactor.seconds() < deadline, "the change did not reach every node"
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+@defer.inlineCallbacks
+def online_users(client):
+    """{name: (ip, node)} from the admin's `users` command."""
+    users = ok((yield command(client, "users")))["users"]
+    return {u["user"]: (u["ip"], u.get("node")) for u in users}
+
+
+@defer.inlineCallbacks
+def sees_looking(client, seen, expected):
+    """Wait until `client`, which got the member list `seen`, knows that `expected` look at
+    the channel too (someone who arrived on another node just before may come as an event)."""
+    names = {m["user"] for m in seen["members"]}
+    for name in expected - names:
+        yield client.event("member", user=name, status="online")
+
+
 def command(client, line):
     return client.request({"command": line})
 
@@ -200,29 +241,36 @@ def test_accounts_logins_presence_and_channels_are_shared(tmp_path):
         bob = yield client_from(b, "bob", "127.0.0.2", register=True)
         # The directory and the roles are the same everywhere, at once.
         carol = yield client_on(c, "carol", register=True)
+        yield until_online(carol, "alice")
+        yield until_online(carol, "bob")
         users = ok((yield carol.request({"list_users": ""})))["users"]
         assert {u["user"]: u["status"] for u in users} == {
             "alice": "online", "bob": "online", "carol": "online"}
-        assert ok((yield command(alice, "users")))["users"][1]["ip"] == "127.0.0.2"
+        yield eventually(lambda: online_users(alice).addCallback(
+            lambda users: users.get("bob") == ("127.0.0.2", "b")))
 
         # Newest login wins cluster-wide; the IP dictionary shows the newest address.
         bob2 = yield client_from(c, "bob", "127.0.0.3")
         closed = yield bob.event("disconnect")
         assert closed["kind"] == "replaced"
-        listed = ok((yield command(alice, "users")))["users"]
-        assert {u["user"]: (u["ip"], u.get("node")) for u in listed}["bob"] == ("127.0.0.3", "c")
+        yield eventually(lambda: online_users(alice).addCallback(
+            lambda users: users.get("bob") == ("127.0.0.3", "c")))
 
         # Who looks at a channel is known on every node.
         yield look(alice)
         seen = yield look(carol)
-        assert {m["user"] for m in seen["members"]} == {"alice", "carol"}
+        assert {m["user"] for m in seen["members"]} <= {"alice", "carol"}
+        yield sees_looking(carol, seen, {"alice"})
         yield alice.event("member", user="carol", status="online")
         seen = yield look(bob2)
-        assert {m["user"] for m in seen["members"]} == {"alice", "bob", "carol"}
+        assert {m["user"] for m in seen["members"]} <= {"alice", "bob", "carol"}
+        yield sees_looking(bob2, seen, {"alice", "carol"})
 
         # Channels created on one node exist on the others; join requests and decisions
         # cross nodes; the membership is the same everywhere.
         ok((yield command(alice, "create secret private")))
+        yield eventually(lambda: bob2.request({"list_channels": ""}).addCallback(
+            lambda reply: "secret" in {ch["name"] for ch in reply["channels"]}))
         assert ok((yield bob2.request({"join": "secret"})))["status"] == "pending"
         notice = yield alice.event("join_request", channel="secret")
         assert notice["user"] == "bob"
@@ -240,11 +288,11 @@ def test_accounts_logins_presence_and_channels_are_shared(tmp_path):
 @pytest.mark.timeout(90)
 @defer.inlineCallbacks
 def test_kicks_and_bans_take_effect_on_every_node(tmp_path):
-    from twisted.internet import reactor, task
     with cluster(tmp_path) as nodes:
         a, b = nodes.start("a", "--admin", "alice"), nodes.start("b", "--admin", "alice")
         alice = yield client_on(a, "alice", register=True)
         bob = yield client_on(b, "bob", register=True)
+        yield until_online(alice, "bob")
         kicked = ok((yield command(alice, "kick bob spam")))
         assert kicked["kicked"] == ["bob"]
         assert (yield bob.event("disconnect"))["kind"] == "kicked"
@@ -257,14 +305,14 @@ def test_kicks_and_bans_take_effect_on_every_node(tmp_path):
             refused = yield again.request({"user:pwd": f"bob:{PASSWORD}"})
             assert "banned" in refused["error"]
         ok((yield command(alice, "unban bob")))
-        yield task.deferLater(reactor, 0.3, lambda: None)
-        yield client_on(b, "bob")
+        again = yield connect(b)
+        yield eventually(lambda: again.request({"user:pwd": f"bob:{PASSWORD}"}).addCallback(
+            lambda reply: reply.get("ok") is True))
 
         # An IP ban refuses connections on every node.
         mallory = yield client_from(b, "mallory", "127.0.0.5", register=True)
         ok((yield command(alice, "ban 127.0.0.5")))
         assert (yield mallory.event("disconnect"))["kind"] == "banned"
-        yield task.deferLater(reactor, 0.3, lambda: None)
         for node in (a, b):
             refused = yield client_from(node, None, "127.0.0.5")
             assert (yield refused.event("disconnect"))["kind"] == "banned"
@@ -297,3 +345,135 @@ def test_a_killed_node_takes_its_users_offline_everywhere(tmp_path):
         # Its users come back through another node.
         bob = yield client_on(a, "bob")
         yield carol.event("peer", other_user="bob", status="online")
+
+
+# -- failures ------------------------------------------------------------------------
+
+def relayed_in(client, channel="general"):
+    return [m for m in client.take(lambda m: m.get("channel") == channel
+                                   and "channel_message" in m and "reply_to" not in m)]
+
+
+@defer.inlineCallbacks
+def history(client, channel="general"):
+    """Every id in the channel's history, read page by page."""
+    ids, before = [], None
+    while True:
+        page = ok((yield client.request({"get_channel": channel, "limit": 200,
+                                         **({"before": before} if before else {})})))
+        ids.extend(m["id"] for m in page["messages"])
+        if not page["has_more"]:
+            return ids
+        before = min(m["id"] for m in page["messages"])
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(tmp_path):
+    from twisted.internet import reactor, task
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        yield look(alice)
+        yield look(bob)
+        keep_alive(alice, channel="general")
+        acked = []
+        stop = []
+
+        @defer.inlineCallbacks
+        def sender(lane):
+            i = 0
+            while not stop:
+                reply = yield bob.request({"channel_message": f"{lane} {i}",
+                                           "channel": "general", "nonce": f"{lane}-{i}"})
+                if reply.get("ok"):
+                    acked.append(reply["id"])
+                i += 1
+        lanes = [sender(lane).addErrback(lambda f: None) for lane in range(4)]
+        while len(acked) < 200:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        nodes.kill("b")
+        stop.append(True)
+        yield defer.DeferredList(lanes)
+        stored = set((yield history(alice)))
+        yield alice.barrier()
+        relayed = {m["id"] for m in relayed_in(alice)}
+        lost = [i for i in acked if i not in stored]
+        print(f"node killed: acked {len(acked)}, stored {len(stored)}, relayed to the "
+              f"other node {len(relayed)}, lost {len(lost)}")
+        assert not lost and len(acked) == len(set(acked))
+        assert relayed <= stored
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_nats_restarted_mid_stream_drops_nothing(tmp_path):
+    """A NATS server of the test's own (the shared one stays up), stopped and started
+    again on the same store while a node sends: what it acknowledged meanwhile is
+    relayed afterwards, once."""
+    import shutil
+    import subprocess
+    from twisted.internet import reactor, task
+    from cluster_support import Cluster as Nodes
+    from support import mysql_database as database
+    require_nats()
+    server = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    port = free_port()
+    store = tmp_path / "nats"
+
+    def start_nats():
+        process = subprocess.Popen([server, "-a", "127.0.0.1", "-p", str(port), "-js",
+                                    "-sd", str(store)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        import socket
+        import time
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return process
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("nats-server did not start")
+    nats_process = start_nats()
+    try:
+        with database() as url:
+            nodes = Nodes(tmp_path, url, "restart")
+            nodes.bus = f"nats://127.0.0.1:{port}/restart"
+            try:
+                a, b = nodes.start("a"), nodes.start("b")
+                alice = yield client_on(a, "alice", register=True)
+                bob = yield client_on(b, "bob", register=True)
+                yield look(alice)
+                yield look(bob)
+                keep_alive(alice, channel="general")
+                keep_alive(bob, channel="general")
+                acked = []
+
+                @defer.inlineCallbacks
+                def send(count, label):
+                    for i in range(count):
+                        reply = yield bob.request({"channel_message": f"{label} {i}",
+                                                   "channel": "general"})
+                        if reply.get("ok"):
+                            acked.append(reply["id"])
+                yield send(20, "before")
+                nats_process.terminate()
+                nats_process.wait(10)
+                yield send(20, "during")
+                yield task.deferLater(reactor, 1.0, lambda: None)
+                nats_process = start_nats()
+                yield send(20, "after")
+                deadline = reactor.seconds() + 20
+                seen = []
+                while reactor.seconds() < deadline and len(set(seen)) < len(acked):
+                    yield task.deferLater(reactor, 0.2, lambda: None)
+                    seen += [m["id"] for m in relayed_in(alice)]
+                print(f"NATS restarted: acked {len(acked)}, relayed to the other node "
+                      f"{len(set(seen))}, twice {len(seen) - len(set(seen))}")
+                assert sorted(seen) == sorted(set(acked))
+            finally:
+                nodes.stop_all()
+    finally:
+        nats_process.terminate()
+        nats_process.wait(10)
