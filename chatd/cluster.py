@@ -24,6 +24,7 @@ offline (telling its own clients, as the dead node cannot).
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from chatd.auth import ChatError
 from chatd.bus import STATE, channel_topic, peer_topic
 from chatd.moderation.requests import JoinRequest
 from chatd.natsbus import BusError, NatsBus
@@ -42,13 +43,16 @@ class Cluster:
         self.bus = NatsBus(self.config.bus, self.node)
         self.bus.observers.append(self.observe)
         self.bus.node_lost = self.node_lost
-        self.bus.reconnected.append(self.announce_sessions)
+        self.bus.disconnected.append(self._cut_off)
+        self.bus.reconnected.append(self._rejoined)
+        self.serving = True     # False from a cut until this node has caught up again
         self.remote_looking = {}    # (channel, user) -> node, for users looking from elsewhere
         self._first = None
         self._heartbeat = None
         accounts = server.accounts
         accounts.registrations.append(self._tell_account)
         accounts.role_changes.append(self._tell_account)
+        accounts.login_checks.append(self._check_serving)
 
     @property
     def hub(self):
@@ -91,6 +95,23 @@ class Cluster:
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         return self.bus.stop()
+
+    # -- cut off from the bus, and back ---------------------------------------------------
+
+    def _cut_off(self):
+        self.serving = False
+
+    def _rejoined(self):
+        """Catch up with what the stream got meanwhile, then serve logins again."""
+        self.announce_sessions()
+        d = self.bus.catch_up()
+        d.addCallback(lambda _: setattr(self, "serving", True))
+        d.addErrback(lambda f: log.failure("bus: catching up after a reconnection", f))
+
+    def _check_serving(self, name, ip):
+        if not self.serving:
+            raise ChatError("This server is catching up with the others after a network cut;"
+                            " try again in a moment, or connect to another server.")
 
     # -- telling the other nodes ---------------------------------------------------------
 

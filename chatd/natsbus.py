@@ -99,12 +99,12 @@ class NatsBus:
         self.node = node            # this node's --node-name
         self.local = LocalBus()     # this node's subscribers
         self.observers = []         # callables (node, topic, kind, body) for every event
+        self.disconnected = []      # callables told when the connection to the server drops
         self.reconnected = []       # callables told after a reconnection to the server
         self.node_lost = lambda node: None  # told when another node's heartbeats stop
         self.seen = {}              # other node -> (loop time of its last heartbeat, incarnation)
         self.applied = 0            # the stream sequence of the last event handled
-        self.caught_up = defer.Deferred()   # fires once the events up to start are handled
-        self._target = 0            # the sequence `caught_up` waits for
+        self._waiting = []          # (sequence, asyncio future) of catch_up callers
         self.incarnation = uuid.uuid4().hex[:12]    # this process: a restart is a new one
         self._ids = f"{node}-{self.incarnation}-"
         self._count = 0
@@ -204,7 +204,6 @@ class NatsBus:
     async def _consume(self, first):
         from nats.js import api
         self.applied = first - 1
-        self._target = (await self._js.stream_info(self.cluster)).state.last_seq
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                     opt_start_seq=first)
         self._subscription = await self._js.subscribe(
@@ -212,12 +211,33 @@ class NatsBus:
             ordered_consumer=True, idle_heartbeat=2.0, config=config)
         self._wake = asyncio.Event()
         self._sender = asyncio.ensure_future(self._send_loop())
-        self._check_caught_up()
-        await asyncio.shield(defer.Deferred.asFuture(self.caught_up, asyncio.get_running_loop()))
+        await self._catch_up()
+
+    def catch_up(self):
+        """Deferred firing once every event the stream holds now is handled here."""
+        return _future(self._catch_up())
+
+    async def _catch_up(self):
+        while True:     # just after a reconnection the stream may not answer yet
+            try:
+                last = (await self._js.stream_info(self.cluster)).state.last_seq
+                break
+            except Exception as e:
+                if self._stopping:
+                    raise
+                log.info("bus: stream not answering yet ({error}); trying again",
+                         error=repr(e))
+                await asyncio.sleep(RESEND_DELAY)
+        if self.applied < last:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append((last, waiter))
+            await waiter
 
     def _check_caught_up(self):
-        if not self.caught_up.called and self.applied >= self._target:
-            self.caught_up.callback(self.applied)
+        for entry in [w for w in self._waiting if w[0] <= self.applied]:
+            self._waiting.remove(entry)
+            if not entry[1].done():
+                entry[1].set_result(None)
 
     # -- heartbeats ----------------------------------------------------------------------
 
@@ -336,6 +356,8 @@ class NatsBus:
     async def _disconnected(self):
         if not self._stopping:
             log.warn("bus: disconnected from {url}; reconnecting", url=self.url)
+            for told in self.disconnected:
+                told()
 
     async def _reconnected(self):
         log.info("bus: reconnected to {url}", url=self.url)

@@ -461,9 +461,14 @@ def test_nats_restarted_mid_stream_drops_nothing(tmp_path):
                 nats_process.terminate()
                 nats_process.wait(10)
                 yield send(20, "during")
-                yield task.deferLater(reactor, 1.0, lambda: None)
+                # Cut off from the bus, a node serves its clients but takes no logins.
+                late = yield connect(b)
+                refused = yield late.request({"user:pwd": f"carol:{PASSWORD}"})
+                assert "catching up" in refused["error"]
                 nats_process = start_nats()
                 yield send(20, "after")
+                yield eventually(lambda: late.request({"user:pwd": f"bob:{PASSWORD}"})
+                                 .addCallback(lambda reply: reply.get("ok") is True), 20)
                 deadline = reactor.seconds() + 20
                 seen = []
                 while reactor.seconds() < deadline and len(set(seen)) < len(acked):
