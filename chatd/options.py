@@ -9,6 +9,7 @@ add one Option(...) below, read `config.<field>` where it is used, and run
 
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from chatd import rules
 from chatd.engines import DURABILITY_LEVELS, DatabaseURLError, engine_from_url
+from chatd.natsbus import parse_bus_url
+
+NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
 class OptionError(ValueError):
@@ -26,6 +30,15 @@ def _endpoint_string(value):
     """Only the shape: the endpoint itself is parsed at start, where its error is one line."""
     if ":" not in value:
         raise ValueError(f"use a Twisted endpoint string like tcp:7878, not {value!r}")
+
+
+def _bus_url(value):
+    parse_bus_url(value)
+
+
+def _node_name(value):
+    if not NODE_NAME.match(value):
+        raise ValueError(f"a node name is 1 to 64 letters, digits, '-' or '_', not {value!r}")
 
 
 def _database_url(value):
@@ -177,6 +190,14 @@ OPTIONS = (
            help="crash: an acknowledged message survives a crash of chatd (kill -9);"
                 " power: also a power loss (SQLite synchronous=FULL; MariaDB needs"
                 " innodb_flush_log_at_trx_commit=1, see docs/security.md)."),
+    Option("bus", str, None, metavar="URL", requires="node-name", check=_bus_url,
+           help="Run as one node of a cluster: nats://HOST:PORT[/CLUSTER], a NATS server with"
+                " JetStream shared by every node (needs a mysql:// database, the asyncio"
+                " reactor: twistd --reactor=asyncio, and pip install 'chatd[cluster]';"
+                " see docs/cluster.md)."),
+    Option("node-name", str, None, metavar="NAME", check=_node_name,
+           help="This node's name in the cluster, different on every node"
+                " (letters, digits, '-', '_')."),
     Option("manhole", str, None, metavar="ENDPOINT", requires="manhole-keys",
            check=_endpoint_string,
            help="Endpoint for the SSH admin manhole, e.g. tcp:2222 (loopback unless"
