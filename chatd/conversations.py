@@ -20,6 +20,7 @@ from twisted.internet import defer
 
 from chatd.auth import ChatError
 from chatd.bus import channel_topic, user_topic
+from chatd.rules import fold
 from chatd.store import MESSAGE_ID_MAX, peer_key, wire_time
 
 TYPING_INTERVAL = 3.0   # seconds: at most one typing notice per user and place
@@ -58,7 +59,7 @@ class Conversations:
 
     def _other_user(self, name, key):
         first, _, second = key.partition("|")
-        other = second if first == name.casefold() else first
+        other = second if first == fold(name) else first
         return self.hub.account_name(other, must_exist=False)
 
     def place(self, session, channel, other_user):

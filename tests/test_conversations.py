@@ -318,23 +318,3 @@ def test_mentions_are_marked_in_unread_events_and_counted_apart(server):
     ok((yield alice.request({"delete_message": last})))
     again = by_place(ok((yield bob.request({"list_conversations": ""})))["conversations"])
     assert again["general"]["unread"] == 0
-
-
-@defer.inlineCallbacks
-def test_the_first_history_page_lists_every_member_with_their_status(server):
-    alice = yield login(server, "alice")
-    bob = yield login(server, "Bob")
-    carol = yield login(server, "carol")
-    for client in (alice, bob, carol):
-        ok((yield client.request({"join": "general"})))
-    bob.send({"presence": "away"})
-    carol.transport.loseConnection()
-    yield carol.closed
-    yield bob.barrier()
-    page = ok((yield alice.request({"get_channel": "general"})))
-    assert page["members"] == [{"user": "alice", "status": "online"},
-                               {"user": "Bob", "status": "away"},
-                               {"user": "carol", "status": "offline"}]
-    sent = yield say(alice, "hi", channel="general")
-    older = ok((yield alice.request({"get_channel": "general", "before": sent})))
-    assert "members" not in older
