@@ -149,8 +149,8 @@ class Accounts:
                 raise ChatError(f"The name {name!r} is taken. Pick another one.")
             raise
         self.add(name, role)
-        for registered in self.account_created:
-            registered(name, role)
+        for created in self.account_created:
+            created(name, role)
         self.store.log_auth(name, "register", ip)
         return name
 
