@@ -245,8 +245,7 @@ class Hub:
                     "reason": f"You logged in again from {ip}; this connection is closed."}
         older = self.sessions.get(name)
         if older is not None:   # at once here; the bus tells the sessions on other nodes
-            older.connection.disconnect(replaced["kind"], replaced["reason"])
-            self.end_session(older)
+            older.control_close(**replaced)
         self.bus.control(user_topic(name), "close", replaced)
         self.sessions[name] = session
         self.ips[name] = ip
