@@ -25,7 +25,7 @@ log = Logger()
 MAX_BATCH = 1000            # messages in one commit at most
 OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
-RECENT_NONCES = 10000       # committed (sender, nonce) pairs remembered in memory
+RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 
 
@@ -244,7 +244,10 @@ class MessageLog:
         self.in_doubt = []          # [(message, deferred)] whose COMMIT may or may not have happened
         self.outage = False
         self.block = None           # [next id, end, start] reserved for the spool
-        self._nonces = OrderedDict()    # (sender, nonce) -> Message or the Deferred of its save
+        self._nonces = OrderedDict()    # (sender, nonce) -> Message, or waiters while saving
+        # Senders with a nonce stored in SQL that _nonces may not hold (loaded too far
+        # back, or forgotten since): during an outage their unknown nonces are refused.
+        self._unsure_senders = set()
         self._in_flight = deque()   # _CommitTurn of commits not yet handled, oldest first
         self._holding = False       # a commit failed: start none until the others answered
         self._requeue = []          # [(message, deferred)] rolled back behind a failed commit
@@ -291,7 +294,24 @@ class MessageLog:
         if message.nonce is not None:
             self._nonces[(message.sender, message.nonce)] = message
             while len(self._nonces) > RECENT_NONCES:
-                self._nonces.popitem(last=False)
+                (sender, _), known = self._nonces.popitem(last=False)
+                if not isinstance(known, Message):     # still saving: keep its waiters
+                    self._nonces[(sender, _)] = known
+                    break
+                self._unsure_senders.add(sender)
+
+    @defer.inlineCallbacks
+    def load_nonces(self):
+        """At start: the most recent stored nonces, and who has older ones."""
+        rows = yield self.store.query(
+            "SELECT " + MESSAGE_COLUMNS + " FROM messages WHERE nonce IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?", (RECENT_NONCES,))
+        for row in reversed(rows):
+            self._remember(Message.from_row(row))
+        if len(rows) == RECENT_NONCES:
+            older = yield self.store.query("SELECT DISTINCT sender FROM messages"
+                                           " WHERE nonce IS NOT NULL AND id < ?", (rows[-1][0],))
+            self._unsure_senders.update(sender for sender, in older)
 
     def _schedule(self):
         if not (self._scheduled or self._holding or self._stopped) \
@@ -438,6 +458,15 @@ class MessageLog:
 
     def _to_spool(self, batch):
         """Durable in the spool with ids from the reserved block; what does not fit is refused."""
+        # A nonce we do not hold may resend a message stored before the outage: a spooled
+        # copy would be dropped at replay and its id never exist, so the client keeps it
+        # and sends it again once the database is back.
+        unsure = [(m, d) for m, d in batch
+                  if m.nonce is not None and m.sender in self._unsure_senders]
+        batch = [(m, d) for m, d in batch if m.nonce is None or m.sender not in self._unsure_senders]
+        for _, d in unsure:
+            d.errback(DatabaseUnavailable("the database is unreachable and this nonce may"
+                                          " already be stored"))
         room = 0 if self.spool is None or self.block is None else self.block[1] - self.block[0]
         fits, refused = batch[:room], batch[room:]
         for _, d in refused:
@@ -685,6 +714,7 @@ class Store:
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
         yield self.messages.replay()
+        yield self.messages.load_nonces()
         yield self.messages.reserve_block()
 
     @defer.inlineCallbacks

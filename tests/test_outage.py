@@ -592,3 +592,53 @@ def test_mariadb_cut_during_overlapping_commits_loses_nothing(tmp_path):
         finally:
             yield store.stop()
             proxy.listening.stopListening()
+
+
+@defer.inlineCallbacks
+def test_resend_during_an_outage_whose_nonce_is_only_in_sql_is_refused_not_spooled(
+        tmp_path, monkeypatch):
+    """A spooled copy of a message already in SQL would be dropped at replay, leaving the
+    client an id that does not exist: while the database is away such a resend is
+    refused (the client sends it again later) unless memory holds every nonce of its
+    sender, as it does for bob here."""
+    import chatd.store
+    monkeypatch.setattr(chatd.store, "RECENT_NONCES", 3)
+    db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
+
+    def said(sender, body, nonce=None):
+        return Message(None, sender, body, utcnow(), channel="general", channel_id=1,
+                       nonce=nonce)
+
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
+    yield store.start()
+    originals = []
+    for message_ in [said("alice", f"a{i}", f"n-{i}") for i in range(5)] + [said("bob", "b0", "b-0")]:
+        stored, _ = yield store.save_message(message_)
+        originals.append(stored)
+    yield store.stop()
+
+    # After a restart memory holds the 3 latest nonces: alice's n-3, n-4 and bob's b-0.
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
+    yield store.start()
+    try:
+        lock = Lock(db)
+        outcomes = yield defer.DeferredList([
+            store.save_message(said("alice", "a0 again", "n-0")),   # stored, only in SQL
+            store.save_message(said("alice", "a4 again", "n-4")),   # stored, in memory
+            store.save_message(said("bob", "b1", "b-1")),           # new, bob fully known
+            store.save_message(said("alice", "a5")),                # no nonce: spooled
+        ], consumeErrors=True)
+        assert store.messages.outage
+        (ok0, refused), (ok4, again4), (ok_b, bob1), (ok5, plain) = outcomes
+        assert not ok0 and store.is_unavailable(refused)
+        assert ok4 and (again4[0].id, again4[1]) == (originals[4].id, False)
+        assert ok_b and bob1[1] and ok5 and plain[1]
+        assert [r[5] for r in spool_rows(spool)] == ["b1", "a5"]
+        lock.release()
+        yield store.messages.drained()
+        resent, is_new = yield store.save_message(said("alice", "a0 again", "n-0"))
+        assert (resent.id, resent.body, is_new) == (originals[0].id, "a0", False)
+        assert sorted(sqlite_rows(db)) == sorted((m.id, m.body) for m in
+                                                 originals + [bob1[0], plain[0]])
+    finally:
+        yield store.stop()
