@@ -36,6 +36,7 @@ class Engine:
     name = None
     module = None           # the DB-API module
     insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
+    commits_in_flight = 1   # message commits that may overlap (one writer unless said)
 
     def __init__(self, durability="crash"):
         if durability not in DURABILITY_LEVELS:
@@ -156,6 +157,9 @@ class SqliteEngine(Engine):
 class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
+    # Overlapping commits hide the round trips and the log flush; one pool connection
+    # is left for everything else (cp_max below).
+    commits_in_flight = 3
     # Server errors that mean busy or going away (client-side errors are 2000-2999):
     # too many connections, shutdown, lock wait timeout, deadlock, query interrupted, killed.
     UNAVAILABLE_CODES = {1040, 1053, 1205, 1213, 1317, 1927}

@@ -9,6 +9,7 @@ database is unreachable.
 
 import json
 import os
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ log = Logger()
 MAX_BATCH = 1000            # messages in one commit at most
 OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
-RECENT_NONCES = 10000       # committed (sender, nonce) pairs remembered in memory
+RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
 
@@ -118,6 +119,11 @@ class CommitUncertain(Exception):
     """The connection failed during COMMIT: the transaction may or may not be stored."""
 
 
+class EarlierCommitFailed(Exception):
+    """The commit started before this one failed, so this one was rolled back (ids must
+    follow the order the commits were started in); its messages are queued again."""
+
+
 class _Cursor:
     """A DB-API cursor that takes the engine-neutral (qmark) SQL."""
 
@@ -183,6 +189,41 @@ class Spool:
                  path=str(self.path))
 
 
+class _CommitTurn:
+    """One started commit. Up to `engine.commits_in_flight` run at once, each on its
+    own pool connection; in the pool threads each waits until the one started before
+    holds the `message_ids` lock before asking for it (so ids are taken in the order
+    the commits started) and commits only if that one committed (so a failure leaves
+    a prefix stored, never a gap)."""
+
+    def __init__(self, batch, previous, reserve):
+        self.batch = batch
+        self.previous = previous    # the _CommitTurn started just before, until this ends
+        self.reserve = reserve      # reserves a fresh outage block in the same transaction
+        self.outcome = None         # the commit's result or Failure, once it answered
+        self.locked = threading.Event()
+        self.ended = threading.Event()
+        self.committed = False
+
+    def wait_turn(self):
+        """Pool thread: before taking ids."""
+        if self.previous is not None:
+            self.previous.locked.wait()
+
+    def wait_previous(self):
+        """Pool thread: before COMMIT."""
+        if self.previous is not None:
+            self.previous.ended.wait()
+            if not self.previous.committed:
+                raise EarlierCommitFailed("the commit started before this one failed")
+
+    def end(self, committed):
+        """Pool thread: the transaction is over (committed or not)."""
+        self.committed, self.previous = committed, None
+        self.locked.set()
+        self.ended.set()
+
+
 class MessageLog:
     """Makes messages durable, in batches, before they are acknowledged or relayed.
 
@@ -202,6 +243,10 @@ class MessageLog:
     message therefore sorts after everything committed before the outage, and
     once the database is back the commits jump past the block, so later messages
     sort after it. A block that commits have passed is replaced by a fresh one.
+
+    Commits overlap (see _CommitTurn) but are answered in the order they started,
+    which is the order of their ids, so acks and relays go out in id order and each
+    speaker's messages keep their send order.
     """
 
     def __init__(self, store, spool=None, max_queued=10000):
@@ -214,8 +259,13 @@ class MessageLog:
         self.in_doubt = []          # [(message, deferred)] whose COMMIT may or may not have happened
         self.outage = False
         self.block = None           # [next id, end, start] reserved for the spool
-        self._nonces = OrderedDict()    # (sender, nonce) -> Message or the Deferred of its save
-        self._in_flight = deque()   # [batch, outcome] of commits running, oldest first
+        self._nonces = OrderedDict()    # (sender, nonce) -> Message, or waiters while saving
+        # Senders with a nonce stored in SQL that _nonces may not hold (loaded too far
+        # back, or forgotten since): during an outage their unknown nonces are refused.
+        self._unsure_senders = set()
+        self._in_flight = deque()   # _CommitTurn of commits not yet handled, oldest first
+        self._holding = False       # a commit failed: start none until the others answered
+        self._requeue = []          # [(message, deferred)] rolled back behind a failed commit
         self._scheduled = False
         self._retry_call = None
         self._retry_delay = 0.1
@@ -259,12 +309,28 @@ class MessageLog:
         if message.nonce is not None:
             self._nonces[(message.sender, message.nonce)] = message
             while len(self._nonces) > RECENT_NONCES:
-                self._nonces.popitem(last=False)
+                (sender, _), known = self._nonces.popitem(last=False)
+                if not isinstance(known, Message):     # still saving: keep its waiters
+                    self._nonces[(sender, _)] = known
+                    break
+                self._unsure_senders.add(sender)
+
+    @defer.inlineCallbacks
+    def load_nonces(self):
+        """At start: the most recent stored nonces, and who has older ones."""
+        rows = yield self.store.query(
+            "SELECT " + MESSAGE_COLUMNS + " FROM messages WHERE nonce IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?", (RECENT_NONCES,))
+        for row in reversed(rows):
+            self._remember(Message.from_row(row))
+        if len(rows) == RECENT_NONCES:
+            older = yield self.store.query("SELECT DISTINCT sender FROM messages"
+                                           " WHERE nonce IS NOT NULL AND id < ?", (rows[-1][0],))
+            self._unsure_senders.update(sender for sender, in older)
 
     def _schedule(self):
-        # One commit at a time: two could take their ids from message_ids in either
-        # order, and relays must go out in id order.
-        if not (self._scheduled or self._in_flight or self._stopped):
+        if not (self._scheduled or self._holding or self._stopped) \
+                and len(self._in_flight) < self.store.engine.commits_in_flight:
             self._scheduled = True
             self.store.clock.callLater(0, self._flush)
 
@@ -280,21 +346,30 @@ class MessageLog:
             self._to_spool(batch)
             self._schedule()
             return
-        entry = [batch, None]
-        self._in_flight.append(entry)
-        d = self.store.run("store messages", self._commit, [m for m, _ in batch],
-                           self._wants_block(), timeout=None, retries=0)
-        d.addBoth(self._commit_done, entry)
+        previous = self._in_flight[-1] if self._in_flight else None
+        turn = _CommitTurn(batch, previous, self._wants_block())
+        self._in_flight.append(turn)
+        d = self.store.run("store messages", self._commit, [m for m, _ in batch], turn,
+                           timeout=None, retries=0, ended=turn.end)
+        d.addBoth(self._commit_done, turn)
+        self._schedule()
 
-    def _commit_done(self, outcome, entry):
+    def _commit_done(self, outcome, turn):
         """Outcomes are handled in the order the commits were started (so are relays)."""
-        entry[1] = outcome
-        while self._in_flight and self._in_flight[0][1] is not None:
-            batch, outcome = self._in_flight.popleft()
-            if isinstance(outcome, Failure):
-                self._commit_failed(outcome, batch)
+        if not turn.ended.is_set():
+            turn.end(False)     # it failed before the transaction began (no connection)
+        turn.outcome = outcome
+        while self._in_flight and self._in_flight[0].outcome is not None:
+            turn = self._in_flight.popleft()
+            if isinstance(turn.outcome, Failure):
+                self._holding = True
+                self._commit_failed(turn.outcome, turn.batch)
             else:
-                self._committed(outcome, batch)
+                self._committed(turn.outcome, turn.batch)
+        if self._holding and not self._in_flight:
+            self._holding = False
+            self.queue[:0], self._requeue = self._requeue, []
+        self._schedule()
 
     @defer.inlineCallbacks
     def reserve_block(self):
@@ -303,7 +378,8 @@ class MessageLog:
 
     def _wants_block(self):
         """A fresh block if none, or if commits have reached the current one."""
-        return self.block is None or self._next_id > self.block[2]
+        return ((self.block is None or self._next_id > self.block[2])
+                and not any(turn.reserve for turn in self._in_flight))
 
     _next_id = 0
 
@@ -322,7 +398,7 @@ class MessageLog:
                        (start, start + OUTAGE_BLOCK))
         return start, start + OUTAGE_BLOCK, start
 
-    def _commit(self, cursor, messages, reserve):
+    def _commit(self, cursor, messages, turn):
         """In one transaction: find nonces already stored, take ids, insert the rest."""
         stored = {}
         for m in messages:
@@ -333,12 +409,15 @@ class MessageLog:
                 if row is not None:
                     stored[(m.sender, m.nonce)] = tuple(row)
         new = [m for m in messages if (m.sender, m.nonce) not in stored]
+        turn.wait_turn()
         first = self._take_ids(cursor, len(new))
+        turn.locked.set()
         rows = [(first + i,) + m.row()[1:] for i, m in enumerate(new)]
         if rows:
             cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ")"
                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        block = self._reserve(cursor) if reserve else None
+        block = self._reserve(cursor) if turn.reserve else None
+        turn.wait_previous()
         return first, first + len(new), stored, block
 
     def _take_ids(self, cursor, count):
@@ -365,10 +444,11 @@ class MessageLog:
             else:
                 message.id, next_id = next_id, next_id + 1
                 d.callback((message, True))
-        self._schedule()
 
     def _commit_failed(self, failure, batch):
-        if failure.check(CommitUncertain):
+        if failure.check(EarlierCommitFailed):
+            self._requeue.extend(batch)
+        elif failure.check(CommitUncertain):
             log.warn("the database went away during a commit of {count} messages; they are"
                      " answered once it tells whether they were stored", count=len(batch))
             self.in_doubt.extend(batch)
@@ -380,7 +460,6 @@ class MessageLog:
             log.failure("storing {count} messages", failure, count=len(batch))
             for _, d in batch:
                 d.errback(failure)
-        self._schedule()
 
     # -- outages -----------------------------------------------------------
 
@@ -394,6 +473,15 @@ class MessageLog:
 
     def _to_spool(self, batch):
         """Durable in the spool with ids from the reserved block; what does not fit is refused."""
+        # A nonce we do not hold may resend a message stored before the outage: a spooled
+        # copy would be dropped at replay and its id never exist, so the client keeps it
+        # and sends it again once the database is back.
+        unsure = [(m, d) for m, d in batch
+                  if m.nonce is not None and m.sender in self._unsure_senders]
+        batch = [(m, d) for m, d in batch if m.nonce is None or m.sender not in self._unsure_senders]
+        for _, d in unsure:
+            d.errback(DatabaseUnavailable("the database is unreachable and this nonce may"
+                                          " already be stored"))
         room = 0 if self.spool is None or self.block is None else self.block[1] - self.block[0]
         fits, refused = batch[:room], batch[room:]
         for _, d in refused:
@@ -487,7 +575,7 @@ class MessageLog:
 
     def idle(self):
         return not (self.queue or self.spooled or self.in_doubt or self._in_flight
-                    or self._scheduled)
+                    or self._requeue or self._scheduled)
 
     def drained(self):
         """Fires once nothing waits: every accepted message is committed to SQL."""
@@ -641,6 +729,7 @@ class Store:
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
         yield self.messages.replay()
+        yield self.messages.load_nonces()
         yield self.messages.reserve_block()
 
     @defer.inlineCallbacks
@@ -674,7 +763,7 @@ class Store:
 
     # -- running statements --------------------------------------------------
 
-    def run(self, description, function, *args, timeout=(), retries=1):
+    def run(self, description, function, *args, timeout=(), retries=1, ended=None):
         """Run function(cursor, *args) in one transaction in the pool, and fire with its result.
 
         Every statement goes through here. A failure that means the database is
@@ -682,13 +771,16 @@ class Store:
         connection) unless the COMMIT itself failed; the answer is bounded by
         `timeout` seconds (the reply timeout by default; None for background
         writers) and turns into DatabaseUnavailable; slow and failed runs are logged.
+        `ended(committed)`, if given, is called in the pool thread once the
+        transaction is over (for commits that wait for each other there).
         """
         timeout = self.reply_timeout if timeout == () else timeout
         started = time.monotonic()
 
         def attempt(left):
             committed = []
-            d = self.pool.runWithConnection(self._transaction, function, args, committed)
+            d = self.pool.runWithConnection(self._transaction, function, args, committed,
+                                            ended)
             # adbapi commits once more after us: if that fails, ours had already succeeded.
             d.addErrback(lambda f: committed[0] if committed else f)
             if left:
@@ -717,20 +809,24 @@ class Store:
             d.addTimeout(timeout, self.clock)
         return d.addCallbacks(finished, failed)
 
-    def _transaction(self, connection, function, args, committed):
+    def _transaction(self, connection, function, args, committed, ended):
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
-        cursor = _Cursor(connection.cursor(), self.engine.convert)
-        self.engine.begin(cursor)
-        result = function(cursor, *args)
-        cursor.close()
         try:
-            connection.commit()
-        except Exception as e:
-            if self.engine.is_connection_error(e) and self.engine.name == "mysql":
-                raise CommitUncertain(str(e)) from e
-            raise
-        committed.append(result)
-        return result
+            cursor = _Cursor(connection.cursor(), self.engine.convert)
+            self.engine.begin(cursor)
+            result = function(cursor, *args)
+            cursor.close()
+            try:
+                connection.commit()
+            except Exception as e:
+                if self.engine.is_connection_error(e) and self.engine.name == "mysql":
+                    raise CommitUncertain(str(e)) from e
+                raise
+            committed.append(result)
+            return result
+        finally:
+            if ended is not None:
+                ended(bool(committed))
 
     def _retriable(self, failure):
         return not failure.check(CommitUncertain) and self.is_unavailable(failure)

@@ -439,3 +439,206 @@ def test_message_log_during_an_outage_answers_in_time_and_heartbeats_go_on(tmp_p
             stop_server(server)
             if proxy.listening is not None:
                 proxy.listening.stopListening()
+
+
+class _AnswerDropper(portforward.ProxyClient):
+    """The MariaDB side of a trapped connection: drops the answer to a COMMIT."""
+    lose_answer = False
+
+    def dataReceived(self, data):
+        if self.lose_answer:
+            self.peer.transport.abortConnection()
+            self.transport.abortConnection()
+        else:
+            super().dataReceived(data)
+
+
+class _AnswerDropperFactory(portforward.ProxyClientFactory):
+    protocol = _AnswerDropper
+
+
+class _CommitTrap(_Forwarder):
+    """Cuts the connection at the next COMMIT once `factory.trap` is set: "answer"
+    lets the COMMIT reach MariaDB and drops its answer, "commit" drops the COMMIT."""
+    clientProtocolFactory = _AnswerDropperFactory
+
+    def dataReceived(self, data):
+        trap = self.factory.trap
+        if trap is None or b"\x03commit" not in data.lower():
+            return super().dataReceived(data)
+        self.factory.trap = None
+        self.factory.sprung.append(trap)
+        if trap == "answer":
+            self.peer.lose_answer = True
+            self.peer.transport.write(data)
+        else:
+            self.transport.abortConnection()
+            self.peer.transport.abortConnection()
+
+
+def stored_once(url, messages):
+    """The rows of `messages` as MariaDB has them, checking none is there twice."""
+    rows = mysql_messages(url)
+    bodies = [body for _, body in rows]
+    assert len(bodies) == len(set(bodies)), "a message was stored twice"
+    return {(m.id, m.body) for m in messages} <= set(rows)
+
+
+@defer.inlineCallbacks
+def check_commit_with_lost_answer(url, trap):
+    proxy = started_proxy(url)
+    proxy.factory.protocol = _CommitTrap
+    proxy.factory.trap, proxy.factory.sprung = None, []
+    store = Store(engine_from_url(proxied(url, proxy)), max_queued=1000)
+    yield store.start()
+    try:
+        before, _ = yield store.save_message(message("before"))
+        proxy.factory.trap = trap
+        # One batch (saved in one reactor turn), found again by nonce or by sender, time, text.
+        saves = [store.save_message(message(f"{trap} {i}", nonce=f"{trap}-{i}" if i % 2 else None))
+                 for i in range(10)]
+        results = yield defer.gatherResults(saves)
+        assert proxy.factory.sprung == [trap]
+        after, _ = yield store.save_message(message("after"))
+        yield store.messages.drained()
+        stored = [m for m, _ in results]
+        assert all(is_new for _, is_new in results)
+        assert len({m.id for m in stored}) == 10
+        assert stored_once(url, [before] + stored + [after])
+        assert [m.id for m in stored] == sorted(m.id for m in stored)
+        assert before.id < min(m.id for m in stored) and after.id > max(m.id for m in stored)
+        return stored
+    finally:
+        yield store.stop()
+        proxy.listening.stopListening()
+
+
+@defer.inlineCallbacks
+def test_mariadb_commit_whose_answer_is_lost_is_looked_up_not_stored_again(tmp_path):
+    """The COMMIT reached MariaDB, its answer did not: the messages are found in SQL
+    and answered with the ids they were stored with."""
+    with mysql_database() as url:
+        stored = yield check_commit_with_lost_answer(url, "answer")
+        assert [m.id for m in stored] == list(range(stored[0].id, stored[0].id + 10))
+
+
+@defer.inlineCallbacks
+def test_mariadb_commit_that_never_arrived_is_stored_once_later(tmp_path):
+    with mysql_database() as url:
+        yield check_commit_with_lost_answer(url, "commit")
+
+
+@defer.inlineCallbacks
+def test_mariadb_overlapping_commits_keep_ids_in_send_and_answer_order(tmp_path):
+    """Two processes' stores share one MariaDB, each with several commits in flight:
+    each answers in id order, each speaker's ids follow its send order, no id twice."""
+    with mysql_database() as url:
+        stores = [Store(engine_from_url(url), max_queued=100000) for _ in range(2)]
+        for store in stores:
+            yield store.start()
+        try:
+            answered = {0: [], 1: []}
+            most_in_flight = [0]
+            saves = []
+            for turn in range(30):
+                for s, store in enumerate(stores):
+                    for sender in ("alice", "bob", "carol"):
+                        for i in range(5):
+                            m = Message(None, sender, f"{s} {sender} {turn} {i}", utcnow(),
+                                        channel="general", channel_id=1)
+                            saves.append(store.save_message(m).addCallback(
+                                lambda r, s=s: answered[s].append(r[0])))
+                    most_in_flight[0] = max(most_in_flight[0], len(store.messages._in_flight))
+                yield sleep(0)
+            yield defer.gatherResults(saves)
+            assert most_in_flight[0] > 1
+            everything = answered[0] + answered[1]
+            assert len({m.id for m in everything}) == len(everything) == 900
+            for s in (0, 1):
+                ids = [m.id for m in answered[s]]
+                assert ids == sorted(ids), f"store {s} answered out of id order"
+                for sender in ("alice", "bob", "carol"):
+                    mine = [m for m in answered[s] if m.sender == sender]
+                    assert [m.body for m in mine] == [m.body for m in sorted(mine, key=lambda m: m.id)]
+            assert stored_once(url, everything)
+        finally:
+            for store in stores:
+                yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_mariadb_cut_during_overlapping_commits_loses_nothing(tmp_path):
+    with mysql_database() as url:
+        proxy = started_proxy(url)
+        store = Store(engine_from_url(proxied(url, proxy)), spool_path=tmp_path / "spool.jsonl",
+                      max_queued=100000)
+        yield store.start()
+        try:
+            saves, cut = [], False
+            for turn in range(40):
+                for i in range(20):
+                    saves.append(store.save_message(message(f"cut {turn} {i}")))
+                if not cut and len(store.messages._in_flight) > 1:
+                    yield proxy.cut()
+                    cut = True
+                    proxy.restore()
+                yield sleep(0)
+            assert cut
+            results = yield defer.gatherResults(saves)
+            yield store.messages.drained()
+            stored = [m for m, _ in results]
+            assert len({m.id for m in stored}) == 800
+            assert stored_once(url, stored)
+        finally:
+            yield store.stop()
+            proxy.listening.stopListening()
+
+
+@defer.inlineCallbacks
+def test_resend_during_an_outage_whose_nonce_is_only_in_sql_is_refused_not_spooled(
+        tmp_path, monkeypatch):
+    """A spooled copy of a message already in SQL would be dropped at replay, leaving the
+    client an id that does not exist: while the database is away such a resend is
+    refused (the client sends it again later) unless memory holds every nonce of its
+    sender, as it does for bob here."""
+    import chatd.store
+    monkeypatch.setattr(chatd.store, "RECENT_NONCES", 3)
+    db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
+
+    def said(sender, body, nonce=None):
+        return Message(None, sender, body, utcnow(), channel="general", channel_id=1,
+                       nonce=nonce)
+
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
+    yield store.start()
+    originals = []
+    for message_ in [said("alice", f"a{i}", f"n-{i}") for i in range(5)] + [said("bob", "b0", "b-0")]:
+        stored, _ = yield store.save_message(message_)
+        originals.append(stored)
+    yield store.stop()
+
+    # After a restart memory holds the 3 latest nonces: alice's n-3, n-4 and bob's b-0.
+    store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
+    yield store.start()
+    try:
+        lock = Lock(db)
+        outcomes = yield defer.DeferredList([
+            store.save_message(said("alice", "a0 again", "n-0")),   # stored, only in SQL
+            store.save_message(said("alice", "a4 again", "n-4")),   # stored, in memory
+            store.save_message(said("bob", "b1", "b-1")),           # new, bob fully known
+            store.save_message(said("alice", "a5")),                # no nonce: spooled
+        ], consumeErrors=True)
+        assert store.messages.outage
+        (ok0, refused), (ok4, again4), (ok_b, bob1), (ok5, plain) = outcomes
+        assert not ok0 and store.is_unavailable(refused)
+        assert ok4 and (again4[0].id, again4[1]) == (originals[4].id, False)
+        assert ok_b and bob1[1] and ok5 and plain[1]
+        assert [r[5] for r in spool_rows(spool)] == ["b1", "a5"]
+        lock.release()
+        yield store.messages.drained()
+        resent, is_new = yield store.save_message(said("alice", "a0 again", "n-0"))
+        assert (resent.id, resent.body, is_new) == (originals[0].id, "a0", False)
+        assert sorted(sqlite_rows(db)) == sorted((m.id, m.body) for m in
+                                                 originals + [bob1[0], plain[0]])
+    finally:
+        yield store.stop()
