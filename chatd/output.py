@@ -78,7 +78,7 @@ class Output:
         self._lines, self._queued = [], 0
         transport = self.transport
         if not transport.connected or transport.disconnecting or \
-                transport._writeDisconnected or unsent_bytes(transport):
+                transport._writeDisconnected or transport.dataBuffer or transport._tempDataLen:
             transport.write(data)    # keeps the order behind Twisted's buffer (or drops it)
             return
         try:
@@ -99,10 +99,15 @@ class Output:
 
     def unsent(self):
         """Bytes written and not yet taken by the peer (None if the transport cannot say)."""
-        below = unsent_bytes(self.transport)
-        return None if below is None else below + self._queued
+        if self._direct:    # chatd.limits.unsent_bytes of a socket, inlined: once per line
+            transport = self.transport
+            return (len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+                    + self._queued)
+        return unsent_bytes(self.transport)
 
     def held(self):
         """Bytes of output kept in memory (chatd.limits.held_bytes), queued lines included."""
-        below = held_bytes(self.transport)
-        return None if below is None else below + self._queued
+        if self._direct:
+            transport = self.transport
+            return len(transport.dataBuffer) + transport._tempDataLen + self._queued
+        return held_bytes(self.transport)

@@ -15,6 +15,7 @@ import pytest
 from twisted.internet import defer, reactor, task, threads
 
 from chatd.bus import encode
+from chatd.hub import unread_line
 from chatd.limits import unsent_bytes
 from support import PASSWORD, login, look_at, register, start_server, stop_server
 from test_slow_reader import Transport, stalled_client
@@ -151,3 +152,10 @@ def test_lines_queued_for_a_connection_that_is_aborted_are_not_sent(sqlite_datab
         assert counting.sends == 0 and carol.inbox == []
     finally:
         stop_server(server)
+
+
+@pytest.mark.parametrize("channel", ["general", 'quo"te\\back', "日本語", "ünïcode"])
+def test_the_shared_unread_line_is_the_same_bytes_as_its_event(channel):
+    for count in (1, 9, 10, 123456):
+        assert unread_line(channel, count) == encode(
+            {"event": "unread", "channel": channel, "count": count})
