@@ -62,13 +62,16 @@ class Output:
         self._queued = 0        # bytes in _lines
 
     def write(self, line):
+        """Queue (or write) `line`; returns held() after it, as write_line checks that next."""
         if not self._direct:
             self.transport.write(line)
-            return
+            return held_bytes(self.transport)
         if not self._lines:
             self.queue.add(self)
         self._lines.append(line)
         self._queued += len(line)
+        transport = self.transport
+        return len(transport.dataBuffer) + transport._tempDataLen + self._queued
 
     def flush(self):
         """Send the queued lines: on the socket if Twisted holds nothing, else after it."""

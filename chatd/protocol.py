@@ -177,8 +177,8 @@ class ChatProtocol(Protocol):
         if unsent is not None and unsent > limit:
             self._drop_slow_reader(f"{unsent} bytes of output not read")
             return
-        self.output.write(line)
-        if self._drain_call is None and (self.output.held() or 0) > limit:
+        held = self.output.write(line)
+        if self._drain_call is None and (held or 0) > limit:
             self._drain_call = self.clock.callLater(self.server.config.drain_timeout,
                                                     self._check_drained)
 
