@@ -89,26 +89,42 @@ class ProtocolError(Exception):
 
 
 class LineClient(asyncio.Protocol):
-    """Buffers lines, counts marked deliveries, and resolves waiters on other lines."""
+    """Buffers lines, counts marked deliveries, and resolves waiters on other lines.
+
+    `received` and `sent` count the marked messages this client got and sent
+    since `count_into` last started a phase, so each receiver's share can be checked.
+    """
 
     def __init__(self, name, deliveries=None):
         self.name = name
         self.deliveries = deliveries
         self.received = 0
+        self.sent = 0
         self.transport = None
         self.buffer = b""
         self.waiters = []
         self.errors = []
+        self.ready_at = None        # logged in and looking where it should
         self.closed = False
+        self.closed_at = None
         self.close_reason = None
+        # user -> when this client first heard the server say that user went offline
+        # (chatd's member events): a viewer gone offline gets no more channel messages.
+        self.offline_seen = {}
+
+    def count_into(self, deliveries):
+        """Record deliveries into `deliveries` from now on, counting afresh."""
+        self.deliveries, self.received, self.sent = deliveries, 0, 0
 
     def connection_made(self, transport):
         self.transport = transport
 
     def connection_lost(self, exc):
         self.closed = True
+        self.closed_at = time.monotonic()
         if self.close_reason is None:
-            self.close_reason = str(exc) if exc else "closed by server"
+            self.close_reason = (f"connection error: {type(exc).__name__}: {exc}" if exc else
+                                 "closed by the server without a goodbye line")
         for predicate, future in self.waiters:
             if not future.done():
                 future.set_exception(ProtocolError(f"{self.name}: {self.close_reason}"))
@@ -183,8 +199,10 @@ class ChatdClient(LineClient):
                 self.acks.latency.append(now - self.unacked.popleft())
 
     def needs_parsing(self, chunk):
-        # Member events are many and of no interest unless a setup step waits for one.
-        return bool(self.waiters) or b'"error"' in chunk or b'"disconnect"' in chunk
+        # Member events are many and of no interest unless a setup step waits for one
+        # or they say that someone went offline.
+        return (bool(self.waiters) or b'"error"' in chunk or b'"disconnect"' in chunk
+                or b'"offline"' in chunk)
 
     def handle_line(self, line):
         try:
@@ -193,8 +211,11 @@ class ChatdClient(LineClient):
             return
         if "error" in item:
             self.errors.append(item["error"])
-        if item.get("event") == "disconnect":
+        event = item.get("event")
+        if event == "disconnect":
             self.close_reason = f"disconnect {item.get('kind')}: {item.get('reason')}"
+        elif event == "member" and item.get("status") == "offline":
+            self.offline_seen.setdefault(item.get("user"), time.monotonic())
         if self.waiters:
             self.resolve_waiters(item)
 
@@ -232,11 +253,13 @@ class ChatdClient(LineClient):
             self.send_line(self.presence_line)
 
     def send_channel_message(self, channel, text):
+        self.sent += 1
         if self.acks is not None:
             self.unacked.append(time.monotonic_ns())
         self.send({"channel_message": text, "channel": channel})
 
     def send_private_message(self, other_user, text):
+        self.sent += 1
         if self.acks is not None:
             self.unacked.append(time.monotonic_ns())
         self.send({"private_message": text, "other_user": other_user})
@@ -286,9 +309,11 @@ class IrcClient(LineClient):
         self.send_line(b"PING :heartbeat\r\n")
 
     def send_channel_message(self, channel, text):
+        self.sent += 1
         self.send_line(f"PRIVMSG #{channel} :{text}\r\n".encode())
 
     def send_private_message(self, other_user, text):
+        self.sent += 1
         self.send_line(f"PRIVMSG {other_user} :{text}\r\n".encode())
 
 
@@ -307,11 +332,13 @@ async def connect(client_class, port, name, deliveries=None, attempts=5):
 
 
 async def open_sessions(client_class, port, names, channel_of, deliveries=None,
-                        concurrency=100, timeout=120.0, attempts=3):
+                        concurrency=100, timeout=120.0, attempts=3, on_open=None):
     """Connect, log in and look at a channel for every name, `concurrency` at a time.
 
     A connection the server drops during setup (a full accept queue resets it)
     is opened again, as a real client would, up to `attempts` times.
+    `on_open(client)` is called as soon as each one is ready (so that its
+    heartbeats start then, not after the last login).
     Returns (clients, failures, retries): a server that refuses some
     connections is a result to report, not a crash.
     """
@@ -331,6 +358,9 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
                 try:
                     await client.log_in()
                     await client.look_at(channel_of(name))
+                    client.ready_at = time.monotonic()
+                    if on_open is not None:
+                        on_open(client)
                     return client
                 except (ProtocolError, asyncio.TimeoutError) as error:
                     dropped_by_server = client.closed and not client.errors
@@ -348,7 +378,7 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
 class Heartbeat:
     """Sends every client's heartbeat once per `period`, spread evenly over the period."""
 
-    def __init__(self, clients, period=5.0, ticks_per_period=50):
+    def __init__(self, clients, period, ticks_per_period=50):
         self.clients = clients
         self.period = period
         self.ticks = ticks_per_period

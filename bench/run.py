@@ -25,9 +25,10 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench import scenarios  # noqa: E402
 from bench.profile import PySpyProfiler  # noqa: E402
-from bench.report import print_table  # noqa: E402
-from bench.servers import (ChatdTarget, ErgoTarget, NgircdTarget, ensure_ngircd,  # noqa: E402
-                           find_ergo, mariadb_available, raise_file_limit)
+from bench.report import print_table, ratios  # noqa: E402
+from bench.servers import (ChatdTarget, ErgoTarget, NgircdTarget, NotErgo,  # noqa: E402
+                           ensure_ngircd, find_ergo, mariadb_available, raise_file_limit,
+                           require_ergo)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -264,20 +265,18 @@ async def measure(args, sizes, sqlite, mariadb, irc):
                 figures[target.name] = {"failed": f"{type(error).__name__}: {error}"}
             figures[target.name]["wall_s"] = round(time.monotonic() - started, 1)
         results["scenarios"][name] = {"description": description, "parameters": parameters,
-                                      "results": figures}
+                                      "results": figures, "ratios": ratios(figures)}
         print_table(description, parameters, figures)
     results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return results
 
 
 def irc_target(args, workdir):
-    """Ergo when it is installed (or given with --ergo), else Debian's ngircd."""
-    if args.irc in ("auto", "ergo"):
-        ergo = find_ergo(args.ergo)
-        if ergo:
-            return ErgoTarget(ergo, workdir)
-        if args.irc == "ergo":
-            raise SystemExit("--irc ergo: no Ergo IRC server found")
+    """Ergo when given with --ergo or installed (--irc auto), else Debian's ngircd."""
+    ergo = args.ergo or (find_ergo() if args.irc == "auto" else None)
+    if ergo:
+        return ErgoTarget(ergo, workdir)
+    if args.irc == "auto":
         print("The IRC reference server is ngircd instead.")
     return NgircdTarget(workdir) if ensure_ngircd() else None
 
@@ -302,7 +301,8 @@ def size_override(text):
         raise argparse.ArgumentTypeError(f"{name} takes a {kind.__name__}, not {value!r}")
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line, with the IRC server choice checked: a bad --ergo is an error here."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
@@ -320,7 +320,8 @@ def main(argv=None):
     parser.add_argument("--no-irc", action="store_true", help="skip the IRC reference server")
     parser.add_argument("--irc", choices=("auto", "ergo", "ngircd"), default="auto",
                         help="IRC reference server (auto: ergo if installed, else ngircd)")
-    parser.add_argument("--ergo", help="path of the Ergo IRC server binary")
+    parser.add_argument("--ergo", metavar="PATH",
+                        help="the Ergo IRC server binary to compare with (implies --irc ergo)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--scenario-timeout", type=float, default=240.0,
                         help="seconds one scenario may take on one server")
@@ -328,7 +329,20 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="sample chatd with py-spy during each scenario (slows it a little)")
     args = parser.parse_args(argv)
+    if args.ergo:
+        if args.no_irc or args.irc == "ngircd":
+            parser.error("--ergo asks for Ergo as the IRC server; drop --no-irc / --irc ngircd")
+        try:
+            args.ergo = require_ergo(args.ergo)
+        except NotErgo as error:
+            parser.error(str(error))
+    elif args.irc == "ergo" and not args.no_irc:
+        args.ergo = find_ergo() or parser.error("--irc ergo: no Ergo IRC server on PATH")
+    return args
 
+
+def main(argv=None):
+    args = parse_args(argv)
     results = asyncio.run(run_all(args))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

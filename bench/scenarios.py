@@ -5,6 +5,7 @@ Every loop here is bounded in count and time; every connection goes to 127.0.0.1
 """
 
 import asyncio
+import collections
 import itertools
 import random
 import re
@@ -134,22 +135,27 @@ def machine_busy_and_total():
 class Run:
     """One scenario on one target: a fresh server, measured from just before the load."""
 
-    def __init__(self, target, label):
+    def __init__(self, target, label, heartbeat_period=5.0):
         self.target = target
         self.label = label
         self.server = None
         self.clients = []
-        self.heartbeat = None
+        # Every client heartbeats (5 s: a third of chatd's presence timeout) from
+        # the moment it is logged in: a client that waited for the others' logins
+        # could outlast --presence-timeout while they log in, stop looking at its
+        # channel and miss messages.
+        self.heartbeat = Heartbeat(self.clients, heartbeat_period)
         self.cpu_at_load = 0.0
+        self.load_started_at = None
         self.figures = {}
 
     async def __aenter__(self):
         self.server = await self.target.start(self.label)
+        self.heartbeat.start()
         return self
 
     async def __aexit__(self, *exc_info):
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
+        await self.heartbeat.stop()
         if self.target.profiler is not None:
             self.figures.update(await self.target.profiler.detach())
         if self.server.process.poll() is None:
@@ -164,8 +170,7 @@ class Run:
     async def open(self, names, channel_of, deliveries=None, concurrency=100):
         clients, failures, retries = await open_sessions(
             self.target.client_class, self.server.port, names, channel_of, deliveries,
-            concurrency=concurrency)
-        self.clients.extend(clients)
+            concurrency=concurrency, on_open=self.clients.append)
         if retries:
             self.figures["setup_reconnects"] = self.figures.get("setup_reconnects", 0) + retries
         if failures:
@@ -173,31 +178,32 @@ class Run:
             self.figures["first_setup_failure"] = failures[0]
         return clients
 
-    def start_heartbeat(self):
-        self.heartbeat = Heartbeat(self.clients)
-        self.heartbeat.start()
-
     async def load_starts(self):
         """CPU seconds are counted from here: setup (logins, joins) is not the scenario."""
         await self.settle()
         self.cpu_at_load = self.server.stats()["cpu_s"]
+        self.load_started_at = time.monotonic()
         if self.target.profiler is not None:
             self.target.profiler.attach(self.server.process.pid, self.label)
 
-    def cpu_meter(self, prefix):
-        """Call the result at the end of a phase to record server and bench CPU use in %.
+    def cpu_meter(self, prefix, deliveries):
+        """Call the result at the end of a phase to record server and bench CPU use in %,
+        and the server's CPU seconds per 1,000 of the phase's `deliveries`.
 
         A server near 100% is saturated; a bench near 100% means the load
         generator, not the server, set the pace.
         """
         server_start, client_start = self.server.stats()["cpu_s"], client_cpu_seconds()
         machine_busy, machine_total = machine_busy_and_total()
-        started = time.monotonic()
+        started, delivered_before = time.monotonic(), len(deliveries)
 
         def stop():
             elapsed = time.monotonic() - started
             server_cpu = self.server.stats()["cpu_s"] - server_start
+            delivered = len(deliveries) - delivered_before
             self.figures[f"{prefix}_server_cpu_pct"] = round(100 * server_cpu / elapsed)
+            self.figures[f"{prefix}_server_cpu_s_per_1k"] = (
+                float(f"{1000 * server_cpu / delivered:.3g}") if delivered else None)
             self.figures[f"{prefix}_bench_cpu_pct"] = round(
                 100 * (client_cpu_seconds() - client_start) / elapsed)
             busy, total = machine_busy_and_total()
@@ -222,14 +228,76 @@ class Run:
                 return
 
     def server_errors(self):
+        """Error replies, and every client the server stopped serving, with why.
+
+        A client stops getting messages when the server closes its connection
+        (the goodbye line's kind and reason, or the connection error: chatd
+        drops a slow reader at --max-output-buffer with a reset and a line in
+        its log) or, on chatd, when its presence lapses: a viewer announced
+        offline no longer looks at its channel and gets nothing, with no error.
+        """
         errors = [error for client in self.clients for error in client.errors]
-        closed = [client for client in self.clients if client.closed]
         if errors:
             self.figures["server_errors"] = len(errors)
             self.figures["first_server_error"] = errors[0]
+        closed = [client for client in self.clients if client.closed]
         if closed:
             self.figures["clients_closed_by_server"] = len(closed)
-            self.figures["first_close_reason"] = closed[0].close_reason
+            reasons = collections.Counter(client.close_reason for client in closed)
+            self.figures["close_reasons"] = "; ".join(
+                f"{count}x {reason}" for reason, count in reasons.most_common())
+            first = min(closed, key=lambda client: client.closed_at)
+            self.figures["first_closed"] = (f"{first.name} {self.when(first.closed_at)}: "
+                                            f"{first.close_reason}")
+        lapses = self.presence_lapses()
+        if lapses:
+            self.figures["presence_lapses"] = len(lapses)
+            name, at = min(lapses.items(), key=lambda item: item[1])
+            self.figures["first_presence_lapse"] = f"{name} announced offline {self.when(at)}"
+        dropped = self.server.log_lines(self.target.slow_reader_log)
+        if dropped:
+            self.figures["slow_readers_dropped"] = len(dropped)
+            self.figures["first_slow_reader_drop"] = dropped[0]
+
+    def presence_lapses(self):
+        """name -> first time a client still connected was announced offline after it was ready."""
+        ready = {client.name: client.ready_at for client in self.clients if not client.closed}
+        lapses = {}
+        for client in self.clients:
+            for name, at in client.offline_seen.items():
+                if name in ready and at > ready[name]:
+                    lapses[name] = min(at, lapses.get(name, at))
+        return lapses
+
+    def when(self, monotonic):
+        if self.load_started_at is None or monotonic < self.load_started_at:
+            return "during setup"
+        return f"{monotonic - self.load_started_at:.1f}s into the load"
+
+    def receivers_short(self, prefix, receivers, sent):
+        """Check each receiver's share of a phase in which everyone gets every message
+        (on chatd their own too): how many got less, and the first of them with why.
+
+        `prefix` is the phase's, as in its other figures ("" for none)."""
+        short = []
+        for client in receivers:
+            expected = sent - (0 if self.target.echoes_sender else client.sent)
+            if client.received < expected:
+                short.append((client, expected))
+        key = f"{prefix}_" if prefix else ""
+        self.figures[f"{key}receivers_short"] = len(short)
+        if short:
+            client, expected = short[0]
+            self.figures[f"{key}first_short"] = (
+                f"{client.name}: {client.received} of {expected} ({self.why_short(client)})")
+
+    def why_short(self, client):
+        if client.closed:
+            return f"closed {self.when(client.closed_at)}: {client.close_reason}"
+        lapse = self.presence_lapses().get(client.name)
+        if lapse is not None:
+            return f"connected, announced offline {self.when(lapse)}"
+        return "connected, not announced offline"
 
 
 async def fanout(target, viewers, senders, rate, duration, max_duration, window, check_log):
@@ -238,7 +306,6 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         steady = Deliveries()
         clients = await run.open([user_name(i) for i in range(viewers)],
                                  lambda name: FANOUT_CHANNEL, steady)
-        run.start_heartbeat()
         recipients = len(clients) - (0 if target.echoes_sender else 1)
         tag = new_tag("f")
 
@@ -247,12 +314,13 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
 
         await run.load_starts()
         since = time.monotonic_ns()
-        cpu_done = run.cpu_meter("steady")
+        cpu_done = run.cpu_meter("steady", steady)
         acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(clients[:senders], send, rate, duration)
         await wait_for_deliveries(steady, sent * recipients)
         cpu_done()
         run.figures.update(phase_figures("steady", steady, sent, recipients, elapsed, since))
+        run.receivers_short("steady", clients, sent)
         run.figures.update(ack_figures("steady", acks))
         if check_log:
             logged_at, missing = await wait_for_log(target, tag, sent)
@@ -261,11 +329,11 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
 
         saturated = Deliveries()
         for client in clients:
-            client.deliveries, client.received = saturated, 0
+            client.count_into(saturated)
         probe = clients[-1]
         max_tag = new_tag("F")
         since = time.monotonic_ns()
-        cpu_done = run.cpu_meter("max")
+        cpu_done = run.cpu_meter("max", saturated)
         acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(
             clients[:senders],
@@ -275,6 +343,7 @@ async def fanout(target, viewers, senders, rate, duration, max_duration, window,
         await wait_for_deliveries(saturated, sent * recipients)
         cpu_done()
         run.figures.update(phase_figures("max", saturated, sent, recipients, elapsed, since))
+        run.receivers_short("max", clients, sent)
         run.figures.update(ack_figures("max", acks))
         run.server_errors()
     return run.figures
@@ -287,7 +356,6 @@ async def many_rooms(target, clients_count, rooms, rate, duration):
         names = [user_name(i) for i in range(clients_count)]
         room_of = {name: room_name(i % rooms) for i, name in enumerate(names)}
         clients = await run.open(names, room_of.get, deliveries)
-        run.start_heartbeat()
         per_room = len(clients) // rooms
         recipients = per_room - (0 if target.echoes_sender else 1)
         tag = new_tag("r")
@@ -297,7 +365,7 @@ async def many_rooms(target, clients_count, rooms, rate, duration):
 
         await run.load_starts()
         since = time.monotonic_ns()
-        cpu_done = run.cpu_meter("rooms")
+        cpu_done = run.cpu_meter("rooms", deliveries)
         sent, elapsed = await send_paced(clients, send, rate, duration)
         await wait_for_deliveries(deliveries, sent * recipients)
         cpu_done()
@@ -312,7 +380,6 @@ async def private_messages(target, clients_count, rate, duration, seed=7):
         deliveries = Deliveries()
         clients = await run.open([user_name(i) for i in range(clients_count)],
                                  lambda name: None, deliveries)
-        run.start_heartbeat()
         # chatd relays a private message to the sender too; IRC only to the recipient.
         recipients = 2 if target.echoes_sender else 1
         pick = random.Random(seed)
@@ -328,7 +395,7 @@ async def private_messages(target, clients_count, rate, duration, seed=7):
         since = time.monotonic_ns()
         senders = clients[:]
         pick.shuffle(senders)
-        cpu_done = run.cpu_meter("private")
+        cpu_done = run.cpu_meter("private", deliveries)
         sent, elapsed = await send_paced(senders, send, rate, duration)
         await wait_for_deliveries(deliveries, sent * recipients)
         cpu_done()
@@ -343,7 +410,6 @@ async def login_storm(target, viewers, senders, rate, storm_logins, before, afte
         deliveries = Deliveries()
         clients = await run.open([user_name(i) for i in range(viewers)],
                                  lambda name: FANOUT_CHANNEL, deliveries)
-        run.start_heartbeat()
         recipients = len(clients) - (0 if target.echoes_sender else 1)
         tag = new_tag("s")
 
@@ -368,6 +434,7 @@ async def login_storm(target, viewers, senders, rate, storm_logins, before, afte
         run.figures["messages_sent"] = sent
         run.figures["deliveries_expected"] = sent * recipients
         run.figures["deliveries"] = len(deliveries)
+        run.receivers_short("", clients, sent)
         for phase, since, until in (("before", start, storm_start),
                                     ("during", storm_start, storm_end),
                                     ("after", storm_end, None)):
@@ -387,7 +454,6 @@ async def idle_connections(target, count, hold, concurrency):
         clients = await run.open([user_name(i) for i in range(count)], lambda name: None,
                                  concurrency=concurrency)
         run.figures["login_seconds"] = round(time.monotonic() - started, 1)
-        run.start_heartbeat()
         await run.load_starts()
         # Longer than chatd's 15 s presence timeout: heartbeats must keep everyone online.
         await asyncio.sleep(hold)
@@ -408,7 +474,6 @@ async def history(target, clients_count, duration, page, total_messages, seed=11
     async with Run(target, "history") as run:
         clients = await run.open([user_name(i) for i in range(clients_count)],
                                  lambda name: None)
-        run.start_heartbeat()
         pick = random.Random(seed)
         latencies = []
         short_pages = 0
@@ -444,7 +509,6 @@ async def log_throughput(target, senders, viewers, duration, window):
         deliveries = Deliveries()
         clients = await run.open([user_name(i) for i in range(viewers)],
                                  lambda name: FANOUT_CHANNEL, deliveries)
-        run.start_heartbeat()
         recipients = len(clients)
         tag = new_tag("L")
 
@@ -453,7 +517,7 @@ async def log_throughput(target, senders, viewers, duration, window):
 
         await run.load_starts()
         started = time.monotonic()
-        cpu_done = run.cpu_meter("relay")
+        cpu_done = run.cpu_meter("relay", deliveries)
         acks = measure_acks(clients[:senders])
         sent, elapsed = await send_paced(clients[:senders], send, None, duration,
                                          window=window, probe=clients[-1])
@@ -470,6 +534,7 @@ async def log_throughput(target, senders, viewers, duration, window):
             "deliveries_expected": sent * recipients,
             "deliveries": len(deliveries),
         })
+        run.receivers_short("", clients, sent)
         run.figures.update(ack_figures("relay", acks))
         run.server_errors()
     return run.figures

@@ -95,6 +95,13 @@ class ServerProcess:
     def stats(self):
         return process_stats(self.process.pid)
 
+    def log_lines(self, marker):
+        """The lines of the server's log that contain `marker` (none for None)."""
+        if marker is None or not self.log_path.exists():
+            return []
+        with open(self.log_path, errors="replace") as log:
+            return [line.strip() for line in log if marker in line]
+
     async def stop(self, timeout=20.0):
         if self.process is None or self.process.poll() is not None:
             return
@@ -113,6 +120,7 @@ class ChatdTarget:
     client_class = ChatdClient
     echoes_sender = True
     profiler = None
+    slow_reader_log = "(--max-output-buffer "      # in each of chatd's slow-reader drops
     limits_lifted = ["--bcrypt-rounds 4 (the bench logs in thousands of users)",
                      "flood control, connections per IP and login backoff (all bench "
                      "clients come from 127.0.0.1 and send as fast as they can)"]
@@ -283,6 +291,7 @@ class NgircdTarget:
     client_class = IrcClient
     echoes_sender = False
     profiler = None
+    slow_reader_log = None
     name = "ngircd"
     limits_lifted = ["MaxConnectionsIP 5 -> 0 (unlimited)", "MaxJoins 10 -> 0 (unlimited)",
                      "MaxPenaltyTime -> 0 (flood penalties off)",
@@ -338,12 +347,13 @@ NGIRCD_CONFIG = """\
 class ErgoTarget:
     """Ergo, the Go IRC server, from its own default config with its abuse limits lifted.
 
-    Used when an `ergo` that is the IRC server is found (see find_ergo).
+    Used when given with --ergo or found on PATH (see require_ergo, find_ergo).
     """
 
     client_class = IrcClient
     echoes_sender = False
     profiler = None
+    slow_reader_log = None
     name = "ergo"
     limits_lifted = ["fakelag.enabled true -> false (no command rate limit)",
                      "server.ip-limits count and throttle -> false (no per-IP caps)",
@@ -382,8 +392,10 @@ class ErgoTarget:
     async def start(self, label):
         port = free_port()
         config = self.write_config(port)
-        subprocess.run([self.binary, "initdb", "--conf", str(config), "--quiet"],
-                       cwd=self.workdir, capture_output=True)
+        initdb = subprocess.run([self.binary, "initdb", "--conf", str(config), "--quiet"],
+                                cwd=self.workdir, capture_output=True, text=True)
+        if initdb.returncode != 0:
+            raise RuntimeError(f"{self.binary} initdb failed: {initdb.stderr.strip()[-500:]}")
         argv = [self.binary, "run", "--conf", str(config)]
         log_path = self.workdir / f"{self.name}-{label}.log"
         return await ServerProcess(argv, port, log_path, cwd=self.workdir).start()
@@ -392,13 +404,14 @@ class ErgoTarget:
 def ergo_version(binary):
     """'ergo-2.x.y' if `binary` is the Ergo IRC server, else None.
 
-    Debian's package named ergo is ERGO, a quantum chemistry program that
-    takes 'version' for an input file name; it runs in a scratch directory
-    so its output file lands there.
+    Ergo answers `ergo --version` with its version line (`ergo version`
+    prints its usage text). Debian's package named ergo is ERGO, a quantum
+    chemistry program that may take an argument for an input file name; the
+    check runs in a scratch directory so whatever it writes lands there.
     """
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            output = subprocess.run([binary, "version"], capture_output=True, text=True,
+            output = subprocess.run([binary, "--version"], capture_output=True, text=True,
                                     timeout=10, cwd=scratch, stdin=subprocess.DEVNULL).stdout
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -413,9 +426,26 @@ ERGO_HOW_TO = (
     "github.com/ergochat/ergo@latest`) on PATH, or pass --ergo /path/to/ergo.")
 
 
-def find_ergo(explicit=None):
-    """The path of an Ergo IRC server binary, or None (and say why)."""
-    candidate = explicit or shutil.which("ergo")
+class NotErgo(Exception):
+    """The binary given with --ergo is missing or is not the Ergo IRC server."""
+
+
+def require_ergo(path):
+    """The absolute path of the Ergo binary `path` names, or NotErgo saying what is wrong."""
+    found = shutil.which(path)
+    if found is None:
+        if not os.path.exists(path):
+            raise NotErgo(f"--ergo {path}: no such file")
+        raise NotErgo(f"--ergo {path}: not an executable file")
+    if ergo_version(found) is None:
+        raise NotErgo(f"--ergo {path}: `{path} --version` does not print ergo-X.Y.Z, so it "
+                      f"is not the Ergo IRC server. {ERGO_HOW_TO}")
+    return os.path.abspath(found)
+
+
+def find_ergo():
+    """The path of an Ergo IRC server binary on PATH, or None (and say why)."""
+    candidate = shutil.which("ergo")
     if candidate and ergo_version(candidate):
         return candidate
     if candidate:

@@ -96,7 +96,10 @@ def test_signal_tells_clients_flushes_the_log_and_restart_has_full_history(tmp_p
         burst = [f"burst {i}" for i in range(3000)]
         for body in burst:
             alice.send({"channel_message": body, "channel": "general"})
-        early = [alice.read() for _ in range(50)]
+        # Wait for 50 acknowledgements (relays and unread events come in between).
+        early = []
+        while sum(m.get("reply_to") == "channel_message" for m in early) < 50:
+            early.append(alice.read())
         process.send_signal(stop_signal)
 
         lines = early + alice.read_to_end()
