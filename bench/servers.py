@@ -122,11 +122,13 @@ class ChatdTarget:
     profiler = None
     slow_reader_log = "(--max-output-buffer "      # in each of chatd's slow-reader drops
     limits_lifted = ["--bcrypt-rounds 4 (the bench logs in thousands of users)",
-                     "flood control, connections per IP and login backoff (all bench "
-                     "clients come from 127.0.0.1 and send as fast as they can)"]
+                     "flood control, connections per IP, login backoff, the bcrypt queue "
+                     "and registrations per address (all bench clients come from "
+                     "127.0.0.1 and send as fast as they can)"]
     lifted_options = ["--bcrypt-rounds", "4", "--max-connections-per-ip", "100000",
                       "--flood-burst", "1000000", "--flood-rate", "1000000",
-                      "--login-failures", "1000000"]
+                      "--login-failures", "1000000", "--bcrypt-queue", "1000000",
+                      "--registrations-per-hour", "1000000"]
 
     def __init__(self, database, workdir, extra_options=()):
         self.database = database

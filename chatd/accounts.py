@@ -12,6 +12,7 @@ start, written through to SQL), so nothing on the message path waits for the
 database.
 """
 
+import bisect
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 
 from chatd.auth import ChatError, check_email, check_name, check_password
 from chatd.moderation.common import MANHOLE
+from chatd.rules import fold, name_key, skeleton
 
 log = Logger()
 USER, ADMIN = "user", "admin"
@@ -40,16 +42,24 @@ class Credentials:
 
 
 class Accounts:
-    def __init__(self, store, hasher, throttle, admins=()):
+    """`registrations` (chatd.admission.RegistrationLimit) and `known`
+    (chatd.admission.KnownLogins) are optional: without them nothing is limited."""
+
+    def __init__(self, store, hasher, throttle, admins=(), registrations=None, known=None):
         self.store = store
         self.hasher = hasher
         self.throttle = throttle
-        self.names = {}         # casefolded name -> name as registered
+        self.registrations = registrations
+        self.known = known
+        self.names = {}         # folded name (chatd.rules.fold) -> name as registered
+        self.sorted_keys = []   # the folded names, sorted: the directory's order and cursor
+        self.skeletons = {}     # chatd.rules.skeleton -> name as registered
         self.roles = {}         # name as registered -> USER | ADMIN
         # --admin names without an account yet: they become admin when registered.
-        self.pending_admins = {name.casefold(): name for name in admins}
+        self.pending_admins = {fold(name): name for name in admins}
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
         self.role_changes = []  # callables (name, role) told after a role changed
+        self.registrations = []     # callables (name, role) told after an account is created
 
     @defer.inlineCallbacks
     def load(self):
@@ -65,14 +75,18 @@ class Accounts:
                 yield self.set_role(name, ADMIN)
 
     def add(self, name, role=USER):
-        self.names[name.casefold()] = name
+        key = fold(name)
+        if key not in self.names:
+            bisect.insort(self.sorted_keys, key)
+        self.names[key] = name
+        self.skeletons.setdefault(skeleton(name), name)
         self.roles[name] = role
 
     # -- the directory ---------------------------------------------------------------
 
     def name_of(self, name, must_exist=True):
         """The name as registered, whatever case `name` is given in."""
-        registered = self.names.get(name.casefold()) if isinstance(name, str) else None
+        registered = self.names.get(name_key(name))
         if registered is None:
             if must_exist:
                 raise ChatError(f"There is no user named {name!r}.")
@@ -86,7 +100,13 @@ class Accounts:
         return self.role_of(name) == ADMIN
 
     def all_names(self):
-        return sorted(self.roles, key=str.casefold)
+        return [self.names[key] for key in self.sorted_keys]
+
+    def names_after(self, cursor):
+        """The names in directory order, from the first one whose folded form sorts after
+        `cursor` (a folded name; "" for the start)."""
+        for index in range(bisect.bisect_right(self.sorted_keys, cursor), len(self.sorted_keys)):
+            yield self.sorted_keys[index], self.names[self.sorted_keys[index]]
 
     @defer.inlineCallbacks
     def set_role(self, name, role):
@@ -106,20 +126,31 @@ class Accounts:
         check_name(name)
         check_email(email)
         check_password(name, password)
-        if name.casefold() == MANHOLE.name:
+        if fold(name) == MANHOLE.name:
             raise ChatError(f"The name {name!r} is reserved: the audit log uses it for actions "
                             "taken from the SSH manhole. Pick another one.")
-        if name.casefold() in self.names:
+        if fold(name) in self.names:
             raise ChatError(f"The name {name!r} is taken. Pick another one.")
-        password_hash = yield self.hasher.hash(password)
-        role = ADMIN if name.casefold() in self.pending_admins else USER
+        look_alike = self.skeletons.get(skeleton(name))
+        if look_alike is not None:
+            raise ChatError(f"The name {name!r} looks too much like {look_alike!r}, which is "
+                            "taken (I, l and 1, O and 0, rn and m, '.', '_' and '-' are easily "
+                            "mistaken for each other); pick a name that looks different.")
+        if self.registrations is not None:
+            self.registrations.take(ip)     # counted now, so parallel requests count too
+        role = ADMIN if fold(name) in self.pending_admins else USER
         try:
+            password_hash = yield self.hasher.hash(password)
             yield self.store.create_user(name, email, password_hash, role)
         except Exception as e:
+            if self.registrations is not None:
+                self.registrations.give_back(ip)    # busy, or the database: not the user's fault
             if self.store.engine.is_integrity_error(e):
                 raise ChatError(f"The name {name!r} is taken. Pick another one.")
             raise
         self.add(name, role)
+        for registered in self.registrations:
+            registered(name, role)
         self.store.log_auth(name, "register", ip)
         return name
 
@@ -148,7 +179,9 @@ class Accounts:
         self._check_allowed(name, ip)
         self._check_throttle(name, ip)
         row = yield self.store.get_user(name)
-        matches = yield self.hasher.check(credentials.password, row[1] if row else None)
+        known = self.known is not None and (name, ip) in self.known
+        matches = yield self.hasher.check(credentials.password, row[1] if row else None,
+                                          priority=known)
         if not matches:
             self.store.log_auth(row[0] if row else name, "login_failed", ip)
             backoff = self.throttle.failed(name, ip)
@@ -160,6 +193,8 @@ class Accounts:
         self.add(name, role)   # the database's role wins over a stale copy
         avatar = realm(name)
         self.throttle.succeeded(name, ip)
+        if self.known is not None:
+            self.known.add(name, ip)
         self.store.log_auth(name, "login", ip)
         return avatar
 

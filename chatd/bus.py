@@ -13,6 +13,7 @@ Topics are tuples of strings, which a bus on a network spells as subjects:
     ("admins",)             every admin session (join-request notices)
     ("connections",)        every node's table of open connections (control:
                             close the connections from an address or range)
+    ("state",)              changes of the shared state, for the other nodes
 
 Two calls put something on a topic; both take only plain JSON data (dicts,
 lists, strings, numbers, booleans, None), so a bus on a network can serialise
@@ -71,6 +72,10 @@ def user_topic(name):
 
 ADMINS = ("admins",)
 CONNECTIONS = ("connections",)
+# The state every node keeps in memory (accounts, logins, bans, channels, join
+# requests): the node where it changed tells the others here, as controls.
+# In one process nobody listens; chatd/cluster.py applies other nodes' ones.
+STATE = ("state",)
 
 
 class LocalBus:

@@ -17,10 +17,10 @@ from twisted.logger import Logger
 from chatd.addresses import in_network
 from chatd.auth import ChatError, check_channel_name
 from chatd.bus import (
-    ADMINS, CONNECTIONS, LocalBus, channel_topic, encode, members_topic, user_topic,
+    ADMINS, CONNECTIONS, STATE, LocalBus, channel_topic, encode, members_topic, user_topic,
 )
 from chatd.presence import OFFLINE, Presence
-from chatd.rules import MAX_NONCE, is_blank, message_problem
+from chatd.rules import MAX_NONCE, channel_key, is_blank, message_problem
 from chatd.store import Message, utcnow
 
 log = Logger()
@@ -63,6 +63,7 @@ class Session:
         self.timeout_call = None
         self.unread = defaultdict(int)
         self.topics = set()
+        self.replaced = False   # closed by a newer login on another node
 
     def write(self, line):
         self.connection.write_line(line)
@@ -117,6 +118,8 @@ class Session:
         """Say why and close this session's connection; `keep` names a session spared
         (the newest login, which closes the older ones of the same user)."""
         if self.id != keep:
+            # The newer session announces the status: this one goes without "offline".
+            self.replaced = keep is not None
             self.connection.disconnect(kind, reason)
             self.hub.end_session(self)
 
@@ -162,6 +165,7 @@ class Hub:
         self.presence = Presence(self, timeout=presence_timeout)
         self.sessions = {}      # user name -> Session
         self.ips = {}           # user name -> current (latest) IP, as the notes ask
+        self.elsewhere = {}     # user name -> (node, status) if online on another node
         self.channels = {}      # channel name -> Channel
         self.connections = set()
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
@@ -187,12 +191,20 @@ class Hub:
 
     def status_of(self, name):
         session = self.sessions.get(name)
-        return OFFLINE if session is None else session.status
+        if session is None:
+            return self.elsewhere.get(name, (None, OFFLINE))[1]
+        return session.status
 
-    def directory(self):
-        """Everyone one can write to privately: every account (bans filtered by moderation)."""
-        return [{"user": name, "status": self.status_of(name)}
-                for name in self.accounts.all_names() if self.can_receive_private(name)]
+    def is_online(self, name):
+        """Logged in here or on another node."""
+        return name in self.sessions or name in self.elsewhere
+
+    def directory(self, after=""):
+        """Everyone one can write to privately (bans filtered by moderation), in order, from
+        the first name whose folded form sorts after `after`: (cursor, entry) pairs."""
+        return ((key, {"user": name, "status": self.status_of(name)})
+                for key, name in self.accounts.names_after(after)
+                if self.can_receive_private(name))
 
     def can_receive_private(self, name):
         """Banned users are out of the directory and get no private messages."""
@@ -219,11 +231,16 @@ class Hub:
     def start_session(self, connection, name, ip):
         """Log `name` in on `connection`; the newest login wins over older ones."""
         session = Session(self, name, ip, connection, self.accounts)
-        self.bus.control(user_topic(name), "close", {
-            "kind": "replaced", "reason": f"You logged in again from {ip}; "
-                                          "this connection is closed.", "keep": session.id})
+        replaced = {"kind": "replaced", "keep": session.id,
+                    "reason": f"You logged in again from {ip}; this connection is closed."}
+        older = self.sessions.get(name)
+        if older is not None:   # at once here; the bus tells the sessions on other nodes
+            older.connection.disconnect(replaced["kind"], replaced["reason"])
+            self.end_session(older)
+        self.bus.control(user_topic(name), "close", replaced)
         self.sessions[name] = session
         self.ips[name] = ip
+        self.bus.control(STATE, "login", {"user": name, "ip": ip})
         session.listen(user_topic(name))
         if session.is_admin:
             session.listen(ADMINS)
@@ -241,7 +258,7 @@ class Hub:
     # -- channels ----------------------------------------------------------
 
     def channel(self, name):
-        channel = self.channels.get(name.lower()) if isinstance(name, str) else None
+        channel = self.channels.get(channel_key(name))
         if channel is None:
             raise ChatError(f"There is no channel named {name!r}. "
                             "Use list_channels to see the channels.")
@@ -304,6 +321,8 @@ class Hub:
                 raise ChatError(f"#{name} already exists.")
             raise
         self.channels[name] = channel = Channel(channel_id, name, private)
+        self.bus.control(STATE, "channel", {"id": channel_id, "name": name,
+                                            "private": channel.private})
         return channel
 
     # -- messages ----------------------------------------------------------

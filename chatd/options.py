@@ -9,6 +9,7 @@ add one Option(...) below, read `config.<field>` where it is used, and run
 
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from chatd import rules
 from chatd.engines import DURABILITY_LEVELS, DatabaseURLError, engine_from_url
+from chatd.natsbus import parse_bus_url
+
+NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
 class OptionError(ValueError):
@@ -26,6 +30,15 @@ def _endpoint_string(value):
     """Only the shape: the endpoint itself is parsed at start, where its error is one line."""
     if ":" not in value:
         raise ValueError(f"use a Twisted endpoint string like tcp:7878, not {value!r}")
+
+
+def _bus_url(value):
+    parse_bus_url(value)
+
+
+def _node_name(value):
+    if not NODE_NAME.match(value):
+        raise ValueError(f"a node name is 1 to 64 letters, digits, '-' or '_', not {value!r}")
 
 
 def _database_url(value):
@@ -118,6 +131,20 @@ OPTIONS = (
            help="bcrypt cost factor for new passwords."),
     Option("bcrypt-concurrency", int, 2, metavar="N", at_least=1,
            help="bcrypt computations allowed to run at once."),
+    Option("bcrypt-queue", int, 16, metavar="N", at_least=1,
+           help="bcrypt computations allowed to wait for a free slot; past it a login or"
+                " registration is told the server is busy (the logins of accounts from an"
+                " address they logged in from before go first)."),
+    Option("registrations-per-hour", int, 10, metavar="N", at_least=1,
+           help="Accounts that one address (an IPv4 address, or an IPv6 /64) may create"
+                " in any hour."),
+    Option("known-logins", int, 100000, metavar="N", at_least=1,
+           help="(account, address) pairs of successful logins remembered, in memory, to"
+                " put those logins first and exempt them from the account's failed-login"
+                " backoff; the oldest are forgotten past it."),
+    Option("max-reply", int, 65536, metavar="BYTES", at_least=4096,
+           help="Largest reply to one request: history pages hold fewer messages, and the"
+                " user and channel lists are paged, to stay under it."),
     Option("max-line", int, 16384, metavar="BYTES", at_least=256,
            help="Longest accepted protocol line, in bytes."),
     Option("max-message", int, rules.MAX_MESSAGE, metavar="CHARS", at_least=1,
@@ -163,6 +190,14 @@ OPTIONS = (
            help="crash: an acknowledged message survives a crash of chatd (kill -9);"
                 " power: also a power loss (SQLite synchronous=FULL; MariaDB needs"
                 " innodb_flush_log_at_trx_commit=1, see docs/security.md)."),
+    Option("bus", str, None, metavar="URL", requires="node-name", check=_bus_url,
+           help="Run as one node of a cluster: nats://HOST:PORT[/CLUSTER], a NATS server with"
+                " JetStream shared by every node (needs a mysql:// database, the asyncio"
+                " reactor: twistd --reactor=asyncio, and pip install 'chatd[cluster]';"
+                " see docs/cluster.md)."),
+    Option("node-name", str, None, metavar="NAME", check=_node_name,
+           help="This node's name in the cluster, different on every node"
+                " (letters, digits, '-', '_')."),
     Option("manhole", str, None, metavar="ENDPOINT", requires="manhole-keys",
            check=_endpoint_string,
            help="Endpoint for the SSH admin manhole, e.g. tcp:2222 (loopback unless"

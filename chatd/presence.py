@@ -50,7 +50,8 @@ class Presence:
             return
         session.status = OFFLINE
         self._leave(session, OFFLINE)
-        self._announce_status(session)
+        if not session.replaced:
+            self._announce_status(session)
 
     # -- heartbeats --------------------------------------------------------
 
@@ -135,6 +136,13 @@ class Presence:
     def _publish_member(self, place, session, status):
         self.bus.publish(place, {"event": "member", "channel": place[1],
                                  "user": session.name, "status": status}, exclude=session.id)
+
+    def announce(self, session):
+        """Say again this session's status and where it looks (for other nodes that
+        lost track of it)."""
+        self._announce_status(session)
+        if session.viewing is not None and session.viewing[0] == "channel":
+            self._publish_member(session.viewing, session, session.status)
 
     def _announce_status(self, session):
         """Tell whoever looks at a private conversation with this user."""

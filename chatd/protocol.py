@@ -25,12 +25,14 @@ from chatd.limits import TOO_FAST, FloodGuard
 from chatd.output import FlushQueue, Output
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
-from chatd.registry import ACTIONS, ANYONE
+from chatd.registry import ACTIONS, ANYONE, LIST_MAX
+from chatd.rules import fold
 from chatd.store import ServerBusy, wire_time
 
 log = Logger()
 
 HISTORY_DEFAULT, HISTORY_MAX = 50, 200
+REPLY_OVERHEAD = 512    # bytes of --max-reply kept for a reply's own keys (reply_to, ok, next)
 MESSAGE_ID_MAX = 2**63 - 1      # a signed 64-bit column: larger ids do not fit in SQL
 UNAVAILABLE = "The server cannot reach its database right now; try again in a minute."
 BUSY = "The server is busy storing messages; send that one again in a moment."
@@ -436,7 +438,7 @@ class ChatProtocol(Protocol):
             me = value.partition(":")[0]
         else:
             me = value if isinstance(value, str) else ""
-        if claimed.casefold() != me.casefold():
+        if fold(claimed) != fold(me):
             raise ChatError(f"You are {me or 'not logged in'}; you cannot speak as {claimed!r}.")
 
     def _session_changed(self):
@@ -501,7 +503,7 @@ class ChatProtocol(Protocol):
         return self.hub.start_session(self, name, self.ip)
 
     def do_logout(self, name):
-        if name and name.casefold() != self.session.name.casefold():
+        if name and fold(name) != fold(self.session.name):
             raise ChatError(f"You are {self.session.name}; you can only log yourself out.")
         session, self.session = self.session, None
         self.hub.end_session(session)
@@ -510,15 +512,38 @@ class ChatProtocol(Protocol):
 
     # -- directory ---------------------------------------------------------
 
-    def do_list_channels(self, _):
-        requests = self.server.moderation.join_request_states(self.session.name)
-        return {"channels": [
-            {"name": c.name, "private": c.private, "member": self.session.name in c.members,
-             "request": requests.get(c.name)}
-            for c in sorted(self.hub.channels.values(), key=lambda c: c.name)]}
+    def _reply_budget(self):
+        return self.server.config.max_reply - REPLY_OVERHEAD
 
-    def do_list_users(self, _):
-        return {"users": self.hub.directory()}
+    def _directory_page(self, entries, limit):
+        """Take (cursor, entry) pairs while they fit in one reply: (entries, next cursor or None)."""
+        if limit is None:
+            limit = LIST_MAX
+        if not 1 <= limit <= LIST_MAX:
+            raise ChatError(f"'limit' is between 1 and {LIST_MAX}.")
+        budget, page, last = self._reply_budget(), [], None
+        for cursor, entry in entries:
+            size = len(encode(entry))
+            if len(page) == limit or (page and size > budget):
+                return page, last
+            page.append(entry)
+            budget -= size
+            last = cursor
+        return page, None
+
+    def do_list_channels(self, _, after, limit):
+        requests = self.server.moderation.join_request_states(self.session.name)
+        channels = self.hub.channels
+        entries = ((name, {"name": name, "private": channels[name].private,
+                           "member": self.session.name in channels[name].members,
+                           "request": requests.get(name)})
+                   for name in sorted(channels) if after is None or name > after)
+        page, cursor = self._directory_page(entries, limit)
+        return {"channels": page, "next": cursor}
+
+    def do_list_users(self, _, after, limit):
+        page, cursor = self._directory_page(self.hub.directory(after or ""), limit)
+        return {"users": page, "next": cursor}
 
     # -- channels and messages ---------------------------------------------
 
@@ -553,8 +578,8 @@ class ChatProtocol(Protocol):
         found = self.hub.readable_channel(self.session, channel)
         self.hub.presence.heartbeat(self.session, self._looking_status(), channel=found.name)
         messages, more = yield self.server.store.channel_history(found.name, found.id, before, limit)
-        return {"channel": found.name, "has_more": more,
-                "messages": [m.to_wire() for m in messages]}
+        messages, more = self._fit_history(messages, more)
+        return {"channel": found.name, "has_more": more, "messages": messages}
 
     @defer.inlineCallbacks
     def do_get_private(self, other_user, before, limit):
@@ -563,8 +588,21 @@ class ChatProtocol(Protocol):
         self.hub.presence.heartbeat(self.session, self._looking_status(), other_user=other)
         messages, more = yield self.server.store.private_history(
             self.session.name, other, before, limit)
-        return {"other_user": other, "has_more": more,
-                "messages": [m.to_wire() for m in messages]}
+        messages, more = self._fit_history(messages, more)
+        return {"other_user": other, "has_more": more, "messages": messages}
+
+    def _fit_history(self, messages, more):
+        """The newest of `messages` (oldest first) that fit in one reply, at least one, and
+        whether older ones exist: those left out here are older, so `has_more` holds."""
+        wire = [m.to_wire() for m in messages]
+        budget, start = self._reply_budget(), len(wire)
+        while start > 0:
+            size = len(encode(wire[start - 1]))
+            if size > budget and start < len(wire):
+                break
+            budget -= size
+            start -= 1
+        return wire[start:], more or start > 0
 
     def do_presence(self, status, channel, other_user):
         self.hub.presence.heartbeat(self.session, status, channel=channel, other_user=other_user)

@@ -218,6 +218,13 @@ USER = Field("user", TEXT, metavar="USER")
 CHANNEL = Field("channel", TEXT, channel=True, metavar="CHANNEL")
 TARGET = Field("target", TEXT, metavar="NAME|IP|CIDR")
 LIMIT_HELP = "how many, at most 500"
+LIST_MAX = 1000
+DIRECTORY_PAGE = (Field("after", TEXT, None, "a cursor: the `next` of the previous page"),
+                  Field("limit", INT, None, f"how many at most, 1 to {LIST_MAX} (default: "
+                                            "as many as fit in one reply)"))
+# A directory page may be as large as --max-reply (a message is at most a few kB),
+# so it costs several requests of the flood budget.
+DIRECTORY_COST = 4.0
 NONCE = Field("nonce", TEXT, None, "1 to 64 characters of your choice: a resend with the"
               " same nonce is answered with the original id, not stored twice")
 HISTORY_PAGE = (Field("before", INT, None, "a message id: only older messages"),
@@ -232,8 +239,10 @@ PROTOCOL_ACTIONS = (
     Action("user:pwd", Field("credentials", TEXT), access=ANYONE, handler="login",
            help="log in: the value is \"name:password\""),
     Action("logout", Field("name", TEXT), help="log out; the connection stays open"),
-    Action("list_channels", IGNORED, help="every channel, and your membership"),
-    Action("list_users", IGNORED, help="everyone you can write to privately"),
+    Action("list_channels", IGNORED, DIRECTORY_PAGE, cost=DIRECTORY_COST,
+           help="the channels, and your membership, a page at a time"),
+    Action("list_users", IGNORED, DIRECTORY_PAGE, cost=DIRECTORY_COST,
+           help="everyone you can write to privately, a page at a time"),
     Action("join", Field("channel", TEXT), help="join a channel, or ask to join a private one"),
     Action("leave", Field("channel", TEXT), help="leave a channel"),
     Action("channel_message", Field("text", TEXT), (Field("channel", TEXT), NONCE),

@@ -39,6 +39,64 @@ def channel_name_problem(name):
     return None
 
 
+def fold(name):
+    """The one form in which names (accounts and channels) are compared: NFKC, then casefold.
+
+    Every comparison of two names goes through this, on the server and in the
+    client, so no two parts of the code disagree on whether two names are the same.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def _key(name, problem):
+    """fold(name) if `name` is a name at all, else None.
+
+    Folding is many-to-one ('\u017f' folds to 's', the Kelvin sign to 'k'), so the
+    rules are applied to the folded form *and* only ASCII is admitted as given:
+    a character that only becomes a valid one by folding names nothing.
+    """
+    if not isinstance(name, str) or not name.isascii():
+        return None
+    folded = fold(name)
+    return folded if problem(folded) is None else None
+
+
+def name_key(name):
+    """The key an account name is looked up by, or None if it cannot be an account's."""
+    return _key(name, name_problem)
+
+
+def channel_key(name):
+    """The key a channel name is looked up by ('General' finds 'general'), or None."""
+    return _key(name, channel_name_problem)
+
+
+# Characters that look alike, after Unicode TR39's confusables (a small table:
+# the look-alikes among the characters names may use, and the Cyrillic and Greek
+# letters that pass for Latin ones). Applied to the folded name.
+CONFUSABLE_SEQUENCES = (("rn", "m"), ("vv", "w"))
+CONFUSABLE_CHARACTERS = str.maketrans({
+    "1": "l", "i": "l", "0": "o", "_": "-", ".": "-",
+    # Cyrillic
+    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c",
+    "\u0443": "y", "\u0445": "x", "\u0456": "l", "\u0458": "j", "\u0455": "s",
+    "\u04bb": "h", "\u0501": "d", "\u0432": "b", "\u043a": "k", "\u043c": "m",
+    "\u043d": "h", "\u0442": "t",
+    # Greek
+    "\u03bf": "o", "\u03b1": "a", "\u03bd": "v", "\u03c1": "p", "\u03b9": "l",
+    "\u03ba": "k", "\u03c5": "u", "\u03c7": "x", "\u03b5": "e", "\u03c4": "t",
+})
+
+
+def skeleton(name):
+    """What a name looks like: equal skeletons are names a reader could take for each other
+    ('AIice' and 'alice', 'rnallory' and 'mallory', 'b0b' and 'bob')."""
+    text = fold(name).translate(CONFUSABLE_CHARACTERS)
+    for sequence, replacement in CONFUSABLE_SEQUENCES:
+        text = text.replace(sequence, replacement)
+    return text
+
+
 def email_problem(email):
     if len(email) > EMAIL_MAX or not EMAIL_RULE.match(email):
         return "That email address does not look right; use the form name@example.org."

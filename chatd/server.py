@@ -12,14 +12,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.accounts import Accounts
+from chatd.admission import AddressAwareThrottle, KnownLogins, RegistrationLimit
 from chatd.auth import PasswordHasher
+from chatd.cluster import Cluster
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import (
-    SHUTDOWN_WAIT, ConnectionCount, LoginThrottle, LogThrottle, default_max_connections,
+    SHUTDOWN_WAIT, ConnectionCount, LogThrottle, default_max_connections,
 )
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
+from chatd.natsbus import BusError
 from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
 from chatd.protocol import ChatFactory
 from chatd.store import Store
@@ -83,13 +86,21 @@ class ChatServer(service.Service):
                            spool_path=config.spool_file or engine.default_spool_path(),
                            max_queued=config.spool_memory)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
-                                     concurrency=config.bcrypt_concurrency)
-        self.login_throttle = LoginThrottle(reactor, threshold=config.login_failures,
-                                            cap=config.login_backoff_max)
+                                     concurrency=config.bcrypt_concurrency,
+                                     queue_limit=config.bcrypt_queue)
+        self.known_logins = KnownLogins(config.known_logins)
+        self.login_throttle = AddressAwareThrottle(reactor, threshold=config.login_failures,
+                                                   cap=config.login_backoff_max,
+                                                   known=self.known_logins)
         self.accounts = Accounts(self.store, self.hasher, self.login_throttle,
-                                 admins=config.admins)
+                                 admins=config.admins,
+                                 registrations=RegistrationLimit(
+                                     reactor, config.registrations_per_hour),
+                                 known=self.known_logins)
+        self.cluster = None if config.bus is None else Cluster(self)
         self.hub = Hub(self.store, self.accounts, clock=reactor,
-                       max_message=config.max_message, presence_timeout=config.presence_timeout)
+                       max_message=config.max_message, presence_timeout=config.presence_timeout,
+                       bus=None if self.cluster is None else self.cluster.bus)
         self.moderation = self.hub.moderation = Moderation(self)
         self.accounts.login_checks.append(self.moderation.check_login_allowed)
         self.connections = ConnectionCount(reactor)
@@ -108,12 +119,24 @@ class ChatServer(service.Service):
     @defer.inlineCallbacks
     def _start(self):
         try:
+            if self.cluster is not None:
+                self.cluster.check_setup()
+        except BusError as e:
+            raise StartError(str(e)) from e
+        try:
             yield self.store.start()
         except Exception as e:
             raise StartError(database_problem(self.store.engine, e)) from e
+        if self.cluster is not None:
+            try:
+                yield self.cluster.connect()
+            except BusError as e:
+                raise StartError(str(e)) from e
         yield self.accounts.load()
         yield self.hub.load()
         yield self.moderation.load()
+        if self.cluster is not None:
+            yield self.cluster.catch_up()
         self.port = yield listen("--listen", self.reactor, self.config.listen, ChatFactory(self))
         address = self.port.getHost()
         log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
@@ -147,6 +170,8 @@ class ChatServer(service.Service):
         # Wait (bounded) for the clients to take the goodbye and close: once stopService
         # returns, the reactor stops and drops unsent output.
         closed = self.connections.until_empty(SHUTDOWN_WAIT)
+        if self.cluster is not None:
+            yield self.cluster.stop()
         yield self.store.stop()
         if not (yield closed):
             log.warn("chatd stopping: {count} clients did not close within {wait:g} s of the"

@@ -4,6 +4,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from chatd.rules import fold
+
 # "/me waves" is sent as the plain text "* alice waves": every client shows that
 # sensibly, and this one draws it as an action. Only a message whose sender is the
 # name after "* " is an action, so nobody can write one in someone else's name.
@@ -37,6 +39,7 @@ class ChatMessage:
     sender: str
     text: str
     conversation: Conversation
+    nonce: str | None = None  # the sender's resend key, matching its pending copy
 
     @classmethod
     def from_line(cls, line, me):
@@ -44,9 +47,10 @@ class ChatMessage:
         if "channel_message" in line:
             text, conversation = line["channel_message"], Conversation.channel(line["channel"])
         else:
-            other = line["other_user"] if line["user"] == me else line["user"]
+            other = line["other_user"] if fold(line["user"]) == fold(me) else line["user"]
             text, conversation = line["private_message"], Conversation.private(other)
-        return cls(line["id"], parse_time(line["time"]), line["user"], text, conversation)
+        return cls(line["id"], parse_time(line["time"]), line["user"], text, conversation,
+                   line.get("nonce"))
 
     @property
     def action(self):
@@ -64,6 +68,18 @@ class ChatMessage:
         if self.sender == me:
             return False
         return not self.conversation.is_channel or self.mentions(me)
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """A message typed but not acknowledged yet: shown as "sending…", or with the
+    server's reason (``error``) once refused."""
+
+    nonce: str
+    conversation: Conversation
+    text: str
+    typed: datetime  # aware, UTC
+    error: str | None = None  # the server's reason for refusing it
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,33 @@ runs on an injected ``clock`` (any ``IReactorTime``), so tests can drive minutes
 of idleness with ``twisted.internet.task.Clock`` instead of sleeping.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
-from PyQt6.QtCore import QEvent, QObject, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, QStandardPaths, pyqtSignal
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 
 from chatd import rules
+from chatd.limits import TOO_FAST
+from chatd.protocol import BUSY, UNAVAILABLE
 
 from .entities import (
-    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo)
+    ACTION_FORMAT, ChannelInfo, ChatMessage, Conversation, JoinRequest, Member, UserInfo,
+    parse_time)
+from .outbox import Outbox
 from .protocol import ChatProtocol, ServerError
 
 DEFAULT_PORT = 7878
 HISTORY_PAGE = 50
 CATCH_UP_PAGE = 200
+PAGE_RETRIES, PAGE_RETRY_DELAY = 30, 1.0    # a directory page refused for flooding: again after 1 s
+# Refusals that say "not now" rather than "no": the message is sent again after RESEND_DELAY
+# seconds instead of being shown as refused. One message waits at a time, so a backlog
+# never draws more than one flood-control refusal per RESEND_DELAY.
+TRANSIENT_REFUSALS = frozenset({TOO_FAST, BUSY, UNAVAILABLE})
+RESEND_DELAY = 2.0
 
 # The commands the client runs itself (the rest go to the server), as /help explains them.
 CLIENT_COMMANDS = {
@@ -178,11 +189,15 @@ class ChatModel(QObject):
     kicked = pyqtSignal(str)  # reason
     banned = pyqtSignal(str)  # reason
     sessionEnded = pyqtSignal(str, str)  # kind, reason: the server ended the session
+    outboxChanged = pyqtSignal()  # a message was typed, acknowledged, refused or deleted
     errorOccurred = pyqtSignal(str)
 
     def __init__(self, reactor=None, clock=None, heartbeat_interval=5.0, away_after=60.0,
-                 reconnect_delays=(1.0, 30.0), ca_file=None, parent=None):
+                 reconnect_delays=(1.0, 30.0), ca_file=None, data_dir=None, parent=None):
         super().__init__(parent)
+        # Where each account's outbox file lives; by default the application's data directory.
+        self.data_dir = data_dir or QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.AppDataLocation)
         # For tls:// addresses: trust only this PEM certificate (a self-signed server's)
         # instead of the system's roots.
         self.ca_file = ca_file
@@ -198,6 +213,7 @@ class ChatModel(QObject):
         self._first_delay, self._max_delay = reconnect_delays
         self._next_delay = self._first_delay
         self._reconnect_call = None
+        self._resend_call = None  # after a "not now" refusal: when the outbox goes on
         self._protocol = None
         self._address = None
         self._farewell = None  # the server's reason for closing a connection before login
@@ -216,6 +232,9 @@ class ChatModel(QObject):
         self._has_more = {}
         self._private_unread = {}
         self._loading_older = False
+        self.outbox = Outbox()  # replaced by the account's own at login
+        self._in_flight = None  # the nonce of the outbox message sent and not answered yet
+        self._cancel_resend()
 
     # --- what the widgets read ---------------------------------------------
 
@@ -230,6 +249,10 @@ class ChatModel(QObject):
     def messages(self, conversation):
         """Known messages of a conversation, oldest first."""
         return sorted(self._messages.get(conversation, {}).values(), key=lambda m: m.id)
+
+    def pending(self, conversation):
+        """Messages typed in a conversation and not acknowledged yet (sending or refused), in order."""
+        return self.outbox.of(conversation)
 
     def has_more(self, conversation):
         return self._has_more.get(conversation, False)
@@ -326,6 +349,7 @@ class ChatModel(QObject):
         self._next_delay = self._first_delay
         self._set_state(State.ONLINE)
         self._start_heartbeat()
+        self._send_outbox()
         yield self._after_login()
         if self.current is not None:
             yield self.open_conversation(self.current)
@@ -334,6 +358,7 @@ class ChatModel(QObject):
         """Stop timers and drop the connection (the application is quitting)."""
         self._session = None
         self._cancel_reconnect()
+        self._cancel_resend()
         self._stop_heartbeat()
         self._drop_connection()
 
@@ -362,9 +387,13 @@ class ChatModel(QObject):
             return
         self._reset_session_state()
         self._session = Session(address, reply["user"], password, reply.get("role", "user"))
+        self.outbox = Outbox.for_account(self.data_dir, str(parse_address(address)),
+                                         self._session.user)
         self._set_state(State.ONLINE)
         self._start_heartbeat()
         self.loggedIn.emit(self._session.user, self._session.role)
+        self.outboxChanged.emit()
+        self._send_outbox()
         yield self._after_login()
 
     def _unreachable(self, address, error):
@@ -406,13 +435,14 @@ class ChatModel(QObject):
         self.registered.emit(reply.get("user", user))
 
     def logout(self):
-        """Log out, keeping the connection for the next login."""
+        """Log out, keeping the connection for the next login (and the outbox on disk for it)."""
         if self._protocol is not None and self.state == State.ONLINE:
             self._protocol.request("logout", self._session.user).addErrback(lambda _: None)
         self._session = None
         self._cancel_reconnect()
         self._stop_heartbeat()
         self._reset_session_state()
+        self.outboxChanged.emit()
         self._set_state(State.CONNECTED if self._protocol is not None else State.DISCONNECTED)
         self.loggedOut.emit()
 
@@ -471,19 +501,47 @@ class ChatModel(QObject):
         return self._protocol.request(action, value, **fields).addErrback(failed)
 
     @defer.inlineCallbacks
+    def _every_page(self, action, key):
+        """Every entry of a paged list (list_users, list_channels), following `next`;
+        None if a page failed. A page refused for flooding is asked again a moment later:
+        a large directory takes more pages than the flood budget's burst."""
+        entries, cursor, refusals = [], None, 0
+        while True:
+            fields = {} if cursor is None else {"after": cursor}
+            try:
+                reply = yield self._protocol.request(action, **fields) \
+                    if self._protocol is not None and self.state == State.ONLINE else None
+            except ServerError as error:
+                if error.message != TOO_FAST or refusals >= PAGE_RETRIES:
+                    self.errorOccurred.emit(error.message)
+                    return None
+                refusals += 1
+                yield deferLater(self._reactor, PAGE_RETRY_DELAY, lambda: None)
+                continue
+            except Exception:
+                return None     # the connection closed: a reconnect lists again
+            if reply is None:
+                self.errorOccurred.emit("Not connected to the server.")
+                return None
+            entries.extend(reply[key])
+            cursor = reply.get("next")
+            if cursor is None:
+                return entries
+
+    @defer.inlineCallbacks
     def refresh_channels(self):
-        reply = yield self._request("list_channels")
-        if reply is not None:
+        channels = yield self._every_page("list_channels", "channels")
+        if channels is not None:
             self.channels = [
                 ChannelInfo(c["name"], c["private"], c["member"], c.get("request"))
-                for c in reply["channels"]]
+                for c in channels]
             self.channelsChanged.emit(self.channels)
 
     @defer.inlineCallbacks
     def refresh_users(self):
-        reply = yield self._request("list_users")
-        if reply is not None:
-            self.users = [UserInfo(u["user"], u["status"]) for u in reply["users"]]
+        users = yield self._every_page("list_users", "users")
+        if users is not None:
+            self.users = [UserInfo(u["user"], u["status"]) for u in users]
             self.statuses = {u.user: u.status for u in self.users}
             self.usersChanged.emit(self.users)
 
@@ -591,6 +649,9 @@ class ChatModel(QObject):
         stored = self._messages.setdefault(conversation, {})
         for message in messages:
             stored[message.id] = message
+        settled = [message for message in messages if self._settle(message)]  # (all of them)
+        if settled:
+            self.outboxChanged.emit()
 
     def send_text(self, text):
         """Send what the user typed to the open conversation; ``/command`` runs a command.
@@ -612,13 +673,95 @@ class ChatModel(QObject):
         return self._say(text)
 
     def _say(self, text):
+        """Into the outbox first (shown as "sending…"), then to the server if connected."""
         if self.current is None:
             return "Open a channel or a conversation first."
-        if self.current.is_channel:
-            self._request("channel_message", text, channel=self.current.name)
-        else:
-            self._request("private_message", text, other_user=self.current.name)
+        self.outbox.add(self.current, text)
+        self.outboxChanged.emit()
+        self._send_next()
         return None
+
+    # --- the outbox: what was typed, until the server has stored it ----------
+
+    def _send_outbox(self):
+        """After each login: (re)send what waits, in the order typed."""
+        self._cancel_resend()
+        self._send_next()
+
+    def _send_next(self):
+        """Send the oldest unanswered outbox message with its nonce, one at a time, so the
+        server stores them in the order typed. A resend of one already stored is answered
+        with the original id, so sending again after a lost connection is safe."""
+        if (self._protocol is None or self.state != State.ONLINE or self._in_flight is not None
+                or self._resend_call is not None):
+            return
+        message = next(iter(self.outbox.to_send()), None)
+        if message is None:
+            return
+        self._in_flight = message.nonce
+        target = message.conversation
+        if target.is_channel:
+            sent = self._protocol.request("channel_message", message.text,
+                                          channel=target.name, nonce=message.nonce)
+        else:
+            sent = self._protocol.request("private_message", message.text,
+                                          other_user=target.name, nonce=message.nonce)
+
+        def answered(result):
+            if self._in_flight == message.nonce:
+                self._in_flight = None
+            return result
+
+        def acknowledged(reply):
+            self._acknowledged(message, reply)
+            self._send_next()
+
+        def refused(failure):
+            if not failure.check(ServerError):
+                return  # the connection was lost: sent again after the next login
+            reason = failure.value.message
+            if reason in TRANSIENT_REFUSALS:
+                self._resend_call = self._clock.callLater(RESEND_DELAY, self._resend)
+                return
+            if message.nonce in self.outbox:
+                self.outbox.replace(dataclasses.replace(message, error=reason))
+                self.outboxChanged.emit()
+            self._send_next()
+        sent.addBoth(answered).addCallbacks(acknowledged, refused)
+
+    def _resend(self):
+        self._resend_call = None
+        self._send_next()
+
+    def _cancel_resend(self):
+        if self._resend_call is not None and self._resend_call.active():
+            self._resend_call.cancel()
+        self._resend_call = None
+
+    def _acknowledged(self, pending, reply):
+        """The server has the message: show it as stored, unless its relay already did."""
+        if pending.nonce not in self.outbox or self._session is None:
+            return
+        self._deliver(ChatMessage(reply["id"], parse_time(reply["time"]), self.user,
+                                  pending.text, pending.conversation, pending.nonce))
+
+    def _settle(self, message):
+        """Take my pending copy of a stored ``message`` out of the outbox; whether there was one."""
+        return (message.nonce is not None and message.sender == self.user
+                and self.outbox.remove(message.nonce) is not None)
+
+    def retry_message(self, nonce):
+        """Send a refused message again (the user clicked Retry)."""
+        message = self.outbox.get(nonce)
+        if message is not None and message.error is not None:
+            self.outbox.replace(dataclasses.replace(message, error=None))
+            self.outboxChanged.emit()
+            self._send_next()
+
+    def delete_message(self, nonce):
+        """Drop an unsent message (the user clicked Delete)."""
+        if self.outbox.remove(nonce) is not None:
+            self.outboxChanged.emit()
 
     def _command_me(self, action):
         if not action:
@@ -708,14 +851,22 @@ class ChatModel(QObject):
     def _on_message(self, line):
         if self._session is None:
             return
-        message = ChatMessage.from_line(line, self.user)
+        self._deliver(ChatMessage.from_line(line, self.user))
+
+    def _deliver(self, message):
+        """A stored message, live: relayed, or my own acknowledged one."""
         conversation = message.conversation
+        settled = self._settle(message)
         stored = self._messages.get(conversation)
+        if stored is not None and message.id in stored:
+            if settled:
+                self.outboxChanged.emit()
+            return
         if stored is not None:
-            if message.id in stored:
-                return
             stored[message.id] = message
         self.messageReceived.emit(message)
+        if settled:
+            self.outboxChanged.emit()
         if message.is_for(self.user):
             self.messageForMe.emit(message)
         if not conversation.is_channel and conversation != self.current and message.sender != self.user:

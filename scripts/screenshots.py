@@ -9,6 +9,7 @@ private #ops channel with a pending join request), then opens the real
     docs/img/main.png          alice (admin) in the busy #general, with the member list
     docs/img/requests.png      alice's Requests tab: pending join requests to accept or reject
     docs/img/join-request.png  erin asking to join the private #ops channel
+    docs/img/outbox.png        alice's private conversation: a message refused, one sending…
 
 Run it under a virtual X server so it looks like a desktop, not the offscreen plugin:
 
@@ -42,6 +43,7 @@ from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol  # noqa: E402
 
 from chatd.server import ChatServer, ServerConfig  # noqa: E402
+from qtclient.entities import Conversation  # noqa: E402
 from qtclient.model import ChatModel  # noqa: E402
 from qtclient.protocol import ChatProtocol  # noqa: E402
 from qtclient.widgets.window import ChatWindow  # noqa: E402
@@ -139,7 +141,7 @@ def make_window(address, name, directory):
     settings.setValue("server/address", address)
     settings.setValue("server/name", name)
     settings.setValue(f"last/{name}", "general")
-    window = ChatWindow(ChatModel(reactor), settings)
+    window = ChatWindow(ChatModel(reactor, data_dir=str(directory / "data")), settings)
     window.resize(1240, 780)
     window.move(0, 0)
     window.show()
@@ -226,11 +228,37 @@ def run(directory):
     yield settle()
     save(dialog_over(erin, dialog), "join-request.png")
 
+    yield outbox_shot(login, sessions, server)
+
     for window in (login, erin):
         window.close()
     for client in sessions.values():
         client.transport.loseConnection()
+    if server.running:
+        yield server.stopService()
+
+
+@defer.inlineCallbacks
+def outbox_shot(window, sessions, server):
+    """alice talks to bob; bob gets banned, so her next message is refused; the server
+    goes away, so the one after waits in the outbox as "sending…"."""
+    model = window.chat_page.model
+    bob = Conversation.private("bob")
+    window.chat_page.open(bob)
+    yield wait_for(model.historyLoaded)
+    yield sessions["bob"].request("private_message", "Can you restart the build bot?",
+                                  other_user="alice")
+    model.send_text("Sure, give me a minute.")
+    yield settle()
+    yield model.ban("bob", "1h", "demo: shows a refused message")
+    model.send_text("Done, it is back up.")
+    yield settle()
+    window.chat_page.conversation.view.notes.clear()  # the ban's own result: not the point here
     yield server.stopService()
+    yield settle()
+    model.send_text("Also, the nightly job is moved to 02:00.")
+    yield settle(1.0)
+    save(window.grab(), "outbox.png")
 
 
 def main():

@@ -84,6 +84,8 @@ LIMITS_LIFTED = dict(flood_burst=10**6, flood_rate=10**6, login_failures=10**6,
 def start_server(database, listen="tcp:0:interface=127.0.0.1", **overrides):
     """Start a ChatServer on the test reactor and wait until it listens."""
     overrides.setdefault("bcrypt_rounds", 4)
+    # Tests register many accounts from 127.0.0.1; test_admission.py tests the limit.
+    overrides.setdefault("registrations_per_hour", 10**4)
     config = ServerConfig(listen=listen, database=database, **overrides)
     server = ChatServer(config)
     server.startService()
@@ -173,7 +175,7 @@ class TestClient(LineReceiver):
     @defer.inlineCallbacks
     def barrier(self):
         """Once this returns, every line the server wrote to us earlier is in the inbox."""
-        yield self.request({"list_channels": ""})
+        yield self.request({"my_requests": ""})
 
     def take(self, predicate):
         """Remove and return every message in the inbox matching `predicate`."""
@@ -183,9 +185,12 @@ class TestClient(LineReceiver):
 
 
 @defer.inlineCallbacks
-def connect(server):
+def connect(server, source=None):
+    """A TestClient connected to `server`, from the loopback address `source` if given
+    (127.0.0.2, 127.0.0.3, ...: several addresses on one machine)."""
     from twisted.internet import reactor
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port,
+                                            bindAddress=None if source is None else (source, 0))
     client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
     return client
 
@@ -262,8 +267,8 @@ def connect_tls(server, trust_pem_path=None, hostname="localhost"):
 
 
 @defer.inlineCallbacks
-def register(server, name, password=PASSWORD):
-    client = yield connect(server)
+def register(server, name, password=PASSWORD, source=None):
+    client = yield connect(server, source)
     reply = yield client.request({"register": name, "password": password,
                                   "email": f"{name}@example.org"})
     assert reply.get("ok"), reply
@@ -272,11 +277,11 @@ def register(server, name, password=PASSWORD):
 
 
 @defer.inlineCallbacks
-def login(server, name, password=PASSWORD, register_first=True):
+def login(server, name, password=PASSWORD, register_first=True, source=None):
     """A connected client logged in as `name` (registered first unless told not to)."""
     if register_first:
-        yield register(server, name, password)
-    client = yield connect(server)
+        yield register(server, name, password, source)
+    client = yield connect(server, source)
     reply = yield client.request({"user:pwd": f"{name}:{password}", "user": name})
     assert reply.get("ok"), reply
     client.name = name

@@ -80,21 +80,21 @@ def send_lines(protocol, transport, payloads):
 def test_past_the_burst_requests_are_refused_and_nothing_happens(flood_connection, sqlite_server):
     protocol, transport, clock = flood_connection
     burst = sqlite_server.config.flood_burst
-    replies = send_lines(protocol, transport, [{"list_users": "", "ref": n} for n in range(burst)])
+    replies = send_lines(protocol, transport, [{"my_requests": "", "ref": n} for n in range(burst)])
     assert all("Log in first" in r["error"] for r in replies)
     refused = send_lines(protocol, transport, [
         {"register": "mallory", "password": PASSWORD, "email": "m@example.org", "ref": "r"}])
     assert refused == [{"reply_to": "register", "ref": "r", "error": TOO_FAST}]
     assert not protocol.paused      # a register being handled would wait for bcrypt
     clock.advance(1 / sqlite_server.config.flood_rate)     # one request's worth
-    again = send_lines(protocol, transport, [{"list_users": ""}, {"list_users": ""}])
+    again = send_lines(protocol, transport, [{"my_requests": ""}, {"my_requests": ""}])
     assert "Log in first" in again[0]["error"] and again[1]["error"] == TOO_FAST
     assert not transport.disconnecting
 
 
 def test_heartbeats_cost_a_quarter_of_a_request(flood_connection, sqlite_server):
     protocol, transport, clock = flood_connection
-    send_lines(protocol, transport, [{"list_users": ""}] * sqlite_server.config.flood_burst)
+    send_lines(protocol, transport, [{"my_requests": ""}] * sqlite_server.config.flood_burst)
     clock.advance(1 / sqlite_server.config.flood_rate)
     replies = send_lines(protocol, transport, [{"presence": "online"}] * 5)
     assert [r["error"] == TOO_FAST for r in replies] == [False] * 4 + [True]
@@ -114,13 +114,13 @@ def test_a_client_that_keeps_flooding_is_disconnected(flood_connection, sqlite_s
     protocol, transport, clock = flood_connection
     config = sqlite_server.config
     # Refusals older than the window are forgiven...
-    just_under = [{"list_users": ""}] * (config.flood_burst + config.flood_strikes - 1)
+    just_under = [{"my_requests": ""}] * (config.flood_burst + config.flood_strikes - 1)
     send_lines(protocol, transport, just_under)
     clock.advance(FLOOD_WINDOW + 0.1)
     replies = send_lines(protocol, transport, just_under)
     assert not transport.disconnecting and replies[-1]["error"] == TOO_FAST
     # ...but the strikes'th refusal within it ends the connection, with a reason.
-    replies = send_lines(protocol, transport, [{"list_users": ""}] * 3)
+    replies = send_lines(protocol, transport, [{"my_requests": ""}] * 3)
     assert replies == [{"event": "disconnect", "kind": "abuse", "reason":
                         "You kept sending too fast after being asked to wait; "
                         "this connection is closed."}]
@@ -222,7 +222,7 @@ def test_failed_logins_back_off_without_bcrypt_and_are_logged(database, log_even
     try:
         checks = []
         real_check = server.hasher.check
-        server.hasher.check = lambda *args: checks.append(args[0]) or real_check(*args)
+        server.hasher.check = lambda *args, **kw: checks.append(args[0]) or real_check(*args, **kw)
         for name in ["alice", "bob"]:
             yield register(server, name)
         client = yield connect(server)
@@ -258,7 +258,8 @@ def test_failed_logins_back_off_without_bcrypt_and_are_logged(database, log_even
 def test_a_login_storm_waits_for_bcrypt_while_messages_still_flow(sqlite_database):
     """30 logins at bcrypt cost 12: at most `bcrypt_concurrency` hash at once, and
     a message between two logged-in users is relayed while the rest still queue."""
-    server = start_server(sqlite_database, bcrypt_rounds=12, max_connections_per_ip=100)
+    server = start_server(sqlite_database, bcrypt_rounds=12, max_connections_per_ip=100,
+                          bcrypt_queue=100)
     try:
         alice = yield login(server, "alice")
         bob = yield login(server, "bob")

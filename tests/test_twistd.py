@@ -162,10 +162,10 @@ def test_twistd_against_mariadb(tmp_path):
 
 # -- start-up that fails loudly -------------------------------------------------
 
-def twistd_failure(cwd, *args, env=None):
+def twistd_failure(cwd, *args, env=None, command=TWISTD):
     """Run `twistd -n chatd ARGS`, which must fail to start; return (stderr line, log)."""
     started = time.monotonic()
-    done = subprocess.run([*TWISTD, "--bcrypt-rounds", "4", *args], cwd=cwd,
+    done = subprocess.run([*command, "--bcrypt-rounds", "4", *args], cwd=cwd,
                           env=env or environment(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, (done.returncode, done.stderr, done.stdout)
     assert time.monotonic() - started < 30

@@ -129,15 +129,22 @@ class Moderation:
     def users(self, actor):
         """Everyone online: name, IP, role, status and what they are looking at."""
         users = []
-        for session in sorted(self.hub.sessions.values(), key=lambda s: s.name.casefold()):
+        for session in self.hub.sessions.values():
             viewing = None
             if session.viewing is not None:
                 kind, place = session.viewing
                 viewing = f"#{place}" if kind == "channel" else f"@{place}"
             users.append({"user": session.name, "ip": session.ip, "role": session.role,
                           "status": session.status, "viewing": viewing})
+        # Logged in on another node of a cluster: where they look is that node's to know.
+        for name, (node, status) in self.hub.elsewhere.items():
+            users.append({"user": name, "ip": self.hub.ips.get(name), "node": node,
+                          "role": self.accounts.role_of(name), "status": status,
+                          "viewing": None})
+        users.sort(key=lambda u: u["user"].casefold())
         lines = [f"{u['user']} ({u['role']}) from {u['ip']}: {u['status']}, "
-                 f"looking at {u['viewing'] or 'nothing'}" for u in users]
+                 + (f"on node {u['node']}" if "node" in u
+                    else f"looking at {u['viewing'] or 'nothing'}") for u in users]
         return outcome("\n".join(lines) or "Nobody is online.", users=users)
 
     def log(self, actor, sender, channel, since, until, limit):

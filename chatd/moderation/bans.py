@@ -13,9 +13,10 @@ from twisted.logger import Logger
 
 from chatd.addresses import in_network, network_label, parse_network
 from chatd.auth import ChatError
-from chatd.bus import CONNECTIONS, user_topic
+from chatd.bus import CONNECTIONS, STATE, user_topic
 from chatd.moderation.common import check_reason, human_time, outcome, parse_duration
-from chatd.store import parse_db_time, utcnow, wire_time
+from chatd.rules import fold
+from chatd.store import db_time, parse_db_time, utcnow, wire_time
 
 log = Logger()
 
@@ -34,8 +35,14 @@ class Ban:
         return cls(id, kind, target, ip, reason, banned_by, parse_db_time(banned_at),
                    None if expires_at is None else parse_db_time(expires_at))
 
+    def row(self):
+        """As from_row reads it (the other nodes get a new ban this way)."""
+        return [self.id, self.kind, self.target, self.ip, self.reason, self.banned_by,
+                db_time(self.banned_at),
+                None if self.expires_at is None else db_time(self.expires_at)]
+
     def matches_name(self, name):
-        return self.kind == "name" and self.target.casefold() == name.casefold()
+        return self.kind == "name" and fold(self.target) == fold(name)
 
     def matches_ip(self, ip):
         return self.kind == "ip" and in_network(ip, self.network)
@@ -75,9 +82,13 @@ class BanList:
     def load(self):
         now = utcnow()
         for row in (yield self.store.active_bans(now)):
-            ban = Ban.from_row(row)
-            remaining = None if ban.expires_at is None else (ban.expires_at - now).total_seconds()
-            self._activate(ban, remaining)
+            self.restore(row, now)
+
+    def restore(self, row, now):
+        """Activate a ban stored earlier (at start, or by another node)."""
+        ban = Ban.from_row(row)
+        remaining = None if ban.expires_at is None else (ban.expires_at - now).total_seconds()
+        self._activate(ban, remaining)
 
     # -- what the connection and login paths ask -----------------------------------
 
@@ -123,16 +134,15 @@ class BanList:
         reason = check_reason(reason)
         name, network = self._target(actor, target, "kick")
         if name is not None:
-            session = self.hub.sessions.get(name)
-            if session is None:
+            if not self.hub.is_online(name):
                 raise ChatError(f"{name} is not online, so there is nothing to kick; "
                                 f"'ban {name}' keeps them out.")
-            victims, label, ip = [session.connection], name, session.ip
+            victims, label, ip, kicked = [name], name, self.hub.ips.get(name), [name]
         else:
             victims, label, ip = self._connections_in(network), network_label(network), None
             if not victims:
                 raise ChatError(f"Nobody is connected from {label}.")
-        kicked = sorted(c.session.name for c in victims if c.session is not None)
+            kicked = sorted(c.session.name for c in victims if c.session is not None)
         why = f": {reason}" if reason else "."
         self._close(name, network, "kicked",
                     f"You were kicked by {actor.name}{why} You may log in again.")
@@ -160,8 +170,9 @@ class BanList:
         ban_id = yield self.store.add_ban(kind, label, ip, reason, actor.name, now, expires_at)
         ban = Ban(ban_id, kind, label, ip, reason, actor.name, now, expires_at)
         self._activate(ban, seconds)
+        self.hub.bus.control(STATE, "ban", {"row": ban.row()})
         if name is not None:
-            victims = [] if self.hub.sessions.get(name) is None else [name]
+            victims = [name] if self.hub.is_online(name) else []
         else:
             victims = self._connections_in(network)
         self._close(name, network, "banned", ban.notice())
@@ -189,11 +200,16 @@ class BanList:
         if ban is None:
             raise ChatError(f"There is no active ban on {target}; 'bans' lists the active bans.")
         yield self.store.lift_ban(ban.id, actor.name, utcnow())
-        self.active.pop(ban.id, None)
-        if ban.expiry_call is not None and ban.expiry_call.active():
-            ban.expiry_call.cancel()
+        self.lift(ban.id)
+        self.hub.bus.control(STATE, "unban", {"id": ban.id})
         yield self.audit.record(actor, "unban", ban.target)
         return outcome(f"Lifted the ban on {ban.target}.", ban=ban.to_wire())
+
+    def lift(self, ban_id):
+        """Forget an active ban (lifted here, or by another node)."""
+        ban = self.active.pop(ban_id, None)
+        if ban is not None and ban.expiry_call is not None and ban.expiry_call.active():
+            ban.expiry_call.cancel()
 
     def listing(self):
         bans = sorted(self.active.values(), key=lambda b: b.id)

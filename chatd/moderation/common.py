@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from chatd.auth import ChatError
 from chatd.registry import DURATION_RULE
+from chatd.rules import fold
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 REASON_MAX = 300
@@ -21,7 +22,7 @@ class Actor:
     is_admin: bool = True
 
     def is_self(self, name):
-        return self.is_user and name.casefold() == self.name.casefold()
+        return self.is_user and fold(name) == fold(self.name)
 
 
 MANHOLE = Actor("manhole", is_user=False)

@@ -7,9 +7,10 @@ start, written through to SQL), so list_channels never waits for the database.
 from twisted.internet import defer
 
 from chatd.auth import ChatError
-from chatd.bus import ADMINS, user_topic
+from chatd.bus import ADMINS, STATE, user_topic
 from chatd.moderation.common import human_time, outcome
-from chatd.store import parse_db_time, utcnow, wire_time
+from chatd.rules import fold
+from chatd.store import db_time, parse_db_time, utcnow, wire_time
 
 
 class JoinRequest:
@@ -22,6 +23,11 @@ class JoinRequest:
         id, channel, user, status, requested_at, decided_by, decided_at = row
         return cls(id, channel, user, status, parse_db_time(requested_at), decided_by,
                    None if decided_at is None else parse_db_time(decided_at))
+
+    def row(self):
+        """As from_row reads it (the other nodes get a request or a decision this way)."""
+        return [self.id, self.channel, self.user, self.status, db_time(self.requested_at),
+                self.decided_by, None if self.decided_at is None else db_time(self.decided_at)]
 
     def to_wire(self):
         return {"id": self.id, "channel": self.channel, "user": self.user, "status": self.status,
@@ -36,17 +42,20 @@ class JoinRequests:
         self.hub = hub
         self.store = store
         self.audit = audit
-        self.latest = {}        # casefolded user name -> {channel name: latest JoinRequest}
+        self.latest = {}        # folded user name -> {channel name: latest JoinRequest}
 
     @defer.inlineCallbacks
     def load(self):
         for row in (yield self.store.latest_join_requests()):
-            request = JoinRequest.from_row(row)
-            self.latest.setdefault(request.user.casefold(), {})[request.channel] = request
+            self.remember(JoinRequest.from_row(row))
+
+    def remember(self, request):
+        """The latest request of its user for its channel (at start, or from another node)."""
+        self.latest.setdefault(fold(request.user), {})[request.channel] = request
 
     def states(self, name):
         return {channel: request.status
-                for channel, request in self.latest.get(name.casefold(), {}).items()}
+                for channel, request in self.latest.get(fold(name), {}).items()}
 
     @defer.inlineCallbacks
     def of(self, name):
@@ -63,13 +72,15 @@ class JoinRequests:
             yield self.store.add_member(channel.id, session.name)
             self.hub.add_member(channel, session.name)
             return {"channel": channel.name, "status": "joined"}
-        mine = self.latest.setdefault(session.name.casefold(), {})
+        mine = self.latest.setdefault(fold(session.name), {})
         current = mine.get(channel.name)
         if current is not None and current.status == "pending":
             return {"channel": channel.name, "status": "pending"}
         now = utcnow()
         request_id = yield self.store.create_join_request(channel.id, session.name, now)
-        mine[channel.name] = JoinRequest(request_id, channel.name, session.name, "pending", now)
+        mine[channel.name] = request = JoinRequest(request_id, channel.name, session.name,
+                                                   "pending", now)
+        self.hub.bus.control(STATE, "request", {"row": request.row()})
         self.hub.bus.publish(ADMINS, {"event": "join_request", "channel": channel.name,
                                       "user": session.name, "id": request_id})
         return {"channel": channel.name, "status": "pending"}
@@ -89,7 +100,7 @@ class JoinRequests:
         """Accept or reject a pending request; the requester is told live if online."""
         channel = self.hub.channel(channel_name)
         name = self.hub.account_name(user)
-        request = self.latest.get(name.casefold(), {}).get(channel.name)
+        request = self.latest.get(fold(name), {}).get(channel.name)
         if request is None or request.status != "pending":
             raise ChatError(f"{name} has no pending request for #{channel.name}; "
                             "'requests' lists the pending ones.")
@@ -104,6 +115,7 @@ class JoinRequests:
             request.status = "pending"
             raise
         request.decided_by, request.decided_at = actor.name, now
+        self.hub.bus.control(STATE, "request", {"row": request.row()})
         if accept:
             self.hub.add_member(channel, name)
         self._tell(name, {"event": "request_decided", "channel": channel.name,
@@ -142,15 +154,19 @@ class JoinRequests:
         except Exception:
             self.hub.channels[channel.name] = channel
             raise
+        self.hub.bus.control(STATE, "channel_deleted", {"name": channel.name})
         for member in list(channel.members):
             yield self.hub.remove_member(channel, member)
             self._tell(member, {"event": "channel_deleted", "channel": channel.name,
                                 "by": actor.name})
-        for mine in self.latest.values():
-            mine.pop(channel.name, None)
+        self.forget_channel(channel.name)
         yield self.audit.record(actor, "delete", channel.name)
         return outcome(f"Deleted #{channel.name}; its messages stay in the log.",
                        channel=channel.name)
+
+    def forget_channel(self, name):
+        for mine in self.latest.values():
+            mine.pop(name, None)
 
     @defer.inlineCallbacks
     def remove_member(self, actor, user, channel_name):

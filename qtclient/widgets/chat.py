@@ -46,6 +46,8 @@ class ChatPage(QWidget):
         self.sidebar.leaveRequested.connect(model.leave)
         self.conversation.composer.sendRequested.connect(self._send)
         self.conversation.view.olderWanted.connect(model.load_older)
+        self.conversation.view.retryRequested.connect(model.retry_message)
+        self.conversation.view.deleteRequested.connect(model.delete_message)
         self.people.members.privateMessageRequested.connect(
             lambda user: self.open(Conversation.private(user)))
         self.people.members.kickRequested.connect(self._kick)
@@ -60,6 +62,7 @@ class ChatPage(QWidget):
         model.conversationOpened.connect(self._conversation_opened)
         model.historyLoaded.connect(self._history_loaded)
         model.messageReceived.connect(self._message_received)
+        model.outboxChanged.connect(self._show_pending)
         model.membersChanged.connect(self._members_changed)
         model.peerStatusChanged.connect(self._peer_status)
         model.unreadChanged.connect(self.sidebar.set_unread)
@@ -161,6 +164,7 @@ class ChatPage(QWidget):
         self.sidebar.select(("open", conversation))
         self.conversation.view.clear_all()
         self.conversation.view.show_messages(self.model.messages(conversation))
+        self._show_pending()
         self.conversation.composer.show_error("")
         self.conversation.composer.edit.setFocus()
         if not conversation.is_channel:
@@ -181,6 +185,11 @@ class ChatPage(QWidget):
         if not message.conversation.is_channel:
             self.sidebar.add_direct(message.conversation.name)
             self.directMessagesChanged.emit(self.sidebar.direct_users())
+
+    def _show_pending(self):
+        """The open conversation's unacknowledged messages, as the model has them now."""
+        if self.showing is not None and self.showing == self.model.current:
+            self.conversation.view.set_pending(self.model.pending(self.showing))
 
     def _members_changed(self, channel, members):
         if self.model.current == Conversation.channel(channel):

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QDesktopServices
 from PyQt6.QtWidgets import (
     QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
 
@@ -13,6 +14,7 @@ from chatd import rules
 
 from .style import ACCENT, hash_icon, lock_icon
 
+PENDING_ACTIONS = ("retry", "delete")  # link schemes of a refused message's actions
 GROUP_WINDOW = timedelta(minutes=5)  # consecutive messages of one sender within this share a header
 NAME_COLOURS = ["#b45309", "#047857", "#1d4ed8", "#7c3aed", "#be185d", "#0e7490", "#4d7c0f"]
 # http(s) addresses and bare www. ones, up to a space; punctuation ending a sentence is not part of it.
@@ -40,14 +42,20 @@ class MessageView(QTextBrowser):
     """Renders messages as HTML; asks for older ones when scrolled to the top."""
 
     olderWanted = pyqtSignal()
+    retryRequested = pyqtSignal(str)  # nonce of a refused message
+    deleteRequested = pyqtSignal(str)  # nonce of an unsent message
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("conversation")
-        self.setOpenExternalLinks(True)  # a click hands http(s) links to QDesktopServices.openUrl
+        # Links are handled in _link_clicked: web addresses go to QDesktopServices.openUrl,
+        # a refused message's Retry and Delete to the model.
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._link_clicked)
         self.document().setDocumentMargin(16)
         self.me = None
         self.shown = []  # the messages on screen, oldest first
+        self.pending = []  # my messages not acknowledged yet, in the order typed, after them
         self.notes = []  # command results and errors shown after the messages
         self._rendering = False  # setHtml moves the scroll bar; that is not the reader scrolling
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
@@ -83,12 +91,24 @@ class MessageView(QTextBrowser):
             return
         self.show_messages(sorted([*self.shown, message], key=lambda m: m.id))
 
+    def set_pending(self, messages):
+        """Show these unacknowledged messages (sending… or refused) after the stored ones."""
+        self.pending = list(messages)
+        self.show_messages(self.shown)
+
+    def _link_clicked(self, url):
+        if url.scheme() in PENDING_ACTIONS:
+            signal = self.retryRequested if url.scheme() == "retry" else self.deleteRequested
+            signal.emit(url.path())
+        else:
+            QDesktopServices.openUrl(url)
+
     def add_note(self, text):
         self.notes.append(text)
         self.show_messages(self.shown)
 
     def clear_all(self):
-        self.shown, self.notes = [], []
+        self.shown, self.notes, self.pending = [], [], []
         self.clear()
 
     def _render(self):
@@ -106,6 +126,8 @@ class MessageView(QTextBrowser):
                        and message.time - previous.time < GROUP_WINDOW)
             parts.append(self._message_html(message, local, grouped))
             previous = message
+        for message in self.pending:
+            parts.append(self._pending_html(message))
         for note in self.notes:
             parts.append('<p style="color:#6b7280; margin: 6px 8px; white-space: pre-wrap;">'
                          f'{html.escape(note)}</p>')
@@ -128,6 +150,21 @@ class MessageView(QTextBrowser):
         top = 2 if grouped else 8
         return (f'<table width="100%" cellspacing="0" cellpadding="6" style="margin-top:{top}px;">'
                 f'<tr><td{background} style="color:#111827;">{header}{text}</td></tr></table>')
+
+    def _pending_html(self, message):
+        """Greyed, labelled "sending…"; a refused one with the server's reason, Retry and Delete."""
+        if message.error is None:
+            status = '<i style="color:#9ca3af; font-size:8.5pt;">sending…</i>'
+            problem = ""
+        else:
+            status = '<span style="color:#b91c1c; font-size:8.5pt; font-weight:600;">not sent</span>'
+            problem = (f'<br><span style="color:#b91c1c;">{html.escape(message.error)}</span>'
+                       f'&nbsp;&nbsp;<a href="retry:{message.nonce}" style="color:{ACCENT};">Retry</a>'
+                       f'&nbsp;·&nbsp;<a href="delete:{message.nonce}" style="color:{ACCENT};">Delete</a>')
+        header = f'<span style="font-weight:700; color:#9ca3af;">You</span>&nbsp;&nbsp;{status}<br>'
+        return ('<table width="100%" cellspacing="0" cellpadding="6" style="margin-top:8px;">'
+                f'<tr><td bgcolor="#f3f4f6" style="color:#9ca3af;">{header}'
+                f'{text_html(message.text)}{problem}</td></tr></table>')
 
     def _scrolled(self, value):
         if not self._rendering and value == self.verticalScrollBar().minimum() and self.shown:

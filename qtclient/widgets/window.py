@@ -52,6 +52,8 @@ class ChatWindow(QMainWindow):
         self.state_label = QLabel()
         self.statusBar().addWidget(self.state_icon)
         self.statusBar().addWidget(self.state_label, 1)
+        self.outbox_label = QLabel()  # how many typed messages the server does not have yet
+        self.statusBar().addPermanentWidget(self.outbox_label)
         self.statusBar().setSizeGripEnabled(False)
         self.last_ended = None  # (title, text) of the last "session ended" notice, for tests
         self.notifier = Notifier(self)
@@ -78,6 +80,7 @@ class ChatWindow(QMainWindow):
         model.loggedOut.connect(self.show_login)
         model.sessionEnded.connect(self._session_ended)
         model.connectionStateChanged.connect(self._show_state)
+        model.outboxChanged.connect(self._show_outbox)
         model.conversationOpened.connect(self._remember_last)
         model.messageForMe.connect(self._message_for_me)
         QApplication.instance().installEventFilter(model.activity)
@@ -151,6 +154,16 @@ class ChatWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
         box.setObjectName("sessionEnded")
         box.open()
+
+    def _show_outbox(self):
+        waiting = self.model.outbox.all()
+        refused = sum(m.error is not None for m in waiting)
+        parts = []
+        if len(waiting) > refused:
+            parts.append(f"{len(waiting) - refused} sending…")
+        if refused:
+            parts.append(f"{refused} not sent")
+        self.outbox_label.setText("Outbox: " + ", ".join(parts) if parts else "")
 
     def _show_state(self, state):
         self.state_icon.setPixmap(dot_icon(STATE_COLOURS.get(state, "#9ca3af")).pixmap(12, 12))

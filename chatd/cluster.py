@@ -1,0 +1,220 @@
+"""One node of a cluster: joining the bus at start, and the state every node shares.
+
+ChatServer makes a Cluster when --bus is given (docs/cluster.md). At start it
+checks the setup, connects the NatsBus (chatd/natsbus.py) and notes the
+stream's last sequence before the state is loaded from SQL; after the load it
+replays the stream from the next sequence, so nothing committed meanwhile is
+missed (applying an event twice changes nothing), and only then does the
+server listen.
+
+The state every node keeps in memory (accounts and roles, logins and IPs,
+bans, channels, memberships, join requests) is written to SQL by the node
+where it changes, which then puts the change on the bus; every other node
+applies it: STATE controls (`apply_<action>`), and the joined/left controls
+that already go to the user's sessions. A node's own events are not applied
+again: its memory changed before it sent them.
+
+Presence across nodes: who is online elsewhere (Hub.elsewhere) and who looks
+at a channel from another node (Presence.looking) come from the other nodes'
+status and member events. Each node sends a heartbeat; a node silent for the
+presence timeout is taken as dead, and every other node takes its users
+offline (telling its own clients, as the dead node cannot).
+"""
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from chatd.auth import ChatError
+from chatd.bus import STATE, channel_topic, peer_topic
+from chatd.moderation.requests import JoinRequest
+from chatd.natsbus import BusError, NatsBus
+from chatd.presence import OFFLINE, STATUSES
+from chatd.store import utcnow
+
+log = Logger()
+HEARTBEATS_PER_TIMEOUT = 3      # heartbeats a node sends within one presence timeout
+
+
+class Cluster:
+    def __init__(self, server):
+        self.server = server
+        self.config = server.config
+        self.node = self.config.node_name
+        self.bus = NatsBus(self.config.bus, self.node)
+        self.bus.observers.append(self.observe)
+        self.bus.node_lost = self.node_lost
+        self.bus.disconnected.append(self._cut_off)
+        self.bus.reconnected.append(self._rejoined)
+        self.serving = True     # False from a cut until this node has caught up again
+        self.remote_looking = {}    # (channel, user) -> node, for users looking from elsewhere
+        self._first = None
+        self._heartbeat = None
+        accounts = server.accounts
+        accounts.registrations.append(self._tell_account)
+        accounts.role_changes.append(self._tell_account)
+        accounts.login_checks.append(self._check_serving)
+
+    @property
+    def hub(self):
+        return self.server.hub
+
+    # -- start and stop --------------------------------------------------------------
+
+    def check_setup(self):
+        """BusError (one sentence) if this process cannot be a node."""
+        if self.server.store.engine.name != "mysql":
+            raise BusError("--bus needs a mysql:// database that every node shares;"
+                           " SQLite is for a single node.")
+        from twisted.internet import asyncioreactor
+        if not isinstance(self.server.reactor, asyncioreactor.AsyncioSelectorReactor):
+            raise BusError("--bus needs Twisted's asyncio reactor:"
+                           " run twistd --reactor=asyncio chatd ...")
+        try:
+            import nats  # noqa: F401
+        except ImportError:
+            raise BusError("--bus needs nats-py, which is not installed:"
+                           " pip install 'chatd[cluster]'.") from None
+
+    @defer.inlineCallbacks
+    def connect(self):
+        """Before the state is loaded from SQL: join the bus, note where the stream is."""
+        last = yield self.bus.start()
+        self._first = last + 1
+
+    @defer.inlineCallbacks
+    def catch_up(self):
+        """After the load: apply what the stream got since, then follow it."""
+        yield self.bus.consume(self._first)
+        timeout = self.config.presence_timeout
+        self.bus.watch_nodes(timeout)
+        self._heartbeat = task.LoopingCall(self.bus.heartbeat)
+        self._heartbeat.clock = self.server.reactor
+        self._heartbeat.start(timeout / HEARTBEATS_PER_TIMEOUT)
+
+    def stop(self):
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        return self.bus.stop()
+
+    # -- cut off from the bus, and back ---------------------------------------------------
+
+    def _cut_off(self):
+        self.serving = False
+
+    def _rejoined(self):
+        """Catch up with what the stream got meanwhile, then serve logins again."""
+        self.announce_sessions()
+        d = self.bus.catch_up()
+        d.addCallback(lambda _: setattr(self, "serving", True))
+        d.addErrback(lambda f: log.failure("bus: catching up after a reconnection", f))
+
+    def _check_serving(self, name, ip):
+        if not self.serving:
+            raise ChatError("This server is catching up with the others after a network cut;"
+                            " try again in a moment, or connect to another server.")
+
+    # -- telling the other nodes ---------------------------------------------------------
+
+    def _tell_account(self, name, role):
+        self.bus.control(STATE, "account", {"name": name, "role": role})
+
+    def announce_sessions(self):
+        """After a cut from the bus: the other nodes may have taken this node's users
+        offline, so say again who is online here and what they look at."""
+        presence = self.hub.presence
+        for session in list(self.hub.sessions.values()):
+            self.bus.control(STATE, "login", {"user": session.name, "ip": session.ip})
+            presence.announce(session)
+
+    # -- what the other nodes did -------------------------------------------------------
+
+    def observe(self, node, topic, kind, body):
+        if node == self.node:
+            return
+        if kind == "control":
+            if topic == STATE:
+                getattr(self, "apply_" + body["a"])(node, **body["d"])
+            elif topic[0] == "user" and body["a"] in ("joined", "left"):
+                self._membership(topic[1], body["a"], **body["d"])
+        elif topic[0] == "peer":
+            self._status(node, topic[1], body["p"].get("status"))
+        elif topic[0] == "channel" and body["p"].get("event") == "member":
+            self._looking(node, topic[1], body["p"]["user"], body["p"]["status"])
+
+    def apply_account(self, node, name, role):
+        """An account created, or its role changed."""
+        self.server.accounts.add(name, role)
+
+    def apply_login(self, node, user, ip):
+        """The newest login of `user` is on `node` (its older sessions close by the bus)."""
+        self.hub.ips[user] = ip
+        if user not in self.hub.sessions:
+            self.hub.elsewhere[user] = (node, "online")
+
+    def apply_ban(self, node, row):
+        self.server.moderation.ban_list.restore(row, utcnow())
+
+    def apply_unban(self, node, id):
+        self.server.moderation.ban_list.lift(id)
+
+    def apply_channel(self, node, id, name, private):
+        from chatd.hub import Channel
+        self.hub.channels.setdefault(name, Channel(id, name, private))
+
+    def apply_channel_deleted(self, node, name):
+        self.hub.channels.pop(name, None)
+        self.server.moderation.join_requests.forget_channel(name)
+
+    def apply_request(self, node, row):
+        self.server.moderation.join_requests.remember(JoinRequest.from_row(row))
+
+    def _membership(self, user, action, channel):
+        found = self.hub.channels.get(channel)
+        if found is not None:
+            (found.members.add if action == "joined" else found.members.discard)(user)
+
+    def _status(self, node, user, status):
+        """A status event of a user on another node (their sessions here are closed)."""
+        if user in self.hub.sessions:
+            return
+        if status in STATUSES:
+            self.hub.elsewhere[user] = (node, status)
+        elif self.hub.elsewhere.get(user, (None,))[0] == node:
+            del self.hub.elsewhere[user]
+
+    def _looking(self, node, channel, user, status):
+        """A member event from another node: keep who looks at `channel` from there."""
+        if user in self.hub.sessions:
+            return
+        looking = self.hub.presence.looking
+        if status in STATUSES:
+            looking.setdefault(channel, {})[user] = status
+            self.remote_looking[channel, user] = node
+        elif self.remote_looking.get((channel, user)) == node:
+            del self.remote_looking[channel, user]
+            self._forget_looking(channel, user)
+
+    def _forget_looking(self, channel, user):
+        looking = self.hub.presence.looking
+        viewers = looking.get(channel, {})
+        viewers.pop(user, None)
+        if not viewers:
+            looking.pop(channel, None)
+
+    def node_lost(self, node):
+        """`node` sent no heartbeat for the presence timeout: its users are offline. Its
+        own events cannot say so, so this node tells its clients itself."""
+        gone = [user for user, (where, _) in self.hub.elsewhere.items() if where == node]
+        log.warn("node {node} is silent: taking its {count} users offline", node=node,
+                 count=len(gone))
+        local = self.bus.local
+        for (channel, user), where in list(self.remote_looking.items()):
+            if where == node:
+                del self.remote_looking[channel, user]
+                self._forget_looking(channel, user)
+                local.publish(channel_topic(channel), {"event": "member", "channel": channel,
+                                                       "user": user, "status": OFFLINE})
+        for user in gone:
+            del self.hub.elsewhere[user]
+            local.publish(peer_topic(user), {"event": "peer", "other_user": user,
+                                             "status": OFFLINE})

@@ -1,0 +1,139 @@
+"""Helpers for the cluster tests: real `twistd` nodes on the real NATS and MariaDB.
+
+Each test gets its own cluster name (the stream and the subject prefix, in the
+--bus URL's path) and its own MariaDB database, so tests never see each
+other's events; the stream is deleted afterwards.
+"""
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from support import REQUIRE_MYSQL, mysql_database
+from test_twistd import TWISTD, run_twistd
+
+NATS_HOST, NATS_PORT = "127.0.0.1", 4222
+NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
+# As support.LIMITS_LIFTED: these tests send quickly from one address.
+LIMITS_LIFTED = ["--flood-burst", "1000000", "--flood-rate", "1000000",
+                 "--max-connections-per-ip", "10000"]
+NODE = [*TWISTD[:-1], "--reactor=asyncio", "chatd"]
+
+
+def nats_reachable():
+    try:
+        with socket.create_connection((NATS_HOST, NATS_PORT), timeout=1) as sock:
+            return sock.recv(4) == b"INFO"
+    except OSError:
+        return False
+
+
+def require_nats():
+    """Skip unless NATS is up; with CHATD_REQUIRE_MYSQL=1 (CI), a missing NATS fails."""
+    if nats_reachable():
+        return
+    if REQUIRE_MYSQL:
+        pytest.fail(f"CHATD_REQUIRE_MYSQL=1 but no NATS server answers at {NATS_URL}")
+    pytest.skip(f"no NATS server at {NATS_URL} (nats-server -js)")
+
+
+def run_nats(coroutine_function):
+    """Run `coroutine_function(nc)` against the test NATS in a thread of its own (its own
+    asyncio loop; the tests' reactor is Qt's) and return its result."""
+    import nats
+    outcome = {}
+
+    async def main():
+        nc = await nats.connect(NATS_URL)
+        try:
+            return await coroutine_function(nc)
+        finally:
+            await nc.close()
+
+    def thread():
+        try:
+            outcome["result"] = asyncio.run(main())
+        except BaseException as e:     # re-raised in the test's thread
+            outcome["error"] = e
+    runner = threading.Thread(target=thread)
+    runner.start()
+    runner.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def delete_stream(name):
+    from nats.js.errors import NotFoundError
+
+    async def delete(nc):
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_stream(name)
+    run_nats(delete)
+
+
+class Cluster:
+    """Nodes started with `start(name)`, sharing one database and one stream."""
+
+    def __init__(self, tmp_path, database, name):
+        self.tmp_path = tmp_path
+        self.database = database
+        self.name = name
+        self.bus = f"{NATS_URL}/{name}"
+        self.nodes = {}
+
+    def start(self, node, *extra):
+        directory = self.tmp_path / node
+        directory.mkdir(exist_ok=True)
+        process, port = run_twistd(directory, "--listen", "tcp:0:interface=127.0.0.1",
+                                   "--database", self.database, "--bus", self.bus,
+                                   "--node-name", node, "--bcrypt-rounds", "4",
+                                   "--presence-timeout", "3", *LIMITS_LIFTED, *extra,
+                                   command=NODE)
+        self.nodes[node] = process
+        # What support.connect needs of a server.
+        process.address = SimpleNamespace(host="127.0.0.1", port=port)
+        return process
+
+    def kill(self, node):
+        process = self.nodes.pop(node)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        self.keep_log(node, process)
+
+    def stop_all(self):
+        for process in self.nodes.values():
+            process.terminate()
+        for node, process in self.nodes.items():
+            try:
+                process.wait(20)
+            except Exception:
+                process.kill()
+            self.keep_log(node, process)
+        self.nodes.clear()
+
+    def keep_log(self, node, process):
+        """The node's log in its directory (node.log), to read when a test fails."""
+        lines = []
+        while not process.later_output.empty():
+            lines.append(process.later_output.get() or "")
+        (self.tmp_path / node / "node.log").write_text("".join(lines))
+
+
+@contextlib.contextmanager
+def cluster(tmp_path):
+    require_nats()
+    with mysql_database() as url:
+        name = "t" + uuid.uuid4().hex[:16]
+        running = Cluster(tmp_path, url, name)
+        try:
+            yield running
+        finally:
+            running.stop_all()
+            delete_stream(name)

@@ -1,0 +1,484 @@
+"""Several chatd nodes on one NATS JetStream bus and one MariaDB (docs/cluster.md).
+
+Real `twistd --reactor=asyncio` processes, the real NATS at 127.0.0.1:4222 and
+the real MariaDB; clients over TCP. Skipped unless NATS answers, failed when
+CHATD_REQUIRE_MYSQL=1 and it does not.
+"""
+
+import pytest
+from twisted.internet import defer
+
+from chatd.natsbus import parse_bus_url, subject_token
+from cluster_support import NODE, cluster, require_nats
+from support import PASSWORD, connect, mysql_database, ok
+from test_twistd import free_port, twistd_failure
+
+
+# -- names on the bus ---------------------------------------------------------------
+
+def test_subject_tokens_are_safe_and_distinct():
+    names = ["general", "a.b", "a*", "a>", "a b", "a=2E", "ça", "日本", "-_x", "A", "a"]
+    tokens = [subject_token(n) for n in names]
+    assert len(set(tokens)) == len(names)
+    for token in tokens:
+        assert token and not set(token) & set(". *>\t\r\n")
+    assert subject_token("general") == "general" and subject_token("a.b") == "a=2Eb"
+
+
+def test_bus_urls():
+    assert parse_bus_url("nats://127.0.0.1:4222") == ("nats://127.0.0.1:4222", "chatd")
+    assert parse_bus_url("nats://h/prod-1") == ("nats://h:4222", "prod-1")
+    for bad in ("http://h:4222", "nats://", "nats://h:x", "nats://h/a.b"):
+        with pytest.raises(ValueError):
+            parse_bus_url(bad)
+
+
+# -- start-up errors: one line, exit status 1 ---------------------------------------------
+
+def node_failure(tmp_path, *args):
+    return twistd_failure(tmp_path, *args, command=NODE)[0]
+
+
+def test_bus_with_sqlite_is_refused(tmp_path):
+    line = node_failure(tmp_path, "--bus", "nats://127.0.0.1:4222/x", "--node-name", "a",
+                        "--listen", "tcp:0")
+    assert "--bus needs a mysql:// database" in line
+
+
+def test_bus_without_the_asyncio_reactor_is_refused(tmp_path):
+    with mysql_database() as url:
+        line = twistd_failure(tmp_path, "--bus", "nats://127.0.0.1:4222/x", "--node-name", "a",
+                              "--database", url, "--listen", "tcp:0")[0]
+    assert "--bus needs Twisted's asyncio reactor" in line and "--reactor=asyncio" in line
+
+
+def test_bus_needs_a_node_name(tmp_path):
+    from test_twistd import parse
+    from twisted.python.usage import UsageError
+    with pytest.raises(UsageError, match="--bus needs --node-name"):
+        parse("--bus", "nats://127.0.0.1:4222")
+    with pytest.raises(UsageError, match="node name"):
+        parse("--bus", "nats://127.0.0.1:4222", "--node-name", "a.b")
+
+
+def test_an_unreachable_bus_is_refused(tmp_path):
+    port = free_port()
+    with mysql_database() as url:
+        line = node_failure(tmp_path, "--bus", f"nats://127.0.0.1:{port}/x", "--node-name", "a",
+                            "--database", url, "--listen", "tcp:0")
+    assert f"cannot reach the bus at nats://127.0.0.1:{port}/x" in line
+
+
+def test_two_live_nodes_with_one_name_are_refused(tmp_path):
+    with cluster(tmp_path) as nodes:
+        nodes.start("a")
+        (tmp_path / "second").mkdir()
+        line = node_failure(tmp_path / "second", "--bus", nodes.bus, "--node-name", "a",
+                            "--database", nodes.database, "--listen", "tcp:0")
+        assert "--node-name a: a node of that name is already running" in line
+        nodes.start("b")    # another name is welcome
+
+
+# -- clients on several nodes ----------------------------------------------------------------
+
+@defer.inlineCallbacks
+def client_on(node, name, register=False):
+    client = yield connect(node)
+    if register:
+        ok((yield client.request({"register": name, "password": PASSWORD,
+                                  "email": f"{name}@example.org"})))
+    ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+    client.name = name
+    return client
+
+
+@defer.inlineCallbacks
+def look(client, channel="general"):
+    ok((yield client.request({"join": channel})))
+    client.send({"presence": "online", "channel": channel})
+    members = yield client.event("members", channel=channel)
+    return members
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_channel_messages_reach_every_node_in_one_order(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)     # registered on b, seen on a
+        carol = yield client_on(a, "carol", register=True)
+        for client in (alice, bob, carol):
+            yield look(client)
+        count = 40
+        sent = []
+        for i in range(count):     # both nodes publish at once, interleaved
+            for sender in (alice, bob):
+                sent.append(sender.request({"channel_message": f"{sender.name} {i}",
+                                            "channel": "general"}))
+        replies = yield defer.gatherResults(sent)
+        ids = {ok(reply)["id"] for reply in replies}
+        assert len(ids) == 2 * count    # the database gives ids: unique across nodes
+
+        def relayed(m):
+            return "channel_message" in m and "reply_to" not in m
+        orders = []
+        for client in (alice, bob, carol):
+            order = []
+            while len(order) < 2 * count:
+                message = yield client.wait_for(relayed)
+                order.append((message["id"], message["channel_message"]))
+            orders.append(order)
+        assert orders[0] == orders[1] == orders[2]
+        assert {i for i, _ in orders[0]} == ids
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_private_messages_cross_nodes(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        reply = ok((yield alice.request({"private_message": "hi bob", "other_user": "bob"})))
+        got = yield bob.wait_for(lambda m: m.get("private_message") == "hi bob")
+        assert got["id"] == reply["id"] and got["user"] == "alice"
+        # The sender's own copy comes back through the stream too.
+        yield alice.wait_for(lambda m: m.get("private_message") == "hi bob"
+                             and "reply_to" not in m)
+
+
+def test_require_nats_skips_or_fails(monkeypatch):
+    import cluster_support
+    monkeypatch.setattr(cluster_support, "nats_reachable", lambda: False)
+    monkeypatch.setattr(cluster_support, "REQUIRE_MYSQL", True)
+    with pytest.raises(pytest.fail.Exception):
+        require_nats()
+    monkeypatch.setattr(cluster_support, "REQUIRE_MYSQL", False)
+    with pytest.raises(pytest.skip.Exception):
+        require_nats()
+
+
+# -- the shared state ---------------------------------------------------------------
+
+@defer.inlineCallbacks
+def client_from(node, name, source="127.0.0.1", register=False):
+    """A client connecting from the loopback address `source` (127.0.0.0/8 all reach us)."""
+    from twisted.internet import endpoints, protocol, reactor
+    from support import TestClient
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.address.port,
+                                            bindAddress=(source, 0))
+    client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
+    if register:
+        ok((yield client.request({"register": name, "password": PASSWORD,
+                                  "email": f"{name}@example.org"})))
+    if name is not None:
+        ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+        client.name = name
+    return client
+
+
+def keep_alive(client, **looking):
+    """Heartbeats every second (the nodes run with a presence timeout of 3 s)."""
+    from twisted.internet import task
+    beat = task.LoopingCall(client.send, dict(presence="online", **looking))
+    beat.start(1.0)
+    client.closed.addBoth(lambda _: beat.running and beat.stop())
+    return beat
+
+
+@defer.inlineCallbacks
+def until_online(client, name, timeout=5):
+    """Wait until `client`'s node lists `name` as online (a login elsewhere takes a moment
+    to cross the bus)."""
+    from twisted.internet import reactor, task
+    deadline = reactor.seconds() + timeout
+    while True:
+        users = ok((yield client.request({"list_users": ""})))["users"]
+        if {u["user"]: u["status"] for u in users}.get(name) == "online":
+            return
+        assert reactor.seconds() < deadline, f"{name} not online for {client.name}: {users}"
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+@defer.inlineCallbacks
+def eventually(check, timeout=5):
+    """Call `check()` (a Deferred of a boolean) until it is true; a change takes a moment
+    to cross the bus."""
+    from twisted.internet import reactor, task
+    deadline = reactor.seconds() + timeout
+    while not (yield check()):
+        assert reactor.seconds() < deadline, "the change did not reach every node"
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+@defer.inlineCallbacks
+def online_users(client):
+    """{name: (ip, node)} from the admin's `users` command."""
+    users = ok((yield command(client, "users")))["users"]
+    return {u["user"]: (u["ip"], u.get("node")) for u in users}
+
+
+@defer.inlineCallbacks
+def sees_looking(client, seen, expected):
+    """Wait until `client`, which got the member list `seen`, knows that `expected` look at
+    the channel too (someone who arrived on another node just before may come as an event)."""
+    names = {m["user"] for m in seen["members"]}
+    for name in expected - names:
+        yield client.event("member", user=name, status="online")
+
+
+def command(client, line):
+    return client.request({"command": line})
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_accounts_logins_presence_and_channels_are_shared(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b, c = (nodes.start(n, "--admin", "alice") for n in "abc")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_from(b, "bob", "127.0.0.2", register=True)
+        # The directory and the roles are the same everywhere, at once.
+        carol = yield client_on(c, "carol", register=True)
+        yield until_online(carol, "alice")
+        yield until_online(carol, "bob")
+        users = ok((yield carol.request({"list_users": ""})))["users"]
+        assert {u["user"]: u["status"] for u in users} == {
+            "alice": "online", "bob": "online", "carol": "online"}
+        yield eventually(lambda: online_users(alice).addCallback(
+            lambda users: users.get("bob") == ("127.0.0.2", "b")))
+
+        # Newest login wins cluster-wide; the IP dictionary shows the newest address.
+        bob2 = yield client_from(c, "bob", "127.0.0.3")
+        closed = yield bob.event("disconnect")
+        assert closed["kind"] == "replaced"
+        yield eventually(lambda: online_users(alice).addCallback(
+            lambda users: users.get("bob") == ("127.0.0.3", "c")))
+
+        # Who looks at a channel is known on every node.
+        yield look(alice)
+        seen = yield look(carol)
+        assert {m["user"] for m in seen["members"]} <= {"alice", "carol"}
+        yield sees_looking(carol, seen, {"alice"})
+        yield alice.event("member", user="carol", status="online")
+        seen = yield look(bob2)
+        assert {m["user"] for m in seen["members"]} <= {"alice", "bob", "carol"}
+        yield sees_looking(bob2, seen, {"alice", "carol"})
+
+        # Channels created on one node exist on the others; join requests and decisions
+        # cross nodes; the membership is the same everywhere.
+        ok((yield command(alice, "create secret private")))
+        yield eventually(lambda: bob2.request({"list_channels": ""}).addCallback(
+            lambda reply: "secret" in {ch["name"] for ch in reply["channels"]}))
+        assert ok((yield bob2.request({"join": "secret"})))["status"] == "pending"
+        notice = yield alice.event("join_request", channel="secret")
+        assert notice["user"] == "bob"
+        listed = ok((yield bob2.request({"list_channels": ""})))["channels"]
+        assert {ch["name"]: ch["request"] for ch in listed}["secret"] == "pending"
+        ok((yield command(alice, "accept bob secret")))
+        yield bob2.event("request_decided", channel="secret", status="accepted")
+        ok((yield bob2.request({"channel_message": "hello secret", "channel": "secret"})))
+        ok((yield command(alice, "delete secret")))
+        yield bob2.event("channel_deleted", channel="secret")
+        listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+        assert "secret" not in {ch["name"] for ch in listed}
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_kicks_and_bans_take_effect_on_every_node(tmp_path):
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a", "--admin", "alice"), nodes.start("b", "--admin", "alice")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        yield until_online(alice, "bob")
+        kicked = ok((yield command(alice, "kick bob spam")))
+        assert kicked["kicked"] == ["bob"]
+        assert (yield bob.event("disconnect"))["kind"] == "kicked"
+
+        bob = yield client_on(b, "bob")
+        ok((yield command(alice, "ban bob 1h spam")))
+        assert (yield bob.event("disconnect"))["kind"] == "banned"
+        for node in (a, b):     # refused everywhere
+            again = yield connect(node)
+            refused = yield again.request({"user:pwd": f"bob:{PASSWORD}"})
+            assert "banned" in refused["error"]
+        ok((yield command(alice, "unban bob")))
+        again = yield connect(b)
+        yield eventually(lambda: again.request({"user:pwd": f"bob:{PASSWORD}"}).addCallback(
+            lambda reply: reply.get("ok") is True))
+
+        # An IP ban refuses connections on every node.
+        mallory = yield client_from(b, "mallory", "127.0.0.5", register=True)
+        ok((yield command(alice, "ban 127.0.0.5")))
+        assert (yield mallory.event("disconnect"))["kind"] == "banned"
+        for node in (a, b):
+            refused = yield client_from(node, None, "127.0.0.5")
+            assert (yield refused.event("disconnect"))["kind"] == "banned"
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_a_killed_node_takes_its_users_offline_everywhere(tmp_path):
+    import time
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        yield look(alice)
+        yield look(bob)
+        yield alice.event("member", user="bob", status="online")
+        keep_alive(alice, channel="general")
+        carol = yield client_on(a, "carol", register=True)
+        ok((yield carol.request({"get_private": "bob"})))
+        keep_alive(carol, other_user="bob")
+        yield carol.event("peer", other_user="bob", status="online")
+        killed = time.monotonic()
+        nodes.kill("b")
+        yield alice.event("member", user="bob", status="offline")
+        yield carol.event("peer", other_user="bob", status="offline")
+        took = time.monotonic() - killed
+        assert took < 3 + 2, took      # the presence timeout, plus a heartbeat check
+        users = ok((yield alice.request({"list_users": ""})))["users"]
+        assert {u["user"]: u["status"] for u in users}["bob"] == "offline"
+        # Its users come back through another node.
+        bob = yield client_on(a, "bob")
+        yield carol.event("peer", other_user="bob", status="online")
+
+
+# -- failures ------------------------------------------------------------------------
+
+def relayed_in(client, channel="general"):
+    return [m for m in client.take(lambda m: m.get("channel") == channel
+                                   and "channel_message" in m and "reply_to" not in m)]
+
+
+@defer.inlineCallbacks
+def history(client, channel="general"):
+    """Every id in the channel's history, read page by page."""
+    ids, before = [], None
+    while True:
+        page = ok((yield client.request({"get_channel": channel, "limit": 200,
+                                         **({"before": before} if before else {})})))
+        ids.extend(m["id"] for m in page["messages"])
+        if not page["has_more"]:
+            return ids
+        before = min(m["id"] for m in page["messages"])
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(tmp_path):
+    from twisted.internet import reactor, task
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a"), nodes.start("b")
+        alice = yield client_on(a, "alice", register=True)
+        bob = yield client_on(b, "bob", register=True)
+        yield look(alice)
+        yield look(bob)
+        keep_alive(alice, channel="general")
+        acked = []
+        stop = []
+
+        @defer.inlineCallbacks
+        def sender(lane):
+            i = 0
+            while not stop:
+                reply = yield bob.request({"channel_message": f"{lane} {i}",
+                                           "channel": "general", "nonce": f"{lane}-{i}"})
+                if reply.get("ok"):
+                    acked.append(reply["id"])
+                i += 1
+        lanes = [sender(lane).addErrback(lambda f: None) for lane in range(4)]
+        while len(acked) < 200:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        nodes.kill("b")
+        stop.append(True)
+        yield defer.DeferredList(lanes)
+        stored = set((yield history(alice)))
+        yield alice.barrier()
+        relayed = {m["id"] for m in relayed_in(alice)}
+        lost = [i for i in acked if i not in stored]
+        print(f"node killed: acked {len(acked)}, stored {len(stored)}, relayed to the "
+              f"other node {len(relayed)}, lost {len(lost)}")
+        assert not lost and len(acked) == len(set(acked))
+        assert relayed <= stored
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_nats_restarted_mid_stream_drops_nothing(tmp_path):
+    """A NATS server of the test's own (the shared one stays up), stopped and started
+    again on the same store while a node sends: what it acknowledged meanwhile is
+    relayed afterwards, once."""
+    import shutil
+    import subprocess
+    from twisted.internet import reactor, task
+    from cluster_support import Cluster as Nodes
+    from support import mysql_database as database
+    require_nats()
+    server = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    port = free_port()
+    store = tmp_path / "nats"
+
+    def start_nats():
+        process = subprocess.Popen([server, "-a", "127.0.0.1", "-p", str(port), "-js",
+                                    "-sd", str(store)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        import socket
+        import time
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return process
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("nats-server did not start")
+    nats_process = start_nats()
+    try:
+        with database() as url:
+            nodes = Nodes(tmp_path, url, "restart")
+            nodes.bus = f"nats://127.0.0.1:{port}/restart"
+            try:
+                a, b = nodes.start("a"), nodes.start("b")
+                alice = yield client_on(a, "alice", register=True)
+                bob = yield client_on(b, "bob", register=True)
+                yield look(alice)
+                yield look(bob)
+                keep_alive(alice, channel="general")
+                keep_alive(bob, channel="general")
+                acked = []
+
+                @defer.inlineCallbacks
+                def send(count, label):
+                    for i in range(count):
+                        reply = yield bob.request({"channel_message": f"{label} {i}",
+                                                   "channel": "general"})
+                        if reply.get("ok"):
+                            acked.append(reply["id"])
+                yield send(20, "before")
+                nats_process.terminate()
+                nats_process.wait(10)
+                yield send(20, "during")
+                # Cut off from the bus, a node serves its clients but takes no logins.
+                late = yield connect(b)
+                refused = yield late.request({"user:pwd": f"carol:{PASSWORD}"})
+                assert "catching up" in refused["error"]
+                nats_process = start_nats()
+                yield send(20, "after")
+                yield eventually(lambda: late.request({"user:pwd": f"bob:{PASSWORD}"})
+                                 .addCallback(lambda reply: reply.get("ok") is True), 20)
+                deadline = reactor.seconds() + 20
+                seen = []
+                while reactor.seconds() < deadline and len(set(seen)) < len(acked):
+                    yield task.deferLater(reactor, 0.2, lambda: None)
+                    seen += [m["id"] for m in relayed_in(alice)]
+                print(f"NATS restarted: acked {len(acked)}, relayed to the other node "
+                      f"{len(set(seen))}, twice {len(seen) - len(set(seen))}")
+                assert sorted(seen) == sorted(set(acked))
+            finally:
+                nodes.stop_all()
+    finally:
+        nats_process.terminate()
+        nats_process.wait(10)
