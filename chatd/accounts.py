@@ -59,7 +59,7 @@ class Accounts:
         self.pending_admins = {fold(name): name for name in admins}
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
         self.role_changes = []  # callables (name, role) told after a role changed
-        self.registrations = []     # callables (name, role) told after an account is created
+        self.account_created = []   # callables (name, role) told after an account is created
 
     @defer.inlineCallbacks
     def load(self):
@@ -149,7 +149,7 @@ class Accounts:
                 raise ChatError(f"The name {name!r} is taken. Pick another one.")
             raise
         self.add(name, role)
-        for registered in self.registrations:
+        for registered in self.account_created:
             registered(name, role)
         self.store.log_auth(name, "register", ip)
         return name

@@ -50,7 +50,7 @@ class Cluster:
         self._first = None
         self._heartbeat = None
         accounts = server.accounts
-        accounts.registrations.append(self._tell_account)
+        accounts.account_created.append(self._tell_account)
         accounts.role_changes.append(self._tell_account)
         accounts.login_checks.append(self._check_serving)
 
