@@ -57,6 +57,8 @@ PARTS = [
     ("epoll register (startWriting)", [("startWriting", "twisted/internet/abstract.py")]),
     ("epoll unregister (stopWriting)", [("stopWriting", "twisted/internet/abstract.py")]),
     ("send (writeSomeData)", [("writeSomeData", "twisted/internet/tcp.py")]),
+    # chatd's own write path: a turn's lines, one socket.send per connection.
+    ("send, straight on the socket (chatd/output.py)", [("flush", "chatd/output.py")]),
     ("rest of doWrite (its buffer)", [("doWrite", "twisted/internet/abstract.py")]),
     ("JSON encoding", [("encode", "chatd/bus.py"), ("dumps", "json/__init__.py")]),
     ("transport.write (queue, checks)", [("write", "twisted/internet/abstract.py")]),

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import uuid
 from collections import defaultdict
+from functools import lru_cache
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -25,6 +26,19 @@ from chatd.rules import MAX_NONCE, channel_key, is_blank, is_mentioned, message_
 from chatd.store import Message, utcnow
 
 log = Logger()
+
+
+@lru_cache(maxsize=4096)
+def _unread_prefix(channel):
+    """The `unread` event line for `channel` up to its count: encoded once per channel,
+    not once per member looking elsewhere and message."""
+    line = encode({"event": "unread", "channel": channel, "count": 0})
+    return line[:-len(b"0}\n")]
+
+
+def unread_line(channel, count):
+    """Same bytes as encode({"event": "unread", "channel": channel, "count": count})."""
+    return b"%s%d}\n" % (_unread_prefix(channel), count)
 
 
 class Session:
@@ -97,11 +111,12 @@ class Session:
             self.connection.write_line(line)
         else:
             channel = topic[1]
-            self.unread[channel] += 1
-            event = {"event": "unread", "channel": channel, "count": self.unread[channel]}
+            count = self.unread[channel] = self.unread[channel] + 1
             if b"@" in line and is_mentioned(json.loads(line)["channel_message"], self.name):
-                event["mention"] = True
-            self.send(event)
+                self.send({"event": "unread", "channel": channel, "count": count,
+                           "mention": True})
+            else:
+                self.connection.write_line(unread_line(channel, count))
 
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)

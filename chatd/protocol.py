@@ -22,7 +22,8 @@ from chatd.accounts import Credentials
 from chatd.addresses import address_group, plain_address
 from chatd.auth import ChatError
 from chatd.bus import encode
-from chatd.limits import TOO_FAST, FloodGuard, held_bytes, unsent_bytes
+from chatd.limits import TOO_FAST, FloodGuard
+from chatd.output import FlushQueue, Output
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
 from chatd.registry import ACTIONS, ANYONE, LIST_MAX
@@ -74,10 +75,12 @@ def _refuse_duplicates(pairs):
 class ChatProtocol(Protocol):
     """One client connection: lines in (split in one pass per read), JSON lines out."""
 
-    def __init__(self, server, clock):
+    def __init__(self, server, clock, flushes):
         self.server = server
         self.hub = server.hub
         self.clock = clock
+        self.flushes = flushes  # the FlushQueue this connection's Output joins (chatd.output)
+        self.output = None
         config = server.config
         self.MAX_LENGTH = config.max_line
         self.flood = FloodGuard(clock, config.flood_rate, config.flood_burst, config.flood_strikes)
@@ -105,6 +108,7 @@ class ChatProtocol(Protocol):
     def connectionMade(self):
         self.ip = plain_address(self.transport.getPeer().host)
         self.group = address_group(self.ip)
+        self.output = Output(self.transport, self.flushes)
         # Without it a second small write waits for the client's delayed ACK (40 ms tail).
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
@@ -119,6 +123,7 @@ class ChatProtocol(Protocol):
             self.disconnect(kind, reason, at_once=True)
 
     def connectionLost(self, reason):
+        self.output.discard()
         self.hub.remove_connection(self)
         self.server.connections.remove(self.group)
         for call in (self._abort_call, self._deadline_call, self._drain_call):
@@ -164,25 +169,26 @@ class ChatProtocol(Protocol):
         client for which the transport then holds more than the limit (one
         large history page, say) must read it down below the limit within
         --drain-timeout seconds, or it is dropped, even if nothing more is ever
-        written to it. That check counts what the transport keeps in memory
-        (chatd.limits.held_bytes), which includes the sent start of a large
-        write until little of it is left.
+        written to it. That check counts what the output keeps in memory
+        (Output.held: the lines queued for this turn, and chatd.limits.held_bytes
+        of the transport, which includes the sent start of a large write until
+        little of it is left).
         """
         if self.closing:
             return      # after the goodbye (or an abort) nothing more is sent
         limit = self.server.config.max_output_buffer
-        unsent = unsent_bytes(self.transport)
+        unsent = self.output.unsent()
         if unsent is not None and unsent > limit:
             self._drop_slow_reader(f"{unsent} bytes of output not read")
             return
-        self.transport.write(line)
-        if self._drain_call is None and (held_bytes(self.transport) or 0) > limit:
+        held = self.output.write(line)
+        if self._drain_call is None and (held or 0) > limit:
             self._drain_call = self.clock.callLater(self.server.config.drain_timeout,
                                                     self._check_drained)
 
     def _check_drained(self):
         self._drain_call = None
-        held = held_bytes(self.transport)
+        held = self.output.held()
         if not self.closing and held is not None and held > self.server.config.max_output_buffer:
             self._drop_slow_reader(f"{held} bytes of output held after "
                                    f"--drain-timeout {self.server.config.drain_timeout:g} s")
@@ -201,6 +207,7 @@ class ChatProtocol(Protocol):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
+        self.output.discard()
         self.transport.abortConnection()
 
     def send(self, payload):
@@ -225,6 +232,7 @@ class ChatProtocol(Protocol):
         if self.closing:
             return  # that write found a stalled reader and aborted
         self.closing = True
+        self.output.flush()     # the goodbye and the lines before it, then the close
         if self.session is not None:
             self.hub.end_session(self.session)
         if not at_once and ITCPTransport.providedBy(self.transport) and \
@@ -656,8 +664,9 @@ class ChatFactory(Factory):
     def __init__(self, server, clock=None):
         self.server = server
         self.clock = server.reactor if clock is None else clock
+        self.flushes = FlushQueue(self.clock)
 
     def buildProtocol(self, addr):
-        protocol = ChatProtocol(self.server, self.clock)
+        protocol = ChatProtocol(self.server, self.clock, self.flushes)
         protocol.factory = self
         return protocol
