@@ -224,7 +224,45 @@ class _CommitTurn:
         self.ended.set()
 
 
-class MessageLog:
+class Draining:
+    """A writer that callers can wait on until it has nothing left to write, and stop.
+
+    Subclasses say when they are `idle()` and keep `_stopped`, `_retry_call` and
+    `_drain_waiters`; `stop` waits for idle (at most `timeout` s) before `_stopped`.
+    """
+
+    def idle(self):
+        raise NotImplementedError
+
+    def drained(self):
+        """Fires once nothing waits to be written."""
+        if self.idle():
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    def _check_drained(self, force=False):
+        if force or self.idle():
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    @defer.inlineCallbacks
+    def _wait_then_stop(self, timeout):
+        drained = self.drained()
+        drained.addTimeout(timeout, self.store.clock)
+        try:
+            yield drained
+        except defer.TimeoutError:
+            pass
+        self._stopped = True
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+
+
+class MessageLog(Draining):
     """Makes messages durable, in batches, before they are acknowledged or relayed.
 
     `save(message)` fires with (message, is_new) once the message is committed —
@@ -577,33 +615,10 @@ class MessageLog:
         return not (self.queue or self.spooled or self.in_doubt or self._in_flight
                     or self._requeue or self._scheduled)
 
-    def drained(self):
-        """Fires once nothing waits: every accepted message is committed to SQL."""
-        if self.idle():
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._drain_waiters.append(d)
-        return d
-
-    def _check_drained(self):
-        if self.idle():
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for d in waiters:
-                d.callback(None)
-
     @defer.inlineCallbacks
     def stop(self, timeout):
         """Wait up to `timeout` s for the queue to be durable; spool what is left."""
-        drained = self.drained()
-        drained.addTimeout(timeout, self.store.clock)
-        try:
-            yield drained
-        except defer.TimeoutError:
-            pass
-        self._stopped = True
-        if self._retry_call is not None:
-            self._retry_call.cancel()
-            self._retry_call = None
+        yield self._wait_then_stop(timeout)
         if self.queue:
             batch, self.queue = self.queue, []
             self._to_spool(batch)
@@ -613,7 +628,7 @@ class MessageLog:
                      count=len(self.spooled), path=str(self.spool.path))
 
 
-class BatchWriter:
+class BatchWriter(Draining):
     """Writes rows the caller does not wait for (the auth log) in batches, in order,
     retrying with backoff; during an outage at most `max_pending` rows wait, and
     the oldest beyond that are dropped (and counted in the log)."""
@@ -647,20 +662,14 @@ class BatchWriter:
         self._writing = True
         self.store.clock.callLater(0, self._write_batch)
 
-    def drained(self):
-        if not self.pending and not self._writing:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._drain_waiters.append(d)
-        return d
+    def idle(self):
+        return not self.pending and not self._writing
 
     def _write_batch(self):
         self._retry_call = None
         if self._stopped or not self.pending:
             self._writing = False
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for d in waiters:
-                d.callback(None)
+            self._check_drained(force=True)
             return
         self._writing = True
         rows = [self.pending[i] for i in range(min(self.batch_size, len(self.pending)))]
@@ -685,16 +694,7 @@ class BatchWriter:
 
     @defer.inlineCallbacks
     def stop(self, timeout):
-        drained = self.drained()
-        drained.addTimeout(timeout, self.store.clock)
-        try:
-            yield drained
-        except defer.TimeoutError:
-            pass
-        self._stopped = True
-        if self._retry_call is not None:
-            self._retry_call.cancel()
-            self._retry_call = None
+        yield self._wait_then_stop(timeout)
         if self.pending:
             log.error("stopping with the database unreachable: {count} rows not written"
                       " ({sql})", count=len(self.pending), sql=self.sql.split("(")[0])

@@ -36,6 +36,11 @@ PAGE_RETRIES, PAGE_RETRY_DELAY = 30, 1.0    # a directory page refused for flood
 TRANSIENT_REFUSALS = frozenset({TOO_FAST, BUSY, UNAVAILABLE})
 RESEND_DELAY = 2.0
 
+
+def text_problem(text, if_empty):
+    """The sentence to show next to the composer for `text` (stripped), or None."""
+    return if_empty if not text else rules.message_problem(text)
+
 # The commands the client runs itself (the rest go to the server), as /help explains them.
 CLIENT_COMMANDS = {
     "me": ("/me waves", 'say what you are doing: everyone sees "* {user} waves"'),
@@ -610,11 +615,9 @@ class ChatModel(QObject):
     def edit_message(self, message, text):
         """Replace the text of one of my messages; returns an error to show, or None."""
         text = text.strip()
-        if not text:
-            return "Type the new text, or press Escape to keep the message."
-        too_long = rules.message_problem(text)
-        if too_long:
-            return too_long
+        problem = text_problem(text, "Type the new text, or press Escape to keep the message.")
+        if problem:
+            return problem
         self._request("edit_message", text, id=message.id)
         return None
 
@@ -786,11 +789,9 @@ class ChatModel(QObject):
         Returns an error message to show next to the composer, or None once sent.
         """
         text = text.strip()
-        if not text:
-            return "Type a message first."
-        too_long = rules.message_problem(text)
-        if too_long:
-            return too_long
+        problem = text_problem(text, "Type a message first.")
+        if problem:
+            return problem
         if text.startswith("/"):
             name, _, argument = text[1:].partition(" ")
             if name.lower() in CLIENT_COMMANDS:

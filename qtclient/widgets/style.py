@@ -92,14 +92,20 @@ def status_icon(status):
     return dot_icon(STATUS_COLOURS.get(status, STATUS_COLOURS["offline"]))
 
 
-def lock_icon(colour="#c7d2fe", size=14):
-    """A padlock for private channels (drawn, so it does not depend on an emoji font)."""
+def _symbol_canvas(size, colour, pen_width):
+    """A transparent, double-resolution pixmap and a painter with an antialiased pen."""
     pixmap = QPixmap(size * 2, size * 2)
     pixmap.setDevicePixelRatio(2)
     pixmap.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pixmap)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    painter.setPen(QPen(QColor(colour), 1.6))
+    painter.setPen(QPen(QColor(colour), pen_width))
+    return pixmap, painter
+
+
+def lock_icon(colour="#c7d2fe", size=14):
+    """A padlock for private channels (drawn, so it does not depend on an emoji font)."""
+    pixmap, painter = _symbol_canvas(size, colour, 1.6)
     shackle = QPainterPath()
     shackle.moveTo(size * 0.32, size * 0.5)
     shackle.lineTo(size * 0.32, size * 0.33)
@@ -114,12 +120,7 @@ def lock_icon(colour="#c7d2fe", size=14):
 
 def hash_icon(colour="#a5b4fc", size=14):
     """A '#' for public channels, the same width as the lock so names line up."""
-    pixmap = QPixmap(size * 2, size * 2)
-    pixmap.setDevicePixelRatio(2)
-    pixmap.fill(Qt.GlobalColor.transparent)
-    painter = QPainter(pixmap)
-    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    painter.setPen(QPen(QColor(colour), 1.5))
+    pixmap, painter = _symbol_canvas(size, colour, 1.5)
     for x in (0.4, 0.62):
         painter.drawLine(QPointF(size * (x + 0.05), size * 0.18),
                          QPointF(size * (x - 0.07), size * 0.86))
