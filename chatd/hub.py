@@ -36,6 +36,13 @@ def _unread_prefix(channel):
     return line[:-len(b"0}\n")]
 
 
+@lru_cache(maxsize=64)
+def _channel_text(line):
+    """The text of a relayed channel message line, decoded once for all its receivers
+    (they get the same bytes object, whose hash Python keeps)."""
+    return json.loads(line)["channel_message"]
+
+
 def unread_line(channel, count):
     """Same bytes as encode({"event": "unread", "channel": channel, "count": count})."""
     return b"%s%d}\n" % (_unread_prefix(channel), count)
@@ -112,7 +119,7 @@ class Session:
         else:
             channel = topic[1]
             count = self.unread[channel] = self.unread[channel] + 1
-            if b"@" in line and is_mentioned(json.loads(line)["channel_message"], self.name):
+            if b"@" in line and is_mentioned(_channel_text(line), self.name):
                 self.send({"event": "unread", "channel": channel, "count": count,
                            "mention": True})
             else:
