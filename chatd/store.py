@@ -904,8 +904,9 @@ class Store:
         return tuple(rows[0]) if rows else None
 
     def all_users(self):
-        """[(name, role)] for every account: the hub keeps this directory in memory."""
-        return self.query("SELECT name, role FROM users")
+        """[(name, role, password hash)] for every account: chatd.accounts keeps them in
+        memory (a hash never changes once stored)."""
+        return self.query("SELECT name, role, password_hash FROM users")
 
     def set_role(self, name, role):
         return self.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
