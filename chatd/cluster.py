@@ -211,6 +211,9 @@ class Cluster:
         for (channel, user), where in list(self.remote_looking.items()):
             if where == node:
                 del self.remote_looking[channel, user]
+                session = self.hub.sessions.get(user)
+                if session is not None and session.viewing == channel_topic(channel):
+                    continue    # logged in here since, and looks at it from here
                 self._forget_looking(channel, user)
                 local.publish(channel_topic(channel), {"event": "member", "channel": channel,
                                                        "user": user, "status": OFFLINE})

@@ -1,0 +1,285 @@
+"""In front of the nodes: several nodes on one port (--reuse-port), and HAProxy.
+
+Real `twistd --reactor=asyncio` nodes on the real NATS and MariaDB (as
+tests/test_cluster.py), real clients over TCP, and a real haproxy started
+with the configuration docs/cluster.md gives.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from twisted.internet import defer, reactor, task
+
+from cluster_support import cluster
+from support import PASSWORD, REQUIRE_MYSQL, connect, ok
+from test_cluster import command, eventually, keep_alive, look
+from test_twistd import free_port, parse
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
+MANY = ["--registrations-per-hour", "1000"]     # every test account comes from 127.0.0.1
+
+
+def test_reuse_port_is_a_cluster_option():
+    from twisted.python.usage import UsageError
+    with pytest.raises(UsageError, match="--reuse-port needs --bus URL"):
+        parse("--reuse-port")
+    config = parse("--reuse-port", "--bus", "nats://127.0.0.1:4222", "--node-name", "a").config()
+    assert config.reuse_port is True and parse().config().reuse_port is False
+
+
+def test_reuse_port_shares_tcp_and_refuses_what_has_no_port(tmp_path):
+    from twisted.internet import error, protocol
+    from chatd.reuseport import ReusingPort
+    shared = ReusingPort(reactor)
+    factory = protocol.Factory.forProtocol(protocol.Protocol)
+    first = shared.listenTCP(0, factory, interface="127.0.0.1")
+    port = first.getHost().port
+    try:
+        second = shared.listenTCP(port, factory, interface="127.0.0.1")
+        assert second.getHost().port == port
+        second.stopListening()
+        with pytest.raises(error.CannotListenError):     # a socket without SO_REUSEPORT
+            reactor.listenTCP(port, factory, interface="127.0.0.1")
+        with pytest.raises(error.CannotListenError, match="tcp: and ssl: endpoints only"):
+            shared.listenUNIX(str(tmp_path / "socket"), factory)
+    finally:
+        first.stopListening()
+
+
+@defer.inlineCallbacks
+def logged_in(node, name, register=True):
+    client = yield connect(node)
+    if register:
+        ok((yield client.request({"register": name, "password": PASSWORD,
+                                  "email": f"{name}@example.org"})))
+    ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+    client.name = name
+    return client
+
+
+@defer.inlineCallbacks
+def where_everyone_is(admin, expected, nodes=("a", "b")):
+    """{user: node} from the admin's `users` once it lists `expected` (a login takes a
+    moment to cross the bus); the admin's own node is the one no entry names."""
+    found = {}
+
+    @defer.inlineCallbacks
+    def listed():
+        users = ok((yield command(admin, "users")))["users"]
+        found.clear()
+        found.update({u["user"]: u.get("node") for u in users})
+        return set(found) >= set(expected)
+    yield eventually(listed, 10)
+    named = set(found.values()) - {None}
+    here = set(nodes) - named
+    assert len(here) == 1, found
+    return {user: node or next(iter(here)) for user, node in found.items()}
+
+
+@defer.inlineCallbacks
+def looking(clients):
+    """Each client joins #general and keeps looking at it (heartbeats every second)."""
+    for client in clients:
+        yield look(client)
+        keep_alive(client, channel="general")
+
+
+@defer.inlineCallbacks
+def everyone_hears_everyone(clients, label):
+    """Each client says one line in #general; every client receives every line once."""
+    for client in clients:
+        ok((yield client.request({"channel_message": f"{label} {client.name}",
+                                  "channel": "general"})))
+    expected = {f"{label} {c.name}" for c in clients}
+    for client in clients:
+        got = []
+        while len(got) < len(expected):
+            message = yield client.wait_for(
+                lambda m: str(m.get("channel_message", "")).startswith(label)
+                and "reply_to" not in m)
+            got.append(message["channel_message"])
+        assert sorted(got) == sorted(expected), client.name
+
+
+@defer.inlineCallbacks
+def history(client, channel="general"):
+    """{id: text} of the channel's whole history, read page by page."""
+    stored, before = {}, None
+    while True:
+        page = ok((yield client.request({"get_channel": channel, "limit": 200,
+                                         **({"before": before} if before else {})})))
+        stored.update((m["id"], m["channel_message"]) for m in page["messages"])
+        if not page["has_more"]:
+            return stored
+        before = min(m["id"] for m in page["messages"])
+
+
+# -- several nodes on one port ---------------------------------------------------------
+
+@pytest.mark.timeout(150)
+@defer.inlineCallbacks
+def test_nodes_sharing_one_port_spread_clients_and_survive_a_kill(tmp_path):
+    port = free_port()
+    listen = ["--listen", f"tcp:{port}:interface=127.0.0.1", "--reuse-port", *MANY]
+    with cluster(tmp_path) as nodes:
+        a = nodes.start("a", "--admin", "root", *listen)
+        b = nodes.start("b", "--admin", "root", *listen)
+        assert a.address.port == b.address.port == port
+        # The kernel spreads connections by a hash of their addresses: 16 clients all on
+        # one node would happen once in 32,768 runs.
+        clients = yield defer.gatherResults([logged_in(a, f"u{i}") for i in range(16)])
+        root = yield logged_in(a, "root")
+        placed = yield where_everyone_is(root, [c.name for c in clients])
+        spread = {node: sorted(u for u, n in placed.items() if n == node) for node in "ab"}
+        print("one port, two nodes:", {node: len(users) for node, users in spread.items()})
+        assert spread["a"] and spread["b"], spread
+        yield looking(clients)
+        yield everyone_hears_everyone(clients, "before")    # lines cross between nodes
+
+        # kill -9 one node while its clients send; they reconnect to the same port.
+        victim = "a" if len(spread["a"]) >= len(spread["b"]) else "b"
+        senders = [c for c in clients if placed[c.name] == victim]
+        acked, sent = [], {}
+        stop = []
+
+        @defer.inlineCallbacks
+        def sender(client):
+            i = 0
+            while not stop:
+                nonce = f"{client.name}-{i}"
+                sent[nonce] = client
+                reply = yield client.request({"channel_message": nonce, "channel": "general",
+                                              "nonce": nonce})
+                if reply.get("ok"):
+                    acked.append(reply["id"])
+                i += 1
+        lanes = [sender(c).addErrback(lambda f: None) for c in senders]
+        while len(acked) < 100:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        nodes.kill(victim)
+        stop.append(True)
+        yield defer.DeferredList(lanes)
+        for client in senders:
+            yield client.closed
+
+        survivor = b if victim == "a" else a
+        back = {}
+        for client in senders:     # log in again through the same port, resend with nonces
+            again = yield logged_in(survivor, client.name, register=False)
+            back[client.name] = again
+        for nonce, client in sent.items():
+            reply = ok((yield back[client.name].request({
+                "channel_message": nonce, "channel": "general", "nonce": nonce})))
+            acked.append(reply["id"])       # an acknowledged one answers with its old id
+        if placed["root"] == victim:
+            root = yield logged_in(survivor, "root", register=False)
+        everyone = [back.get(c.name, c) for c in clients]
+        placed = yield where_everyone_is(root, [c.name for c in everyone],
+                                         nodes=("b" if victim == "a" else "a",))
+        assert set(placed.values()) == {"b" if victim == "a" else "a"}
+
+        ok((yield root.request({"join": "general"})))
+        stored = yield history(root)
+        lost = set(acked) - set(stored)
+        print(f"one port, node {victim} killed: {len(senders)} of its clients moved,"
+              f" acked {len(set(acked))}, stored {len(stored)}, lost {len(lost)}")
+        assert not lost
+        nonces = [text for text in stored.values() if text in sent]
+        assert sorted(nonces) == sorted(sent), "every line once, acknowledged or resent"
+        yield looking(back.values())
+        yield everyone_hears_everyone(everyone, "after")
+
+
+# -- HAProxy ----------------------------------------------------------------------------
+
+def haproxy_binary():
+    """haproxy's path; skip if it is not installed, unless CI (CHATD_REQUIRE_MYSQL=1)."""
+    found = shutil.which("haproxy") or ("/usr/sbin/haproxy"
+                                        if os.access("/usr/sbin/haproxy", os.X_OK) else None)
+    if found:
+        return found
+    if REQUIRE_MYSQL:
+        pytest.fail("CHATD_REQUIRE_MYSQL=1 but haproxy is not installed (apt-get install haproxy)")
+    pytest.skip("haproxy is not installed (apt-get install haproxy)")
+
+
+def documented_haproxy_cfg(front, backends):
+    """docs/cluster.md's haproxy.cfg, with this machine's ports in place of its addresses."""
+    text = DOCS.read_text()
+    block = re.search(r"<!-- haproxy.cfg -->\n```\n(.*?)```\n<!-- /haproxy.cfg -->", text,
+                      re.S).group(1)
+    block = block.replace("bind :7878", f"bind 127.0.0.1:{front}")
+    for name, port in backends.items():
+        block, count = re.subn(rf"(server {name} )\S+", rf"\g<1>127.0.0.1:{port}", block)
+        assert count == 1, f"no 'server {name}' line in the documented haproxy.cfg"
+    return block
+
+
+def start_haproxy(binary, config_path, port):
+    checked = subprocess.run([binary, "-c", "-f", str(config_path)], capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    process = subprocess.Popen([binary, "-db", "-f", str(config_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError("haproxy did not start")
+
+
+@pytest.mark.timeout(150)
+@defer.inlineCallbacks
+def test_haproxy_in_front_moves_clients_to_the_live_node(tmp_path):
+    binary = haproxy_binary()
+    with cluster(tmp_path) as nodes:
+        a = nodes.start("a", "--admin", "root", *MANY)
+        b = nodes.start("b", "--admin", "root", *MANY)
+        front = free_port()
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(documented_haproxy_cfg(front, {"a": a.address.port,
+                                                         "b": b.address.port}))
+        haproxy = start_haproxy(binary, config, front)
+        try:
+            proxy = SimpleNamespace(address=SimpleNamespace(host="127.0.0.1", port=front))
+            clients = []
+            for i in range(6):      # one after the other: leastconn sees each one arrive
+                clients.append((yield logged_in(proxy, f"u{i}")))
+            root = yield logged_in(proxy, "root")
+            placed = yield where_everyone_is(root, [c.name for c in clients])
+            spread = {node: [u for u, n in placed.items() if n == node] for node in "ab"}
+            print("haproxy, two nodes:", {node: len(users) for node, users in spread.items()})
+            assert spread["a"] and spread["b"], spread      # leastconn shares them out
+            yield looking(clients)
+            yield everyone_hears_everyone(clients, "before")
+
+            victim = "b" if placed["root"] == "a" else "a"
+            moved = [c for c in clients if placed[c.name] == victim]
+            nodes.kill(victim)
+            for client in moved:    # haproxy closes what it had relayed to the dead node
+                yield client.closed
+            again = {}
+            for client in moved:    # the same address: haproxy sends them to the live node
+                again[client.name] = yield logged_in(proxy, client.name, register=False)
+            everyone = [again.get(c.name, c) for c in clients]
+            survivor = "a" if victim == "b" else "b"
+            placed = yield where_everyone_is(root, [c.name for c in everyone],
+                                             nodes=(survivor,))
+            assert set(placed.values()) == {survivor}
+            yield looking(again.values())
+            yield everyone_hears_everyone(everyone, "after")
+            print(f"haproxy, node {victim} killed: {len(moved)} clients moved to {survivor}")
+        finally:
+            haproxy.terminate()
+            haproxy.wait(10)
