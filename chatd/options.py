@@ -203,6 +203,11 @@ OPTIONS = (
                 " that use it too (SO_REUSEPORT): the kernel spreads new connections over"
                 " them (only for nodes of one cluster: two separate servers on one port"
                 " would each get some of the clients)."),
+    Option("proxy-protocol", bool, False,
+           help="Every connection starts with HAProxy's PROXY header (send-proxy), which gives"
+                " the client's own address for the IP dictionary, IP bans and per-address"
+                " limits (tcp: endpoints only; let nothing but HAProxy reach --listen then:"
+                " anyone else could claim any address; see docs/cluster.md)."),
     Option("manhole", str, None, metavar="ENDPOINT", requires="manhole-keys",
            check=_endpoint_string,
            help="Endpoint for the SSH admin manhole, e.g. tcp:2222 (loopback unless"

@@ -27,6 +27,7 @@ from chatd.moderation import Moderation
 from chatd.natsbus import BusError
 from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
 from chatd.protocol import ChatFactory
+from chatd.proxyprotocol import HeaderFirstFactory
 from chatd.reuseport import ReusingPort
 from chatd.store import Store
 
@@ -143,7 +144,14 @@ class ChatServer(service.Service):
         if self.cluster is not None:
             yield self.cluster.catch_up()
         reactor = ReusingPort(self.reactor) if self.config.reuse_port else self.reactor
-        self.port = yield listen("--listen", reactor, self.config.listen, ChatFactory(self))
+        factory = ChatFactory(self)
+        if self.config.proxy_protocol:
+            if not self.config.listen.startswith(("tcp:", "tcp6:")):
+                raise StartError(f"--proxy-protocol works with tcp: endpoints only, not"
+                                 f" --listen {self.config.listen} (HAProxy sends its header"
+                                 f" before any TLS).")
+            factory = HeaderFirstFactory(factory, self.reactor)
+        self.port = yield listen("--listen", reactor, self.config.listen, factory)
         address = self.port.getHost()
         log.info("chatd listening on {host}:{port}{shared}", host=address.host, port=address.port,
                  shared=" (shared with the other nodes here)" if self.config.reuse_port else "")

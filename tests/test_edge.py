@@ -54,8 +54,8 @@ def test_reuse_port_shares_tcp_and_refuses_what_has_no_port(tmp_path):
 
 
 @defer.inlineCallbacks
-def logged_in(node, name, register=True):
-    client = yield connect(node)
+def logged_in(node, name, register=True, source=None):
+    client = yield connect(node, source)
     if register:
         ok((yield client.request({"register": name, "password": PASSWORD,
                                   "email": f"{name}@example.org"})))
@@ -119,6 +119,71 @@ def history(client, channel="general"):
         if not page["has_more"]:
             return stored
         before = min(m["id"] for m in page["messages"])
+
+
+# -- the PROXY header ------------------------------------------------------------------
+
+@defer.inlineCallbacks
+def through_proxy(server, source, name=None, register=False, version=1):
+    """A client whose connection starts with the PROXY header HAProxy would send for a
+    client at `source`."""
+    import ipaddress
+    import struct
+    client = yield connect(server)
+    if version == 1:
+        client.send_raw(f"PROXY TCP4 {source} 127.0.0.1 40000 7878\r\n".encode())
+    else:   # v2: signature, PROXY command, TCP over IPv4, then the addresses and ports
+        addresses = (ipaddress.ip_address(source).packed + bytes([127, 0, 0, 1])
+                     + struct.pack("!HH", 40000, 7878))
+        client.send_raw(b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11"
+                        + struct.pack("!H", len(addresses)) + addresses)
+    if register:
+        ok((yield client.request({"register": name, "password": PASSWORD,
+                                  "email": f"{name}@example.org"})))
+    if name is not None:
+        ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+        client.name = name
+    return client
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_the_proxy_header_gives_each_client_its_own_address(sqlite_database):
+    from support import start_server, stop_server
+    server = start_server(sqlite_database, proxy_protocol=True, admins=["root"])
+    try:
+        root = yield through_proxy(server, "10.0.0.1", "root", register=True)
+        alice = yield through_proxy(server, "10.0.0.2", "alice", register=True)
+        bob = yield through_proxy(server, "10.0.0.3", "bob", register=True, version=2)
+        users = ok((yield command(root, "users")))["users"]
+        assert {u["user"]: u["ip"] for u in users} == {
+            "root": "10.0.0.1", "alice": "10.0.0.2", "bob": "10.0.0.3"}
+        # An IP ban refuses the address the header names, not the proxy's.
+        ok((yield command(root, "ban 10.0.0.2")))
+        assert (yield alice.event("disconnect"))["kind"] == "banned"
+        again = yield through_proxy(server, "10.0.0.2")
+        assert (yield again.event("disconnect"))["kind"] == "banned"
+        ok((yield bob.request({"list_channels": ""})))     # the others stay
+        # A connection without the header is closed before a word of chat.
+        plain = yield connect(server)
+        plain.send({"register": "mallory", "password": PASSWORD, "email": "m@example.org"})
+        yield plain.closed
+        assert plain.inbox == []
+        assert "mallory" not in {name for _, name in server.accounts.names_after("")}
+    finally:
+        stop_server(server)
+
+
+def test_the_proxy_header_needs_a_tcp_endpoint(sqlite_database, tmp_path):
+    from chatd.server import ChatServer, StartError
+    from chatd.options import ServerConfig
+    from support import wait
+    server = ChatServer(ServerConfig(listen="ssl:0:privateKey=k.pem", database=sqlite_database,
+                                     proxy_protocol=True))
+    server.startService()
+    with pytest.raises(StartError, match="--proxy-protocol works with tcp: endpoints only"):
+        wait(server.ready)
+    wait(defer.maybeDeferred(server.stopService))
 
 
 # -- several nodes on one port ---------------------------------------------------------
@@ -244,8 +309,8 @@ def start_haproxy(binary, config_path, port):
 def test_haproxy_in_front_moves_clients_to_the_live_node(tmp_path):
     binary = haproxy_binary()
     with cluster(tmp_path) as nodes:
-        a = nodes.start("a", "--admin", "root", *MANY)
-        b = nodes.start("b", "--admin", "root", *MANY)
+        a = nodes.start("a", "--admin", "root", "--proxy-protocol", *MANY)
+        b = nodes.start("b", "--admin", "root", "--proxy-protocol", *MANY)
         front = free_port()
         config = tmp_path / "haproxy.cfg"
         config.write_text(documented_haproxy_cfg(front, {"a": a.address.port,
@@ -255,9 +320,13 @@ def test_haproxy_in_front_moves_clients_to_the_live_node(tmp_path):
             proxy = SimpleNamespace(address=SimpleNamespace(host="127.0.0.1", port=front))
             clients = []
             for i in range(6):      # one after the other: leastconn sees each one arrive
-                clients.append((yield logged_in(proxy, f"u{i}")))
+                clients.append((yield logged_in(proxy, f"u{i}", source=f"127.0.0.{10 + i}")))
             root = yield logged_in(proxy, "root")
             placed = yield where_everyone_is(root, [c.name for c in clients])
+            # The nodes know each client's own address from haproxy's PROXY header.
+            users = ok((yield command(root, "users")))["users"]
+            assert {u["user"]: u["ip"] for u in users} == {
+                "root": "127.0.0.1", **{f"u{i}": f"127.0.0.{10 + i}" for i in range(6)}}
             spread = {node: [u for u, n in placed.items() if n == node] for node in "ab"}
             print("haproxy, two nodes:", {node: len(users) for node, users in spread.items()})
             assert spread["a"] and spread["b"], spread      # leastconn shares them out
