@@ -53,6 +53,30 @@ def test_reuse_port_shares_tcp_and_refuses_what_has_no_port(tmp_path):
         first.stopListening()
 
 
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_two_servers_share_one_tls_port(sqlite_database, tmp_path):
+    """ssl: with --reuse-port: TLS over the shared socket, as listenSSL would do it.
+    (In-process, so no --bus: the option's check is at parsing.)"""
+    from support import (connect_tls, make_self_signed_cert, start_server, stop_server,
+                         tls_listen)
+    key, cert = make_self_signed_cert(tmp_path)
+    first = start_server(sqlite_database, listen=tls_listen(key, cert), reuse_port=True)
+    second = None
+    try:
+        port = first.address.port
+        second = start_server(f"sqlite:{tmp_path / 'other.sqlite'}",
+                              listen=tls_listen(key, cert, port), reuse_port=True)
+        assert second.address.port == port
+        client = yield connect_tls(first, cert)
+        ok((yield client.request({"register": "alice", "password": PASSWORD,
+                                  "email": "alice@example.org"})))
+    finally:
+        if second is not None:
+            stop_server(second)
+        stop_server(first)
+
+
 @defer.inlineCallbacks
 def logged_in(node, name, register=True, source=None):
     client = yield connect(node, source)
