@@ -55,7 +55,7 @@ class Engine:
         mistake in the SQL is a bug and must not be retried or spooled."""
         raise NotImplementedError
 
-    def begin(self, cursor):
+    def begin(self, cursor, readonly=False):
         """Open the transaction explicitly where the driver does not."""
 
     def insert_raising(self, table, keys, column):
@@ -117,9 +117,11 @@ class SqliteEngine(Engine):
         path = Path(self.path)
         return str(path.with_name(path.stem.split(".")[0] + "-spool.jsonl"))
 
-    def make_pool(self):
-        # One connection, so one writer: two connections of a pool each holding a
-        # write transaction wait on each other's lock ("database is locked").
+    def make_pool(self, for_messages=False):
+        # One connection per pool: the message log's and everything else's. Every
+        # writing transaction takes the write lock when it begins (BEGIN IMMEDIATE),
+        # so the two wait for each other (busy_timeout) instead of failing with
+        # "database is locked"; reads begin deferred and, in WAL mode, wait for nobody.
         # isolation_level=None: transactions are opened by begin(), never implicitly.
         return adbapi.ConnectionPool(
             "sqlite3", self.path, check_same_thread=False, isolation_level=None,
@@ -137,8 +139,8 @@ class SqliteEngine(Engine):
         return (isinstance(exc, sqlite3.OperationalError)
                 and any(text in str(exc).lower() for text in self.UNAVAILABLE))
 
-    def begin(self, cursor):
-        cursor.execute("BEGIN IMMEDIATE")
+    def begin(self, cursor, readonly=False):
+        cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     @staticmethod
     def text_search(words):
@@ -157,8 +159,8 @@ class SqliteEngine(Engine):
 class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
-    # Overlapping commits hide the round trips and the log flush; one pool connection
-    # is left for everything else (cp_max below).
+    # Overlapping commits hide the round trips and the log flush (the message log's
+    # pool has one connection for each).
     commits_in_flight = 3
     # Server errors that mean busy or going away (client-side errors are 2000-2999):
     # too many connections, shutdown, lock wait timeout, deadlock, query interrupted, killed.
@@ -192,10 +194,11 @@ class MysqlEngine(Engine):
                     passwd=self.password, db=self.database, charset="utf8mb4",
                     connect_timeout=5, read_timeout=30, write_timeout=30)
 
-    def make_pool(self):
+    def make_pool(self, for_messages=False):
         import MySQLdb  # noqa: F401  (fail early with a clear ImportError)
         return adbapi.ConnectionPool(
-            "MySQLdb", cp_reconnect=True, cp_min=1, cp_max=4,
+            "MySQLdb", cp_reconnect=True, cp_min=1,
+            cp_max=self.commits_in_flight if for_messages else 4,
             cp_openfun=self.on_connect, **self.connect_kwargs())
 
     @staticmethod
