@@ -201,8 +201,8 @@ OPTIONS = (
     Option("reuse-port", bool, False, requires="bus",
            help="Share the --listen port (tcp: or ssl:) with the other nodes on this host"
                 " that use it too (SO_REUSEPORT): the kernel spreads new connections over"
-                " them (only for nodes of one cluster: two separate servers on one port"
-                " would each get some of the clients)."),
+                " them. Needs --bus: servers that are not one cluster would each get some"
+                " of the clients."),
     Option("proxy-protocol", bool, False,
            help="Every connection starts with HAProxy's PROXY header (send-proxy), which gives"
                 " the client's own address for the IP dictionary, IP bans and per-address"
