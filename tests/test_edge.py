@@ -198,7 +198,7 @@ def test_the_proxy_header_gives_each_client_its_own_address(sqlite_database):
         stop_server(server)
 
 
-def test_the_proxy_header_needs_a_tcp_endpoint(sqlite_database, tmp_path):
+def test_the_proxy_header_needs_a_tcp_endpoint(sqlite_database):
     from chatd.server import ChatServer, StartError
     from chatd.options import ServerConfig
     from support import wait
