@@ -16,7 +16,7 @@ from conftest import PATIENCE, fill_login
 from qtclient.model import parse_servers, servers_text
 from qtclient.widgets.window import ChatWindow
 from support import PASSWORD, connect, look_at, wait
-from test_client_gui import GENERAL, join_general, send, shown_texts
+from test_client_gui import join_general, send, shown_texts
 
 
 def test_a_server_list_is_parsed_in_order():
