@@ -33,6 +33,9 @@ from chatd.store import utcnow
 
 log = Logger()
 HEARTBEATS_PER_TIMEOUT = 3      # heartbeats a node sends within one presence timeout
+# A login refused while cut off from the bus (the desktop client tries another node).
+CATCHING_UP = ("This server is catching up with the others after a network cut;"
+               " try again in a moment, or connect to another server.")
 
 
 class Cluster:
@@ -110,8 +113,7 @@ class Cluster:
 
     def _check_serving(self, name, ip):
         if not self.serving:
-            raise ChatError("This server is catching up with the others after a network cut;"
-                            " try again in a moment, or connect to another server.")
+            raise ChatError(CATCHING_UP)
 
     # -- telling the other nodes ---------------------------------------------------------
 
@@ -211,6 +213,9 @@ class Cluster:
         for (channel, user), where in list(self.remote_looking.items()):
             if where == node:
                 del self.remote_looking[channel, user]
+                session = self.hub.sessions.get(user)
+                if session is not None and session.viewing == channel_topic(channel):
+                    continue    # logged in here since, and looks at it from here
                 self._forget_looking(channel, user)
                 local.publish(channel_topic(channel), {"event": "member", "channel": channel,
                                                        "user": user, "status": OFFLINE})

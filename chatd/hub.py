@@ -275,6 +275,7 @@ class Hub:
             older.control_close(**replaced)
         self.bus.control(user_topic(name), "close", replaced)
         self.sessions[name] = session
+        self.elsewhere.pop(name, None)  # its session there closes (or its node is dead)
         self.ips[name] = ip
         self.bus.control(STATE, "login", {"user": name, "ip": ip})
         session.listen(user_topic(name))

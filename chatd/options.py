@@ -58,7 +58,7 @@ def _keys_file(value):
 @dataclass(frozen=True)
 class Option:
     name: str                   # on the command line, without the "--"
-    type: type                  # int, float, str, or list for a repeatable option
+    type: type                  # int, float, str, bool for a flag, or list for a repeatable option
     default: object             # None: unset unless given
     help: str                   # one sentence; bounds and the default are added to it
     metavar: str = "VALUE"
@@ -198,6 +198,16 @@ OPTIONS = (
     Option("node-name", str, None, metavar="NAME", check=_node_name,
            help="This node's name in the cluster, different on every node"
                 " (letters, digits, '-', '_')."),
+    Option("reuse-port", bool, False, requires="bus",
+           help="Share the --listen port (tcp: or ssl:) with the other nodes on this host"
+                " that use it too (SO_REUSEPORT): the kernel spreads new connections over"
+                " them. Needs --bus: servers that are not one cluster would each get some"
+                " of the clients."),
+    Option("proxy-protocol", bool, False,
+           help="Every connection starts with HAProxy's PROXY header (send-proxy), which gives"
+                " the client's own address for the IP dictionary, IP bans and per-address"
+                " limits (tcp: endpoints only; let nothing but HAProxy reach --listen then:"
+                " anyone else could claim any address; see docs/cluster.md)."),
     Option("manhole", str, None, metavar="ENDPOINT", requires="manhole-keys",
            check=_endpoint_string,
            help="Endpoint for the SSH admin manhole, e.g. tcp:2222 (loopback unless"
@@ -234,10 +244,13 @@ def config_from(values):
         if option.type is list:
             settings[option.attribute] = list(option.default if given is None else given)
             continue
+        if option.type is bool:     # a flag: twistd gives 0 or 1
+            given = True if given else None
         if option.requires and given is not None and values.get(option.requires) is None:
             raise OptionError(f"--{option.name} needs --{option.requires}"
                               f" {BY_NAME[option.requires].metavar}")
-        settings[option.attribute] = option.default if given is None else option.parse(given)
+        settings[option.attribute] = (option.default if given is None
+                                      else given if option.type is bool else option.parse(given))
     return ServerConfig(**settings)
 
 
@@ -248,8 +261,9 @@ def markdown():
     """The README's option list: one line per option with its default."""
     lines = []
     for option in OPTIONS:
-        default = "" if option.default in (None, ()) else f" [{option.default}]"
-        lines.append(f"- `--{option.name} {option.metavar}`{default}: {option.describe()}")
+        default = "" if option.default in (None, (), False) else f" [{option.default}]"
+        usage = option.name if option.type is bool else f"{option.name} {option.metavar}"
+        lines.append(f"- `--{usage}`{default}: {option.describe()}")
     return "\n".join(lines) + "\n"
 
 

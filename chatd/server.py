@@ -27,6 +27,8 @@ from chatd.moderation import Moderation
 from chatd.natsbus import BusError
 from chatd.options import ServerConfig  # noqa: F401  (re-exported: tests build one)
 from chatd.protocol import ChatFactory
+from chatd.proxyprotocol import HeaderFirstFactory
+from chatd.reuseport import ReusingPort
 from chatd.store import Store
 
 log = Logger()
@@ -141,9 +143,18 @@ class ChatServer(service.Service):
         yield self.moderation.load()
         if self.cluster is not None:
             yield self.cluster.catch_up()
-        self.port = yield listen("--listen", self.reactor, self.config.listen, ChatFactory(self))
+        reactor = ReusingPort(self.reactor) if self.config.reuse_port else self.reactor
+        factory = ChatFactory(self)
+        if self.config.proxy_protocol:
+            if not self.config.listen.startswith(("tcp:", "tcp6:")):
+                raise StartError(f"--proxy-protocol works with tcp: endpoints only, not"
+                                 f" --listen {self.config.listen} (HAProxy sends its header"
+                                 f" before any TLS).")
+            factory = HeaderFirstFactory(factory, self.reactor)
+        self.port = yield listen("--listen", reactor, self.config.listen, factory)
         address = self.port.getHost()
-        log.info("chatd listening on {host}:{port}", host=address.host, port=address.port)
+        log.info("chatd listening on {host}:{port}{shared}", host=address.host, port=address.port,
+                 shared=" (shared with the other nodes here)" if self.config.reuse_port else "")
         if self.config.manhole:
             try:
                 self.manhole_port = yield listen_manhole(self)

@@ -24,7 +24,9 @@ class Options(usage.Options):
     optParameters = [
         [option.name, option.short, None if option.default is None else str(option.default),
          option.describe()]
-        for option in OPTIONS if option.type is not list]
+        for option in OPTIONS if option.type not in (list, bool)]
+    optFlags = [[option.name, option.short, option.describe()]
+                for option in OPTIONS if option.type is bool]
 
     def __init__(self):
         super().__init__()

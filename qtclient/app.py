@@ -14,7 +14,9 @@ import sys
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="chatd-client", description="The chatd desktop client.")
     parser.add_argument("--server", help="server address to fill in, e.g. localhost:7878 "
-                        "or tls://chat.example.org:7879 for an encrypted connection")
+                        "or tls://chat.example.org:7879 for an encrypted connection; several "
+                        "separated by commas (a:7878,b:7878, the nodes of one cluster) are "
+                        "tried in turn, and the next one takes over when a connection is lost")
     parser.add_argument("--ca-file", metavar="PEM",
                         help="for TLS, trust only this certificate (e.g. a self-signed "
                         "server's) instead of the system's certificate authorities")

@@ -15,6 +15,8 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapCl
 from twisted.internet.task import LoopingCall, deferLater
 
 from chatd import rules
+from chatd.auth import BUSY as HASHING_BUSY
+from chatd.cluster import CATCHING_UP
 from chatd.limits import TOO_FAST
 from chatd.protocol import BUSY, UNAVAILABLE
 
@@ -35,6 +37,9 @@ PAGE_RETRIES, PAGE_RETRY_DELAY = 30, 1.0    # a directory page refused for flood
 # never draws more than one flood-control refusal per RESEND_DELAY.
 TRANSIENT_REFUSALS = frozenset({TOO_FAST, BUSY, UNAVAILABLE})
 RESEND_DELAY = 2.0
+# A login refused for a moment (by a node catching up after a network cut, or busy
+# hashing passwords): a reconnect goes on to the next server instead of giving up.
+LOGIN_NOT_NOW = frozenset({HASHING_BUSY, CATCHING_UP, UNAVAILABLE})
 
 
 def text_problem(text, if_empty):
@@ -95,6 +100,20 @@ def parse_address(address):
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"'{address}' is not a server address like localhost:7878.")
     return ServerAddress(host.strip("[]"), int(port), tls)
+
+
+def parse_servers(text):
+    """``"a:7878, b:7878"`` → the :class:`ServerAddress` of each, in order (the nodes of
+    one cluster, tried in turn); ValueError with a sentence to show."""
+    servers = tuple(parse_address(part) for part in text.split(",") if part.strip())
+    if not servers:
+        raise ValueError("Enter the server address, for example localhost:7878.")
+    return servers
+
+
+def servers_text(servers):
+    """The canonical spelling of a server list (the key of its outbox file)."""
+    return ",".join(str(server) for server in servers)
 
 
 def tls_options(host, ca_file=None):
@@ -226,7 +245,9 @@ class ChatModel(QObject):
         self._reconnect_call = None
         self._resend_call = None  # after a "not now" refusal: when the outbox goes on
         self._protocol = None
-        self._address = None
+        self._address = None    # the server list as given ("a:7878,b:7878")
+        self._server_index = 0  # which of them is (or is next) tried
+        self.server = None      # the ServerAddress connected to, or being tried
         self._farewell = None  # the server's reason for closing a connection before login
         self._session = None
         self.state = State.DISCONNECTED
@@ -290,24 +311,34 @@ class ChatModel(QObject):
             self.connectionStateChanged.emit(state)
 
     @defer.inlineCallbacks
-    def _connection(self, address):
-        """The open connection to ``address``, opening (or replacing) it if needed."""
+    def _connection(self, address, tries=None):
+        """The open connection to one of ``address``'s servers, opening (or replacing) it
+        if needed. A new connection tries them in turn from the current one, ``tries``
+        of them (default: each once)."""
         if self._protocol is not None and self._address == address:
             return self._protocol
         self._drop_connection()
         self._farewell = None
-        server = parse_address(address)
-        endpoint = HostnameEndpoint(self._reactor, server.host, server.port, timeout=10)
-        if server.tls:
-            endpoint = wrapClientTLS(tls_options(server.host, self.ca_file), endpoint)
-        self._set_state(State.CONNECTING)
-        try:
-            protocol = yield connectProtocol(endpoint, ChatProtocol(self))
-        except Exception:
-            self._set_state(State.DISCONNECTED)
-            raise
-        self._address = address
-        return protocol
+        servers = parse_servers(address)
+        if address != self._address:
+            self._address, self._server_index = address, 0
+        failure = None
+        for _ in range(tries or len(servers)):
+            self.server = servers[self._server_index % len(servers)]
+            self._set_state(State.CONNECTING)
+            endpoint = HostnameEndpoint(self._reactor, self.server.host, self.server.port,
+                                        timeout=10)
+            if self.server.tls:
+                endpoint = wrapClientTLS(tls_options(self.server.host, self.ca_file), endpoint)
+            try:
+                protocol = yield connectProtocol(endpoint, ChatProtocol(self))
+            except Exception as error:
+                failure = error
+                self._server_index += 1
+                continue
+            return protocol
+        self._set_state(State.DISCONNECTED)
+        raise failure
 
     def _drop_connection(self):
         protocol, self._protocol = self._protocol, None
@@ -324,6 +355,7 @@ class ChatModel(QObject):
         self._protocol = None
         self._stop_heartbeat()
         if self.state == State.ONLINE and self._session is not None:
+            self._server_index += 1     # the next server in turn (the same one if alone)
             self._schedule_reconnect()
             self._presence_unknown()
         elif self.state != State.RECONNECTING:
@@ -348,11 +380,17 @@ class ChatModel(QObject):
         self._reconnect_call = None
         session = self._session
         try:
-            protocol = yield self._connection(session.address)
+            protocol = yield self._connection(session.address, tries=1)
             self._set_state(State.RECONNECTING)
             yield protocol.request("user:pwd", f"{session.user}:{session.password}")
         except ServerError as error:
-            self._end_session("login", error.message)
+            if error.message not in LOGIN_NOT_NOW:
+                self._end_session("login", error.message)
+                return
+            self._drop_connection()
+            self._server_index += 1
+            if self._session is session:
+                self._schedule_reconnect()
             return
         except Exception:
             if self._session is session:
@@ -401,7 +439,7 @@ class ChatModel(QObject):
             return
         self._reset_session_state()
         self._session = Session(address, reply["user"], password, reply.get("role", "user"))
-        self.outbox = Outbox.for_account(self.data_dir, str(parse_address(address)),
+        self.outbox = Outbox.for_account(self.data_dir, servers_text(parse_servers(address)),
                                          self._session.user)
         self._set_state(State.ONLINE)
         self._start_heartbeat()

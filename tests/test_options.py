@@ -26,7 +26,8 @@ def test_every_option_is_a_twistd_option_and_a_config_field_with_its_default():
         expected = list(option.default) if option.type is list else option.default
         assert getattr(parsed, option.attribute) == expected == getattr(built, option.attribute)
     help_text = str(Options())
-    assert all(f"--{option.name}=" in help_text for option in OPTIONS)
+    assert all(f"--{option.name}" + ("" if option.type is bool else "=") in help_text
+               for option in OPTIONS)
 
 
 def test_numbers_are_typed_and_bounded_from_the_declaration():

@@ -73,6 +73,8 @@ class LoginPage(_CardPage):
     def __init__(self, parent=None):
         super().__init__("Sign in to chatd", "Chat with your team, channel by channel.", parent)
         self.address, self.address_error = self._field("Server", "localhost:7878")
+        self.address.setToolTip("host:port, or several separated by commas (the servers of one"
+                                " cluster): if one goes away, the next one takes over.")
         self.ca_file = ""
         tls_row = QHBoxLayout()
         self.use_tls = QCheckBox("Use TLS")
@@ -134,19 +136,21 @@ class LoginPage(_CardPage):
             self.set_ca_file(path)
 
     def set_server(self, address):
-        """Fill in an address; a ``tls://`` prefix ticks "Use TLS" instead of staying in the text."""
-        scheme, sep, rest = address.strip().partition("://")
-        if sep and scheme.lower() in ("tls", "tcp"):
-            self.use_tls.setChecked(scheme.lower() == "tls")
-            address = rest
-        self.address.setText(address)
+        """Fill in an address, or several separated by commas (the nodes of one cluster);
+        a ``tls://`` prefix on every one ticks "Use TLS" instead of staying in the text."""
+        parts = [part.strip() for part in address.split(",") if part.strip()]
+        schemes = {part.partition("://")[0].lower() if "://" in part else "" for part in parts}
+        if len(schemes) == 1 and schemes <= {"tls", "tcp"}:
+            self.use_tls.setChecked(schemes == {"tls"})
+            parts = [part.partition("://")[2] for part in parts]
+        self.address.setText(", ".join(parts))
 
     def server(self):
-        """The address to connect to, with ``tls://`` when "Use TLS" is ticked."""
-        address = self.address.text().strip()
-        if self.use_tls.isChecked() and "://" not in address:
-            return f"tls://{address}"
-        return address
+        """The address(es) to connect to, each with ``tls://`` when "Use TLS" is ticked."""
+        parts = [part.strip() for part in self.address.text().split(",") if part.strip()]
+        if self.use_tls.isChecked():
+            parts = [part if "://" in part else f"tls://{part}" for part in parts]
+        return ",".join(parts)
 
     def _submit(self):
         self.show_notice("")

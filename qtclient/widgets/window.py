@@ -168,7 +168,7 @@ class ChatWindow(QMainWindow):
     def _show_state(self, state):
         self.state_icon.setPixmap(dot_icon(STATE_COLOURS.get(state, "#9ca3af")).pixmap(12, 12))
         self.state_label.setText(STATE_TEXTS.get(state, state).format(
-            address=self.settings.value("server/address", DEFAULT_ADDRESS),
+            address=self.model.server or self.settings.value("server/address", DEFAULT_ADDRESS),
             user=self.model.user or ""))
 
     def closeEvent(self, event):
