@@ -25,14 +25,22 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from chatd.auth import ChatError
-from chatd.bus import STATE, channel_topic, peer_topic
+from chatd.bus import STATE, channel_topic, members_topic, peer_topic, user_topic
 from chatd.moderation.requests import JoinRequest
 from chatd.natsbus import BusError, NatsBus
 from chatd.presence import OFFLINE, STATUSES
-from chatd.store import utcnow
+from chatd.store import MAX_BATCH as MESSAGE_PAGE, utcnow
 
 log = Logger()
 HEARTBEATS_PER_TIMEOUT = 3      # heartbeats a node sends within one presence timeout
+
+
+def _message_id(envelope):
+    """The id of the channel or private message a publish carries, else None."""
+    payload = envelope["p"]
+    if "channel_message" in payload or "private_message" in payload:
+        return payload.get("id")
+    return None
 
 
 class Cluster:
@@ -43,11 +51,15 @@ class Cluster:
         self.bus = NatsBus(self.config.bus, self.node)
         self.bus.observers.append(self.observe)
         self.bus.node_lost = self.node_lost
+        self.bus.admit = self._admit
         self.bus.disconnected.append(self._cut_off)
         self.bus.reconnected.append(self._rejoined)
         self.serving = True     # False from a cut until this node has caught up again
         self.remote_looking = {}    # (channel, user) -> node, for users looking from elsewhere
         self._first = None
+        self.last_message = {}  # other node -> highest id of its messages seen on the stream
+        self.recovered = set()  # (topic, id) relayed from SQL after their node was lost
+        self._start_id = 0      # the highest message id when this node loaded its state
         self._heartbeat = None
         accounts = server.accounts
         accounts.account_created.append(self._tell_account)
@@ -80,6 +92,8 @@ class Cluster:
         """Before the state is loaded from SQL: join the bus, note where the stream is."""
         last = yield self.bus.start()
         self._first = last + 1
+        # Older messages are in the history this node's clients load when they log in.
+        self._start_id = yield self.server.store.last_message_id()
 
     @defer.inlineCallbacks
     def catch_up(self):
@@ -131,6 +145,9 @@ class Cluster:
     def observe(self, node, topic, kind, body):
         if node == self.node:
             return
+        message_id = _message_id(body) if kind == "publish" else None
+        if message_id is not None and message_id > self.last_message.get(node, 0):
+            self.last_message[node] = message_id
         if kind == "control":
             if topic == STATE:
                 getattr(self, "apply_" + body["a"])(node, **body["d"])
@@ -201,9 +218,59 @@ class Cluster:
         if not viewers:
             looking.pop(channel, None)
 
+    def _admit(self, node, topic, envelope):
+        """A message relayed here from SQL (its node was taken as lost) is not shown again
+        when its own copy reaches the stream after all."""
+        if not self.recovered or "p" not in envelope:
+            return True
+        key = (topic, _message_id(envelope))
+        if key in self.recovered:
+            self.recovered.discard(key)
+            return False
+        return True
+
+    @defer.inlineCallbacks
+    def relay_lost_messages(self, node):
+        """`node` is gone, perhaps with messages it committed and acknowledged but had not
+        put on the stream yet (queued in its memory during a NATS cut, or in flight):
+        relay, to this node's clients, every message it stored above the last one of
+        its that came through the stream, in id order (its order on the stream)."""
+        yield self.bus.catch_up()   # what it did put on the stream comes first
+        store, local = self.server.store, self.bus.local
+        count = 0
+        while True:
+            after = max(self.last_message.get(node, 0), self._start_id)
+            found = yield store.messages_of_node(node, after)
+            names = {c.id: c.name for c in self.hub.channels.values()}
+            for message in found:
+                if message.id <= self.last_message.get(node, 0):
+                    continue    # its stream copy came while the query ran
+                self.last_message[node] = message.id
+                if message.channel_id is not None:
+                    message.channel = names.get(message.channel_id)
+                    if message.channel is None:
+                        continue    # the channel was deleted since
+                    topics = [members_topic(message.channel)]
+                else:
+                    topics = [user_topic(name) for name in
+                              dict.fromkeys((message.recipient, message.sender))]
+                payload = message.to_wire()
+                for topic in topics:
+                    self.recovered.add((topic, message.id))
+                    local.publish(topic, payload)
+                count += 1
+            if len(found) < MESSAGE_PAGE:
+                break
+        if count:
+            log.warn("relayed {count} messages that node {node} stored but had not put on"
+                     " the bus", count=count, node=node)
+
     def node_lost(self, node):
         """`node` sent no heartbeat for the presence timeout: its users are offline. Its
-        own events cannot say so, so this node tells its clients itself."""
+        own events cannot say so, so this node tells its clients itself, and relays the
+        messages it may not have put on the stream."""
+        self.relay_lost_messages(node).addErrback(
+            lambda f: log.failure("relaying the messages of lost node {node}", f, node=node))
         gone = [user for user, (where, _) in self.hub.elsewhere.items() if where == node]
         log.warn("node {node} is silent: taking its {count} users offline", node=node,
                  count=len(gone))

@@ -19,7 +19,12 @@ DURABILITY_LEVELS = ("crash", "power")
 
 
 def schema_files():
-    """The schema package: chatd.schema once installed, schema/ in a checkout."""
+    """The schema package: schema/ beside chatd/ in a checkout (an editable install maps
+    chatd.schema to the checkout it was made from, not necessarily this one), else
+    chatd.schema once installed."""
+    checkout = Path(__file__).resolve().parent.parent / "schema"
+    if (checkout / "__init__.py").is_file():
+        return checkout
     try:
         return importlib.resources.files("chatd.schema")
     except ModuleNotFoundError:

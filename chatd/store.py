@@ -450,10 +450,11 @@ class MessageLog(Draining):
         turn.wait_turn()
         first = self._take_ids(cursor, len(new))
         turn.locked.set()
-        rows = [(first + i,) + m.row()[1:] for i, m in enumerate(new)]
+        node = self.store.node
+        rows = [(first + i,) + m.row()[1:] + (node,) for i, m in enumerate(new)]
         if rows:
-            cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ")"
-                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ", node)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         block = self._reserve(cursor) if turn.reserve else None
         turn.wait_previous()
         return first, first + len(new), stored, block
@@ -598,8 +599,9 @@ class MessageLog(Draining):
         # After a crash the file is replayed whole: rows already written are skipped
         # by their id, and a nonce stored meanwhile (a resend) by (sender, nonce).
         cursor.executemany(self.store.engine.insert_ignore + " INTO messages ("
-                           + MESSAGE_COLUMNS + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [tuple(r) + (None,) * (8 - len(r)) for r in rows])
+                           + MESSAGE_COLUMNS + ", node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(r) + (None,) * (8 - len(r)) + (self.store.node,)
+                            for r in rows])
         # Later commits go above what the outage stored (past the rest of its block).
         top = max(r[0] for r in rows)
         cursor.execute("UPDATE message_ids SET next_id = ? WHERE next_id <= ?", (top + 1, top))
@@ -706,10 +708,11 @@ class Store:
     many messages may wait for their commit before more are refused as busy."""
 
     def __init__(self, engine, clock=None, spool_path=None, *, max_queued,
-                 reply_timeout=10.0, shutdown_timeout=5.0):
+                 reply_timeout=10.0, shutdown_timeout=5.0, node=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.engine = engine
+        self.node = node    # the cluster node name written with each message (None: one server)
         self.clock = clock
         self.pool = None
         self.reply_timeout = reply_timeout
@@ -976,6 +979,24 @@ class Store:
         return Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
                        recipient=recipient, edited=_time_or_none(edited),
                        deleted=_time_or_none(deleted))
+
+    @defer.inlineCallbacks
+    def messages_of_node(self, node, after, limit=MAX_BATCH):
+        """The messages cluster node `node` stored with ids above `after`, oldest first, at
+        most `limit` (their channel names left to the caller)."""
+        rows = yield self.query("SELECT id, sender, channel_id, recipient, body, sent_at, nonce,"
+                                " edited_at, deleted_at FROM messages WHERE id > ? AND node = ?"
+                                " ORDER BY id LIMIT ?", (after, node, limit))
+        return [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
+                        recipient=recipient, nonce=nonce, edited=_time_or_none(edited),
+                        deleted=_time_or_none(deleted))
+                for id, sender, channel_id, recipient, body, sent_at, nonce, edited, deleted
+                in rows]
+
+    @defer.inlineCallbacks
+    def last_message_id(self):
+        rows = yield self.query("SELECT MAX(id) FROM messages")
+        return rows[0][0] or 0
 
     def edit_message(self, message_id, author, text, at):
         """Replace the text of `author`'s message, keeping the old one in message_versions;
