@@ -63,6 +63,11 @@ class Engine:
     def begin(self, cursor):
         """Open the transaction explicitly where the driver does not."""
 
+    def schema_lock(self):
+        """The name of the server-wide lock held while upgrading the schema, or None
+        where one process has the database to itself."""
+        return None
+
     def insert_raising(self, table, keys, column):
         """INSERT of `keys` + `column` that, on a row with those keys, keeps the larger
         `column` (a read marker only moves forward)."""
@@ -187,6 +192,9 @@ class MysqlEngine(Engine):
 
     def describe(self):
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def schema_lock(self):
+        return f"chatd-schema-{self.database}"[:64]     # GET_LOCK names are server-wide
 
     def default_spool_path(self):
         """In the working directory, named after the database so two never share one."""

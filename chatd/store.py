@@ -29,6 +29,7 @@ OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
+SCHEMA_LOCK_WAIT = 60       # seconds a start waits for another process's schema upgrade
 MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
 
 
@@ -745,24 +746,50 @@ class Store:
             self.pool.close()
             self.pool = None
 
-    @defer.inlineCallbacks
     def upgrade_schema(self, migrations=None):
         """Apply the schema files newer than the recorded version, each in one transaction
-        (on SQLite DDL is transactional, so a file that fails half-way leaves nothing)."""
-        yield self.run("schema version", lambda c: c.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
-        rows = yield self.query("SELECT MAX(version) FROM schema_version")
-        current = rows[0][0] or 0
-        for version, script in (self.engine.migrations() if migrations is None else migrations):
-            if version > current:
-                yield self.run(f"schema {version:03d}", self._migrate, version, script)
-                current = version
-        return current
+        (on SQLite DDL is transactional, so a file that fails half-way leaves nothing).
+        On MySQL under a named lock: nodes starting at once on an empty database would
+        otherwise all run the same files (one upgrades, the others then find it done)."""
+        migrations = self.engine.migrations() if migrations is None else migrations
+        return self.pool.runWithConnection(self._upgrade, migrations)
 
-    def _migrate(self, cursor, version, script):
-        for statement in self.engine.split_statements(script):
-            cursor.execute(statement)
-        cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    def _upgrade(self, connection, migrations):
+        """In a pool thread, on one connection (a MySQL lock belongs to its connection)."""
+        cursor = _Cursor(connection.cursor(), self.engine.convert)
+        lock = self.engine.schema_lock()
+        if lock is not None:
+            cursor.execute("SELECT GET_LOCK(?, ?)", (lock, SCHEMA_LOCK_WAIT))
+            if cursor.fetchone()[0] != 1:
+                raise RuntimeError(f"another process has been upgrading the schema for"
+                                   f" {SCHEMA_LOCK_WAIT} s (the lock {lock!r} is held)")
+        try:
+            cursor.execute("CREATE TABLE IF NOT EXISTS schema_version"
+                           " (version INTEGER NOT NULL)")
+            connection.commit()
+            cursor.execute("SELECT MAX(version) FROM schema_version")
+            current = cursor.fetchone()[0] or 0
+            connection.commit()
+            for version, script in migrations:
+                if version > current:
+                    log.info("schema: applying version {version}", version=version)
+                    try:
+                        self.engine.begin(cursor)
+                        for statement in self.engine.split_statements(script):
+                            cursor.execute(statement)
+                        cursor.execute("INSERT INTO schema_version (version) VALUES (?)",
+                                       (version,))
+                        connection.commit()
+                    except Exception:
+                        connection.rollback()
+                        raise
+                    current = version
+            return current
+        finally:
+            if lock is not None:
+                cursor.execute("SELECT RELEASE_LOCK(?)", (lock,))
+                cursor.fetchall()
+            cursor.close()
 
     # -- running statements --------------------------------------------------
 

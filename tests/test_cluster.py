@@ -79,6 +79,46 @@ def test_two_live_nodes_with_one_name_are_refused(tmp_path):
         nodes.start("b")    # another name is welcome
 
 
+def test_nodes_starting_at_once_on_an_empty_database_upgrade_it_once(tmp_path):
+    """Two nodes started at the same moment on a fresh database: one applies the schema
+    files (under GET_LOCK), the other waits and finds them applied. Several rounds, as a
+    race shows only sometimes."""
+    import threading
+    import MySQLdb
+    from chatd.engines import engine_from_url
+    latest = max(v for v, _ in engine_from_url("mysql://u@h/db").migrations())
+    for round in range(3):
+        (tmp_path / f"round{round}").mkdir()
+        with cluster(tmp_path / f"round{round}") as nodes:
+            failures = []
+
+            def start(name):
+                try:
+                    nodes.start(name)
+                except BaseException as e:
+                    failures.append(f"{name}: {e}")
+            starting = [threading.Thread(target=start, args=(n,)) for n in "ab"]
+            for thread in starting:
+                thread.start()
+            for thread in starting:
+                thread.join(60)
+            assert not failures, failures
+            engine = engine_from_url(nodes.database)
+            db = MySQLdb.connect(host=engine.host, port=engine.port, user=engine.user,
+                                 passwd=engine.password, db=engine.database)
+            try:
+                cursor = db.cursor()
+                cursor.execute("SELECT version FROM schema_version ORDER BY version")
+                assert [v for v, in cursor.fetchall()] == list(range(1, latest + 1))
+            finally:
+                db.close()
+            nodes.stop_all()
+            for name in "ab":
+                log = (tmp_path / f"round{round}" / name / "node.log").read_text()
+                assert "Traceback" not in log and "#critical" not in log, log
+                assert "#error" not in log, log
+
+
 # -- clients on several nodes ----------------------------------------------------------------
 
 @defer.inlineCallbacks
