@@ -143,6 +143,8 @@ class Cluster:
     # -- what the other nodes did -------------------------------------------------------
 
     def observe(self, node, topic, kind, body):
+        if kind == "control" and topic == STATE and body["a"] == "login":
+            self._logged_in(node, body["d"]["user"])    # this node's own logins too
         if node == self.node:
             return
         message_id = _message_id(body) if kind == "publish" else None
@@ -210,6 +212,21 @@ class Cluster:
         elif self.remote_looking.get((channel, user)) == node:
             del self.remote_looking[channel, user]
             self._forget_looking(channel, user)
+
+    def _logged_in(self, node, user):
+        """The newest login of `user` is on `node`: where their sessions on other nodes
+        looked, they look no more (those nodes publish nothing for a replaced session,
+        as it would come after the new session's events)."""
+        local = self.hub.sessions.get(user)
+        for channel, where in list(self.remote_looking.items()):
+            if channel[1] == user and where != node:
+                del self.remote_looking[channel]
+                channel = channel[0]
+                if local is not None and local.viewing == channel_topic(channel):
+                    continue    # the entry is this node's new session's now
+                self._forget_looking(channel, user)
+                self.bus.local.publish(channel_topic(channel), {
+                    "event": "member", "channel": channel, "user": user, "status": "left"})
 
     def _forget_looking(self, channel, user):
         looking = self.hub.presence.looking

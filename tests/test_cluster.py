@@ -358,6 +358,118 @@ def test_kicks_and_bans_take_effect_on_every_node(tmp_path):
             assert (yield refused.event("disconnect"))["kind"] == "banned"
 
 
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_unread_admin_notices_ip_kicks_listing_and_the_manhole_cross_nodes(tmp_path):
+    from test_manhole import start_ssh, write_key_pair
+    from test_twistd import free_port
+    key_path, public_line = write_key_pair(tmp_path, "admin_key")
+    (tmp_path / "authorized_keys").write_bytes(public_line)
+    manhole = free_port()
+    with cluster(tmp_path) as nodes:
+        admins = ("--admin", "alice", "--admin", "dave")
+        a = nodes.start("a", *admins, "--manhole", f"tcp:{manhole}:interface=127.0.0.1",
+                        "--manhole-keys", str(tmp_path / "authorized_keys"))
+        b = nodes.start("b", *admins)
+        alice = yield client_on(a, "alice", register=True)
+        carol = yield client_on(a, "carol", register=True)
+        dave = yield client_on(b, "dave", register=True)
+        bob = yield client_from(b, "bob", "127.0.0.2", register=True)
+        keep_alive(bob, channel="random")
+        ok((yield command(alice, "create random")))
+        yield eventually(lambda: bob.request({"join": "random"}).addCallback(
+            lambda reply: reply.get("ok") is True))
+        yield look(bob, "random")
+        ok((yield bob.request({"join": "general"})))
+        yield look(carol)
+        yield until_online(carol, "bob")
+
+        # Unread and mention counts for a member looking elsewhere, on another node.
+        ok((yield carol.request({"channel_message": "hi all", "channel": "general"})))
+        ok((yield carol.request({"channel_message": "and @bob", "channel": "general"})))
+        assert (yield bob.event("unread", channel="general", count=1)).get("mention") is None
+        assert (yield bob.event("unread", channel="general", count=2))["mention"] is True
+
+        # Admin notices reach the admins on every node.
+        ok((yield command(alice, "create secret private")))
+        yield eventually(lambda: carol.request({"list_channels": ""}).addCallback(
+            lambda reply: "secret" in {ch["name"] for ch in reply["channels"]}))
+        ok((yield carol.request({"join": "secret"})))
+        for admin in (alice, dave):
+            assert (yield admin.event("join_request", channel="secret"))["user"] == "carol"
+
+        # `users` lists the users of every node, with their node, address and channel.
+        yield eventually(lambda: command(alice, "users").addCallback(
+            lambda reply: {u["user"]: (u["ip"], u.get("node"), u["viewing"])
+                           for u in reply["users"]}.get("bob") == ("127.0.0.2", "b", "#random")))
+        # A kick by address counts the connections of every node.
+        kicked = ok((yield command(alice, "kick 127.0.0.2 go")))
+        assert kicked["kicked"] == ["bob"] and "1 connection(s)" in kicked["result"], kicked
+        assert (yield bob.event("disconnect"))["kind"] == "kicked"
+
+        # The manhole of node a kicks a user of node b there.
+        bob = yield client_from(b, "bob", "127.0.0.2")
+        yield until_online(alice, "bob")
+        session = start_ssh(manhole, key_path)
+        yield session.printed(b">>> ")
+        session.transport.write(b"kick('bob', 'from the manhole')\r")
+        notice = yield bob.event("disconnect")
+        assert notice["kind"] == "kicked" and "from the manhole" in notice["reason"]
+        yield session.printed(b"Kicked bob")
+        session.transport.write(b"\x04")
+        yield session.hung_up
+
+
+@defer.inlineCallbacks
+def members_of(client, channel="general"):
+    """The member list `client`'s node shows now: look at nothing, then at `channel`."""
+    client.send({"presence": "online"})
+    client.send({"presence": "online", "channel": channel})
+    members = yield client.event("members", channel=channel)
+    return sorted((m["user"], m["status"]) for m in members["members"])
+
+
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_member_lists_when_a_login_on_another_node_replaces_a_session(tmp_path):
+    """bob looks at #general on a, logs in again on b (a's session closes): the member
+    lists of both nodes show where the new session looks, never the old one's leaving
+    after it (it used to come last and take bob off the list)."""
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.start("a", "--admin", "carol"), nodes.start("b", "--admin", "carol")
+        carol = yield client_on(a, "carol", register=True)
+        ok((yield command(carol, "create random")))
+        dave = yield client_on(b, "dave", register=True)
+        for viewer in (carol, dave):
+            yield look(viewer)
+            keep_alive(viewer, channel="general")
+        bob = yield client_on(a, "bob", register=True)
+        yield look(bob)
+
+        @defer.inlineCallbacks
+        def lists_are(expected):
+            for viewer in (carol, dave):
+                yield eventually(lambda: members_of(viewer).addCallback(
+                    lambda members: members == expected))
+        with_bob = [("bob", "online"), ("carol", "online"), ("dave", "online")]
+        yield lists_are(with_bob)
+        for node, place in ((b, "general"), (a, "general"), (b, "random"), (a, "general")):
+            old = bob
+            bob = yield client_on(node, "bob")
+            assert (yield old.event("disconnect"))["kind"] == "replaced"
+            ok((yield bob.request({"join": place})))
+            bob.send({"presence": "online", "channel": place})
+            yield bob.event("members", channel=place)
+            keep_alive(bob, channel=place)
+            yield task_sleep(1.5)   # what crosses the bus late would have come by now
+            yield lists_are(with_bob if place == "general" else with_bob[1:])
+
+
+def task_sleep(seconds):
+    from twisted.internet import reactor, task
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
 @pytest.mark.timeout(60)
 @defer.inlineCallbacks
 def test_a_killed_node_takes_its_users_offline_everywhere(tmp_path):
