@@ -59,6 +59,7 @@ class Cluster:
         self._first = None
         self.last_message = {}  # other node -> highest id of its messages seen on the stream
         self.recovered = set()  # (topic, id) relayed from SQL after their node was lost
+        self._arriving = {}     # lost node -> ids of its messages seen while relaying its others
         self._start_id = 0      # the highest message id when this node loaded its state
         self._heartbeat = None
         accounts = server.accounts
@@ -148,8 +149,11 @@ class Cluster:
         if node == self.node:
             return
         message_id = _message_id(body) if kind == "publish" else None
-        if message_id is not None and message_id > self.last_message.get(node, 0):
-            self.last_message[node] = message_id
+        if message_id is not None:
+            if message_id > self.last_message.get(node, 0):
+                self.last_message[node] = message_id
+            if node in self._arriving:
+                self._arriving[node].add(message_id)
         if kind == "control":
             if topic == STATE:
                 getattr(self, "apply_" + body["a"])(node, **body["d"])
@@ -252,32 +256,38 @@ class Cluster:
         put on the stream yet (queued in its memory during a NATS cut, or in flight):
         relay, to this node's clients, every message it stored above the last one of
         its that came through the stream, in id order (its order on the stream)."""
-        yield self.bus.catch_up()   # what it did put on the stream comes first
+        if node in self._arriving:
+            return      # a relay of its messages is running; it reads to the end
+        after = max(self.last_message.get(node, 0), self._start_id)
+        arrived = self._arriving[node] = set()  # its ids that come through the stream now
         store, local = self.server.store, self.bus.local
         count = 0
-        while True:
-            after = max(self.last_message.get(node, 0), self._start_id)
-            found = yield store.messages_of_node(node, after)
-            names = {c.id: c.name for c in self.hub.channels.values()}
-            for message in found:
-                if message.id <= self.last_message.get(node, 0):
-                    continue    # its stream copy came while the query ran
-                self.last_message[node] = message.id
-                if message.channel_id is not None:
-                    message.channel = names.get(message.channel_id)
-                    if message.channel is None:
-                        continue    # the channel was deleted since
-                    topics = [members_topic(message.channel)]
-                else:
-                    topics = [user_topic(name) for name in
-                              dict.fromkeys((message.recipient, message.sender))]
-                payload = message.to_wire()
-                for topic in topics:
-                    self.recovered.add((topic, message.id))
-                    local.publish(topic, payload)
-                count += 1
-            if len(found) < MESSAGE_PAGE:
-                break
+        try:
+            yield self.bus.catch_up()   # what it did put on the stream comes first
+            while True:
+                found = yield store.messages_of_node(node, after)
+                names = {c.id: c.name for c in self.hub.channels.values()}
+                for message in found:
+                    after = message.id
+                    if message.id in arrived:
+                        continue    # its stream copy came after all
+                    if message.channel_id is not None:
+                        message.channel = names.get(message.channel_id)
+                        if message.channel is None:
+                            continue    # the channel was deleted since
+                        topics = [members_topic(message.channel)]
+                    else:
+                        topics = [user_topic(name) for name in
+                                  dict.fromkeys((message.recipient, message.sender))]
+                    payload = message.to_wire()
+                    for topic in topics:
+                        self.recovered.add((topic, message.id))
+                        local.publish(topic, payload)
+                    count += 1
+                if len(found) < MESSAGE_PAGE:
+                    break
+        finally:
+            del self._arriving[node]
         if count:
             log.warn("relayed {count} messages that node {node} stored but had not put on"
                      " the bus", count=count, node=node)
