@@ -18,7 +18,9 @@ Presence across nodes: who is online elsewhere (Hub.elsewhere) and who looks
 at a channel from another node (Presence.looking) come from the other nodes'
 status and member events. Each node sends a heartbeat; a node silent for the
 presence timeout is taken as dead, and every other node takes its users
-offline (telling its own clients, as the dead node cannot).
+offline (telling its own clients, as the dead node cannot) and relays to them,
+from SQL, the messages the dead node stored but never put on the stream (each
+message row names its node; ids increase in store order).
 """
 
 from twisted.internet import defer, task
