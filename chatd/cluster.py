@@ -224,10 +224,9 @@ class Cluster:
         looked, they look no more (those nodes publish nothing for a replaced session,
         as it would come after the new session's events)."""
         local = self.hub.sessions.get(user)
-        for channel, where in list(self.remote_looking.items()):
-            if channel[1] == user and where != node:
-                del self.remote_looking[channel]
-                channel = channel[0]
+        for (channel, name), where in list(self.remote_looking.items()):
+            if name == user and where != node:
+                del self.remote_looking[channel, name]
                 if local is not None and local.viewing == channel_topic(channel):
                     continue    # the entry is this node's new session's now
                 self._forget_looking(channel, user)

@@ -642,6 +642,7 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
         yield send(30, "during")
         nodes.kill("a")
         nats.start()
+        back = reactor.seconds()
         received, privately = [], []
         deadline = reactor.seconds() + 20
         while reactor.seconds() < deadline and (len(set(received)) < len(acked)
@@ -649,10 +650,12 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
             yield task.deferLater(reactor, 0.2, lambda: None)
             received += [m["id"] for m in relayed_in(bob)]
             privately += [m["id"] for m in bob.take(lambda m: "private_message" in m)]
+        took = reactor.seconds() - back
         yield task.deferLater(reactor, 1, lambda: None)     # anything twice comes now
         received += [m["id"] for m in relayed_in(bob)]
         privately += [m["id"] for m in bob.take(lambda m: "private_message" in m)]
         lost = [i for i in acked + private if i not in received + privately]
         print(f"node killed during a NATS cut: acked {len(acked) + len(private)}, received"
-              f" on the other node {len(received) + len(privately)}, lost {len(lost)}")
+              f" on the other node {len(received) + len(privately)}, lost {len(lost)},"
+              f" the last {took:.1f} s after NATS was back")
         assert received == acked and privately == private   # each once, in order
