@@ -27,7 +27,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from chatd.auth import ChatError
-from chatd.bus import STATE, channel_topic, members_topic, peer_topic, user_topic
+from chatd.bus import CONNECTIONS, STATE, channel_topic, members_topic, peer_topic, user_topic
 from chatd.moderation.requests import JoinRequest
 from chatd.natsbus import BusError, NatsBus
 from chatd.presence import OFFLINE, STATUSES
@@ -265,6 +265,7 @@ class Cluster:
         count = 0
         try:
             yield self.bus.catch_up()   # what it did put on the stream comes first
+            yield self.reload_state()
             while True:
                 found = yield store.messages_of_node(node, after)
                 names = {c.id: c.name for c in self.hub.channels.values()}
@@ -292,6 +293,43 @@ class Cluster:
         if count:
             log.warn("relayed {count} messages that node {node} stored but had not put on"
                      " the bus", count=count, node=node)
+
+    @defer.inlineCallbacks
+    def reload_state(self):
+        """After a node was lost: what it wrote to SQL but never told the others (its events
+        queued in its memory during a NATS cut) is read again and applied here: accounts,
+        bans (closing the sessions they cover), channels, memberships, join requests.
+        Only additions: a removal read here could be older than one another node just
+        told (a ban lifted, a channel deleted by a lost node stays until a restart)."""
+        store, hub, local = self.server.store, self.hub, self.bus.local
+        accounts, moderation = self.server.accounts, self.server.moderation
+        for name, role in (yield store.all_users()):
+            if name not in accounts.roles:
+                accounts.add(name, role)
+        bans, now = moderation.ban_list, utcnow()
+        for row in (yield store.active_bans(now)):
+            if row[0] not in bans.active:
+                bans.restore(row, now)
+                ban = bans.active[row[0]]
+                if ban.kind == "name":
+                    local.control(user_topic(accounts.name_of(ban.target, must_exist=False)),
+                                  "close", {"kind": "banned", "reason": ban.notice()})
+                else:
+                    local.control(CONNECTIONS, "close", {"network": str(ban.network),
+                                                         "kind": "banned",
+                                                         "reason": ban.notice()})
+        from chatd.hub import Channel
+        by_id = {}
+        for channel_id, name, private in (yield store.all_channels()):
+            by_id[channel_id] = hub.channels.setdefault(name, Channel(channel_id, name, private))
+        for channel_id, user in (yield store.all_memberships()):
+            channel = by_id.get(channel_id)
+            user = accounts.name_of(user, must_exist=False)
+            if channel is not None and channel.id == channel_id and user not in channel.members:
+                channel.members.add(user)
+                local.control(user_topic(user), "joined", {"channel": channel.name})
+        for row in (yield store.latest_join_requests()):
+            moderation.join_requests.remember(JoinRequest.from_row(row))
 
     def node_lost(self, node):
         """`node` sent no heartbeat for the presence timeout: its users are offline. Its

@@ -620,9 +620,11 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
     exactly once, in order."""
     from twisted.internet import reactor, task
     with private_cluster(tmp_path, "cut") as (nodes, nats):
-        a, b = nodes.start("a"), nodes.start("b")
+        a, b = nodes.start("a", "--admin", "alice"), nodes.start("b", "--admin", "alice")
         alice = yield client_on(a, "alice", register=True)
         bob = yield client_on(b, "bob", register=True)
+        mallory = yield client_on(b, "mallory", register=True)
+        keep_alive(mallory)
         yield look(alice)
         yield look(bob)
         keep_alive(bob, channel="general")
@@ -640,6 +642,9 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
         yield send(20, "before")
         nats.stop()
         yield send(30, "during")
+        # State changes a acknowledged during the cut: in SQL, never on the stream.
+        ok((yield command(alice, "ban mallory 1h")))
+        ok((yield command(alice, "create news")))
         nodes.kill("a")
         nats.start()
         back = reactor.seconds()
@@ -659,3 +664,9 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
               f" on the other node {len(received) + len(privately)}, lost {len(lost)},"
               f" the last {took:.1f} s after NATS was back")
         assert received == acked and privately == private   # each once, in order
+        # b read them from SQL too: the ban closed mallory's session there and refuses her.
+        assert (yield mallory.event("disconnect"))["kind"] == "banned"
+        again = yield connect(b)
+        assert "banned" in (yield again.request({"user:pwd": f"mallory:{PASSWORD}"}))["error"]
+        listed = ok((yield bob.request({"list_channels": ""})))["channels"]
+        assert "news" in {ch["name"] for ch in listed}
