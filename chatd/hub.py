@@ -7,6 +7,7 @@ through to SQL), so nothing on the message path waits for the database.
 """
 
 import ipaddress
+import itertools
 import json
 import uuid
 from collections import defaultdict
@@ -26,6 +27,9 @@ from chatd.rules import MAX_NONCE, channel_key, is_blank, is_mentioned, message_
 from chatd.store import Message, utcnow
 
 log = Logger()
+
+
+_SESSION_NUMBERS = itertools.count(1)
 
 
 @lru_cache(maxsize=4096)
@@ -60,7 +64,9 @@ class Session:
     """
 
     def __init__(self, hub, name, ip, connection, accounts):
-        self.id = uuid.uuid4().hex      # unique across nodes, for the bus
+        # Unique across nodes, for the bus: this node's id and a count (a uuid4 per
+        # login cost a getrandom call, which lets the pool threads take the GIL).
+        self.id = f"{hub.id}.{next(_SESSION_NUMBERS)}"
         self.hub = hub
         self.name = name
         self.ip = ip

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.enterprise.adbapi import ConnectionLost
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -28,6 +28,8 @@ MAX_BATCH = 1000            # messages in one commit at most
 OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
+SEARCH_BATCH = 100         # backlogged messages indexed in one transaction
+SEARCH_INDEX_EVERY = 1.0    # seconds between two rounds of indexing the backlog
 UNREAD_COUNTED = 1000       # unread counts stop here, so a login never walks a whole channel
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 SCHEMA_LOCK_WAIT = 60       # seconds a start waits for another process's schema upgrade
@@ -306,7 +308,7 @@ class MessageLog(Draining):
         self._in_flight = deque()   # _CommitTurn of commits not yet handled, oldest first
         self._holding = False       # a commit failed: start none until the others answered
         self._requeue = []          # [(message, deferred)] rolled back behind a failed commit
-        self._scheduled = False
+        self._scheduled = None      # the DelayedCall of the next _flush
         self._retry_call = None
         self._retry_delay = 0.1
         self._stopped = False
@@ -368,16 +370,22 @@ class MessageLog(Draining):
                                            " WHERE nonce IS NOT NULL AND id < ?", (rows[-1][0],))
             self._unsure_senders.update(sender for sender, in older)
 
+    def _can_start(self):
+        return not (self._holding or self._stopped) \
+            and len(self._in_flight) < self.store.engine.commits_in_flight
+
     def _schedule(self):
-        if not (self._scheduled or self._holding or self._stopped) \
-                and len(self._in_flight) < self.store.engine.commits_in_flight:
-            self._scheduled = True
-            self.store.clock.callLater(0, self._flush)
+        """Commit at the end of this reactor turn what it accepted (one commit for all)."""
+        if self._scheduled is None and self._can_start():
+            self._scheduled = self.store.clock.callLater(0, self._flush)
 
     # -- writing -----------------------------------------------------------
 
     def _flush(self):
-        self._scheduled = False
+        if self._scheduled is not None:
+            if self._scheduled.active():
+                self._scheduled.cancel()    # called directly, by _commit_done
+            self._scheduled = None
         if self._stopped or not self.queue:
             self._check_drained()
             return
@@ -396,21 +404,36 @@ class MessageLog(Draining):
         self._schedule()
 
     def _commit_done(self, outcome, turn):
-        """Outcomes are handled in the order the commits were started (so are relays)."""
+        """Outcomes are handled in the order the commits were started (so are relays).
+
+        The next commit starts before the committed messages are answered: answering
+        (acks, and relays to every viewer) keeps the reactor busy a while, and the next
+        batch is written in its thread meanwhile instead of after."""
         if not turn.ended.is_set():
             turn.end(False)     # it failed before the transaction began (no connection)
         turn.outcome = outcome
+        answers = []
         while self._in_flight and self._in_flight[0].outcome is not None:
             turn = self._in_flight.popleft()
             if isinstance(turn.outcome, Failure):
+                self._answer(answers)
                 self._holding = True
                 self._commit_failed(turn.outcome, turn.batch)
             else:
-                self._committed(turn.outcome, turn.batch)
+                answers += self._committed(turn.outcome, turn.batch)
         if self._holding and not self._in_flight:
             self._holding = False
             self.queue[:0], self._requeue = self._requeue, []
+        if self.queue and self._can_start():
+            self._flush()
+        self._answer(answers)
         self._schedule()
+
+    @staticmethod
+    def _answer(answers):
+        for d, result in answers:
+            d.callback(result)
+        answers.clear()
 
     @defer.inlineCallbacks
     def reserve_block(self):
@@ -475,17 +498,19 @@ class MessageLog(Draining):
         return first
 
     def _committed(self, result, batch):
+        """The answers [(deferred, result)] to give for a committed batch."""
         first, self._next_id, stored, block = result
         if block is not None:
             self.block = list(block)
-        next_id = first
+        next_id, answers = first, []
         for message, d in batch:
             row = stored.get((message.sender, message.nonce))
             if row is not None:
-                d.callback((Message.from_row(row, message.channel), False))
+                answers.append((d, (Message.from_row(row, message.channel), False)))
             else:
                 message.id, next_id = next_id, next_id + 1
-                d.callback((message, True))
+                answers.append((d, (message, True)))
+        return answers
 
     def _commit_failed(self, failure, batch):
         if failure.check(EarlierCommitFailed):
@@ -618,7 +643,7 @@ class MessageLog(Draining):
 
     def idle(self):
         return not (self.queue or self.spooled or self.in_doubt or self._in_flight
-                    or self._requeue or self._scheduled)
+                    or self._requeue or self._scheduled is not None)
 
     @defer.inlineCallbacks
     def stop(self, timeout):
@@ -719,6 +744,7 @@ class Store:
         self.clock = clock
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
+        self._indexing = None       # LoopingCall of index_backlog (engine.search_backlog)
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -734,6 +760,10 @@ class Store:
         version = yield self.upgrade_schema()
         self.message_pool = self.engine.make_pool(for_messages=True)
         self.engine.start_upkeep(self.clock)
+        if self.engine.search_backlog:
+            self._indexing = task.LoopingCall(self._index_now)
+            self._indexing.clock = self.clock
+            self._indexing.start(SEARCH_INDEX_EVERY, now=False)
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -748,6 +778,8 @@ class Store:
                                    self.auth_events.stop(self.shutdown_timeout)],
                                   consumeErrors=True)
         self.engine.stop_upkeep()
+        if self._indexing is not None and self._indexing.running:
+            self._indexing.stop()
         for pool in (self.pool, self.message_pool):
             if pool is not None:
                 pool.close()
@@ -902,8 +934,9 @@ class Store:
         return tuple(rows[0]) if rows else None
 
     def all_users(self):
-        """[(name, role)] for every account: the hub keeps this directory in memory."""
-        return self.query("SELECT name, role FROM users")
+        """[(name, role, password hash)] for every account: chatd.accounts keeps them in
+        memory (a hash never changes once stored)."""
+        return self.query("SELECT name, role, password_hash FROM users")
 
     def set_role(self, name, role):
         return self.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
@@ -1062,6 +1095,36 @@ class Store:
 
     # -- search ------------------------------------------------------------------
 
+    @defer.inlineCallbacks
+    def index_backlog(self):
+        """Index every message waiting in search_backlog; fire with how many. It runs
+        on the message log's connection, SEARCH_BATCH per transaction, so the commits
+        take turns with it instead of waiting for SQLite's write lock (whose busy
+        handler sleeps, and is not fair)."""
+        total = 0
+        while True:
+            count = yield self.run("index for search", self._index_batch,
+                                   pool=self.message_pool)
+            total += count
+            if count < SEARCH_BATCH:
+                return total
+
+    def _index_batch(self, cursor):
+        cursor.execute("SELECT MAX(message_id), COUNT(*) FROM (SELECT message_id"
+                       f" FROM search_backlog ORDER BY message_id LIMIT {SEARCH_BATCH}) b")
+        upto, count = cursor.fetchone()
+        if count:
+            cursor.execute("INSERT INTO messages_fts (rowid, body) SELECT m.id, m.body"
+                           " FROM search_backlog b JOIN messages m ON m.id = b.message_id"
+                           " WHERE b.message_id <= ?", (upto,))
+            cursor.execute("DELETE FROM search_backlog WHERE message_id <= ?", (upto,))
+        return count
+
+    def _index_now(self):
+        # On a failure (the database away) the next round tries again.
+        return self.index_backlog().addErrback(
+            lambda f: log.warn("indexing for search: {e}", e=f.getErrorMessage()))
+
     def search(self, name, words, channel_ids, place=None, before=None, limit=50):
         """Messages (not deleted) whose text has every word, newest first: in the channels
         `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
@@ -1092,7 +1155,9 @@ class Store:
                             recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
                     for id, sender, channel_id, recipient, body, sent_at, nonce, edited
                     in cursor.fetchall()]
-        return self.run("search", select, readonly=True)
+        # What is still in the backlog is indexed first, so a search finds everything.
+        ready = self.index_backlog() if self.engine.search_backlog else defer.succeed(0)
+        return ready.addCallback(lambda _: self.run("search", select, readonly=True))
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
