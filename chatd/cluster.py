@@ -303,7 +303,7 @@ class Cluster:
         told (a ban lifted, a channel deleted by a lost node stays until a restart)."""
         store, hub, local = self.server.store, self.hub, self.bus.local
         accounts, moderation = self.server.accounts, self.server.moderation
-        for name, role in (yield store.all_users()):
+        for name, role, _ in (yield store.all_users()):
             if name not in accounts.roles:
                 accounts.add(name, role)
         bans, now = moderation.ban_list, utcnow()
