@@ -74,8 +74,7 @@ class Session:
         self.accounts = accounts
         self.status = OFFLINE
         self.viewing = None     # the place it looks at: ("channel", c), ("peer", n) or None
-        self.last_seen = None
-        self.timeout_call = None
+        self.last_seen = None   # when presence last heard from it
         self.unread = defaultdict(int)
         self.typing = {}        # ("channel", c) or ("other_user", n) -> when last announced
         self.topics = set()
@@ -377,13 +376,13 @@ class Hub:
         if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE:
             raise ChatError(f"A nonce is 1 to {MAX_NONCE} characters; this one has {len(nonce)}.")
 
-    def channel_message(self, session, channel_name, text, nonce=None):
+    def channel_message(self, session, channel_name, text, nonce=None, resend=False):
         """Store, then deliver: fires with the message as stored once it is durable."""
         self.check_text(text)
         self._check_nonce(nonce)
         channel = self.readable_channel(session, channel_name)
         message = Message(None, session.name, text, utcnow(), channel=channel.name,
-                          channel_id=channel.id, nonce=nonce)
+                          channel_id=channel.id, nonce=nonce, resend=resend)
         return self.store.save_message(message).addCallback(
             self._deliver_new, self.deliver_channel_message)
 
@@ -392,14 +391,15 @@ class Hub:
         the others an `unread` event (each session decides, see Session)."""
         self.bus.publish(members_topic(message.channel), message.to_wire())
 
-    def private_message(self, session, other_user, text, nonce=None):
+    def private_message(self, session, other_user, text, nonce=None, resend=False):
         """Store, then deliver to the recipient (and echo to the sender)."""
         self.check_text(text)
         self._check_nonce(nonce)
         recipient = self.account_name(other_user)
         if not self.can_receive_private(recipient):
             raise ChatError(f"{recipient} is banned and cannot receive messages.")
-        message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce)
+        message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce,
+                          resend=resend)
         return self.store.save_message(message).addCallback(
             self._deliver_new, self.deliver_private_message)
 

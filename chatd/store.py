@@ -66,17 +66,18 @@ def peer_key(a, b):
 
 class Message:
     """One channel or private message, as relayed and as logged. `id` is None until
-    the message is durable; `nonce` is the sender's optional resend key; `edited` and
-    `deleted` are the times of the last edit and of the deletion (None if never)."""
+    the message is durable; `nonce` is the sender's optional resend key, and `resend`
+    says the sender may have sent that nonce before; `edited` and `deleted` are the
+    times of the last edit and of the deletion (None if never)."""
 
     __slots__ = ("id", "sender", "body", "time", "channel", "channel_id", "recipient", "nonce",
-                 "edited", "deleted")
+                 "resend", "edited", "deleted")
 
     def __init__(self, id, sender, body, time, channel=None, channel_id=None, recipient=None,
-                 nonce=None, edited=None, deleted=None):
+                 nonce=None, edited=None, deleted=None, resend=False):
         self.id, self.sender, self.body, self.time = id, sender, body, time
         self.channel, self.channel_id, self.recipient = channel, channel_id, recipient
-        self.nonce, self.edited, self.deleted = nonce, edited, deleted
+        self.nonce, self.resend, self.edited, self.deleted = nonce, resend, edited, deleted
 
     def to_wire(self):
         """The relayed shape; a deleted message is a tombstone: no text, `deleted` set."""
@@ -540,13 +541,14 @@ class MessageLog(Draining):
 
     def _to_spool(self, batch):
         """Durable in the spool with ids from the reserved block; what does not fit is refused."""
-        # A nonce we do not hold may resend a message stored before the outage: a spooled
-        # copy would be dropped at replay and its id never exist, so the client keeps it
-        # and sends it again once the database is back.
-        unsure = [(m, d) for m, d in batch
-                  if m.nonce is not None and m.sender in self._unsure_senders]
-        batch = [(m, d) for m, d in batch if m.nonce is None or m.sender not in self._unsure_senders]
-        for _, d in unsure:
+        # A resend whose nonce we do not hold may be of a message stored before the
+        # outage: a spooled copy would be dropped at replay and its id never exist, so
+        # the client keeps it and sends it again once the database is back. A first
+        # send (no `resend` flag) cannot be stored already, so it is spooled.
+        def unsure(m):
+            return m.nonce is not None and m.resend and m.sender in self._unsure_senders
+        batch, refused = [e for e in batch if not unsure(e[0])], [e for e in batch if unsure(e[0])]
+        for _, d in refused:
             d.errback(DatabaseUnavailable("the database is unreachable and this nonce may"
                                           " already be stored"))
         room = 0 if self.spool is None or self.block is None else self.block[1] - self.block[0]
