@@ -17,8 +17,9 @@ def test_up_on_an_empty_composer_edits_my_last_message_in_place_for_everyone(
     join_general(qtbot, bob)
     send(qtbot, alice, "relase notes are out")
     send(qtbot, alice, "see you")
-    qtbot.waitUntil(lambda: shown_texts(bob) == ["relase notes are out", "see you"],
-                    timeout=PATIENCE)
+    for window in (alice, bob):     # alice's own: acknowledged, not still "sending…"
+        qtbot.waitUntil(lambda: shown_texts(window) == ["relase notes are out", "see you"],
+                        timeout=PATIENCE)
     composer = alice.chat_page.conversation.composer
     qtbot.keyClick(composer.edit, Qt.Key.Key_Up)
     assert composer.edit.toPlainText() == "see you" and composer.editing_label.isVisible()
