@@ -18,24 +18,34 @@ Presence across nodes: who is online elsewhere (Hub.elsewhere) and who looks
 at a channel from another node (Presence.looking) come from the other nodes'
 status and member events. Each node sends a heartbeat; a node silent for the
 presence timeout is taken as dead, and every other node takes its users
-offline (telling its own clients, as the dead node cannot).
+offline (telling its own clients, as the dead node cannot) and relays to them,
+from SQL, the messages the dead node stored but never put on the stream (each
+message row names its node; ids increase in store order).
 """
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from chatd.auth import ChatError
-from chatd.bus import STATE, channel_topic, peer_topic
+from chatd.bus import CONNECTIONS, STATE, channel_topic, members_topic, peer_topic, user_topic
 from chatd.moderation.requests import JoinRequest
 from chatd.natsbus import BusError, NatsBus
 from chatd.presence import OFFLINE, STATUSES
-from chatd.store import utcnow
+from chatd.store import MAX_BATCH as MESSAGE_PAGE, utcnow
 
 log = Logger()
 HEARTBEATS_PER_TIMEOUT = 3      # heartbeats a node sends within one presence timeout
 # A login refused while cut off from the bus (the desktop client tries another node).
 CATCHING_UP = ("This server is catching up with the others after a network cut;"
                " try again in a moment, or connect to another server.")
+
+
+def _message_id(envelope):
+    """The id of the channel or private message a publish carries, else None."""
+    payload = envelope["p"]
+    if "channel_message" in payload or "private_message" in payload:
+        return payload.get("id")
+    return None
 
 
 class Cluster:
@@ -46,11 +56,16 @@ class Cluster:
         self.bus = NatsBus(self.config.bus, self.node)
         self.bus.observers.append(self.observe)
         self.bus.node_lost = self.node_lost
+        self.bus.admit = self._admit
         self.bus.disconnected.append(self._cut_off)
         self.bus.reconnected.append(self._rejoined)
         self.serving = True     # False from a cut until this node has caught up again
         self.remote_looking = {}    # (channel, user) -> node, for users looking from elsewhere
         self._first = None
+        self.last_message = {}  # other node -> highest id of its messages seen on the stream
+        self.recovered = set()  # (topic, id) relayed from SQL after their node was lost
+        self._arriving = {}     # lost node -> ids of its messages seen while relaying its others
+        self._start_id = 0      # the highest message id when this node loaded its state
         self._heartbeat = None
         accounts = server.accounts
         accounts.account_created.append(self._tell_account)
@@ -83,6 +98,8 @@ class Cluster:
         """Before the state is loaded from SQL: join the bus, note where the stream is."""
         last = yield self.bus.start()
         self._first = last + 1
+        # Older messages are in the history this node's clients load when they log in.
+        self._start_id = yield self.server.store.last_message_id()
 
     @defer.inlineCallbacks
     def catch_up(self):
@@ -131,8 +148,16 @@ class Cluster:
     # -- what the other nodes did -------------------------------------------------------
 
     def observe(self, node, topic, kind, body):
+        if kind == "control" and topic == STATE and body["a"] == "login":
+            self._logged_in(node, body["d"]["user"])    # this node's own logins too
         if node == self.node:
             return
+        message_id = _message_id(body) if kind == "publish" else None
+        if message_id is not None:
+            if message_id > self.last_message.get(node, 0):
+                self.last_message[node] = message_id
+            if node in self._arriving:
+                self._arriving[node].add(message_id)
         if kind == "control":
             if topic == STATE:
                 getattr(self, "apply_" + body["a"])(node, **body["d"])
@@ -196,6 +221,20 @@ class Cluster:
             del self.remote_looking[channel, user]
             self._forget_looking(channel, user)
 
+    def _logged_in(self, node, user):
+        """The newest login of `user` is on `node`: where their sessions on other nodes
+        looked, they look no more (those nodes publish nothing for a replaced session,
+        as it would come after the new session's events)."""
+        local = self.hub.sessions.get(user)
+        for (channel, name), where in list(self.remote_looking.items()):
+            if name == user and where != node:
+                del self.remote_looking[channel, name]
+                if local is not None and local.viewing == channel_topic(channel):
+                    continue    # the entry is this node's new session's now
+                self._forget_looking(channel, user)
+                self.bus.local.publish(channel_topic(channel), {
+                    "event": "member", "channel": channel, "user": user, "status": "left"})
+
     def _forget_looking(self, channel, user):
         looking = self.hub.presence.looking
         viewers = looking.get(channel, {})
@@ -203,9 +242,103 @@ class Cluster:
         if not viewers:
             looking.pop(channel, None)
 
+    def _admit(self, node, topic, envelope):
+        """A message relayed here from SQL (its node was taken as lost) is not shown again
+        when its own copy reaches the stream after all."""
+        if not self.recovered or "p" not in envelope:
+            return True
+        key = (topic, _message_id(envelope))
+        if key in self.recovered:
+            self.recovered.discard(key)
+            return False
+        return True
+
+    @defer.inlineCallbacks
+    def relay_lost_messages(self, node):
+        """`node` is gone, perhaps with messages it committed and acknowledged but had not
+        put on the stream yet (queued in its memory during a NATS cut, or in flight):
+        relay, to this node's clients, every message it stored above the last one of
+        its that came through the stream, in id order (its order on the stream)."""
+        if node in self._arriving:
+            return      # a relay of its messages is running; it reads to the end
+        after = max(self.last_message.get(node, 0), self._start_id)
+        arrived = self._arriving[node] = set()  # its ids that come through the stream now
+        store, local = self.server.store, self.bus.local
+        count = 0
+        try:
+            yield self.bus.catch_up()   # what it did put on the stream comes first
+            yield self.reload_state()
+            while True:
+                found = yield store.messages_of_node(node, after)
+                names = {c.id: c.name for c in self.hub.channels.values()}
+                for message in found:
+                    after = message.id
+                    if message.id in arrived:
+                        continue    # its stream copy came after all
+                    if message.channel_id is not None:
+                        message.channel = names.get(message.channel_id)
+                        if message.channel is None:
+                            continue    # the channel was deleted since
+                        topics = [members_topic(message.channel)]
+                    else:
+                        topics = [user_topic(name) for name in
+                                  dict.fromkeys((message.recipient, message.sender))]
+                    payload = message.to_wire()
+                    for topic in topics:
+                        self.recovered.add((topic, message.id))
+                        local.publish(topic, payload)
+                    count += 1
+                if len(found) < MESSAGE_PAGE:
+                    break
+        finally:
+            del self._arriving[node]
+        if count:
+            log.warn("relayed {count} messages that node {node} stored but had not put on"
+                     " the bus", count=count, node=node)
+
+    @defer.inlineCallbacks
+    def reload_state(self):
+        """After a node was lost: what it wrote to SQL but never told the others (its events
+        queued in its memory during a NATS cut) is read again and applied here: accounts,
+        bans (closing the sessions they cover), channels, memberships, join requests.
+        Only additions: a removal read here could be older than one another node just
+        told (a ban lifted, a channel deleted by a lost node stays until a restart)."""
+        store, hub, local = self.server.store, self.hub, self.bus.local
+        accounts, moderation = self.server.accounts, self.server.moderation
+        for name, role, _ in (yield store.all_users()):
+            if name not in accounts.roles:
+                accounts.add(name, role)
+        bans, now = moderation.ban_list, utcnow()
+        for row in (yield store.active_bans(now)):
+            if row[0] not in bans.active:
+                bans.restore(row, now)
+                ban = bans.active[row[0]]
+                if ban.kind == "name":
+                    local.control(user_topic(accounts.name_of(ban.target, must_exist=False)),
+                                  "close", {"kind": "banned", "reason": ban.notice()})
+                else:
+                    local.control(CONNECTIONS, "close", {"network": str(ban.network),
+                                                         "kind": "banned",
+                                                         "reason": ban.notice()})
+        from chatd.hub import Channel
+        by_id = {}
+        for channel_id, name, private in (yield store.all_channels()):
+            by_id[channel_id] = hub.channels.setdefault(name, Channel(channel_id, name, private))
+        for channel_id, user in (yield store.all_memberships()):
+            channel = by_id.get(channel_id)
+            user = accounts.name_of(user, must_exist=False)
+            if channel is not None and channel.id == channel_id and user not in channel.members:
+                channel.members.add(user)
+                local.control(user_topic(user), "joined", {"channel": channel.name})
+        for row in (yield store.latest_join_requests()):
+            moderation.join_requests.remember(JoinRequest.from_row(row))
+
     def node_lost(self, node):
         """`node` sent no heartbeat for the presence timeout: its users are offline. Its
-        own events cannot say so, so this node tells its clients itself."""
+        own events cannot say so, so this node tells its clients itself, and relays the
+        messages it may not have put on the stream."""
+        self.relay_lost_messages(node).addErrback(
+            lambda f: log.failure("relaying the messages of lost node {node}", f, node=node))
         gone = [user for user, (where, _) in self.hub.elsewhere.items() if where == node]
         log.warn("node {node} is silent: taking its {count} users offline", node=node,
                  count=len(gone))

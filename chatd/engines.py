@@ -23,7 +23,12 @@ DURABILITY_LEVELS = ("crash", "power")
 
 
 def schema_files():
-    """The schema package: chatd.schema once installed, schema/ in a checkout."""
+    """The schema package: schema/ beside chatd/ in a checkout (an editable install maps
+    chatd.schema to the checkout it was made from, not necessarily this one), else
+    chatd.schema once installed."""
+    checkout = Path(__file__).resolve().parent.parent / "schema"
+    if (checkout / "__init__.py").is_file():
+        return checkout
     try:
         return importlib.resources.files("chatd.schema")
     except ModuleNotFoundError:
@@ -68,6 +73,11 @@ class Engine:
 
     def begin(self, cursor, readonly=False):
         """Open the transaction explicitly where the driver does not."""
+
+    def schema_lock(self):
+        """The name of the server-wide lock held while upgrading the schema, or None
+        where one process has the database to itself."""
+        return None
 
     def insert_raising(self, table, keys, column):
         """INSERT of `keys` + `column` that, on a row with those keys, keeps the larger
@@ -225,6 +235,9 @@ class MysqlEngine(Engine):
 
     def describe(self):
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def schema_lock(self):
+        return f"chatd-schema-{self.database}"[:64]     # GET_LOCK names are server-wide
 
     def default_spool_path(self):
         """In the working directory, named after the database so two never share one."""

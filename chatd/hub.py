@@ -78,7 +78,7 @@ class Session:
         self.unread = defaultdict(int)
         self.typing = {}        # ("channel", c) or ("other_user", n) -> when last announced
         self.topics = set()
-        self.replaced = False   # closed by a newer login on another node
+        self.replaced = None    # closed by a newer login: "here", or "elsewhere" (another node)
 
     def write(self, line):
         self.connection.write_line(line)
@@ -133,12 +133,13 @@ class Session:
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
 
-    def control_close(self, kind, reason, keep=None):
+    def control_close(self, kind, reason, keep=None, here=False):
         """Say why and close this session's connection; `keep` names a session spared
-        (the newest login, which closes the older ones of the same user)."""
+        (the newest login, which closes the older ones of the same user; `here` when it
+        is on this node)."""
         if self.id != keep:
             # The newer session announces the status: this one goes without "offline".
-            self.replaced = keep is not None
+            self.replaced = None if keep is None else "here" if here else "elsewhere"
             if self.connection.login_pending:   # its login reply goes out first
                 self.connection.close_after_login = (kind, reason)
             else:
@@ -272,7 +273,7 @@ class Hub:
                     "reason": f"You logged in again from {ip}; this connection is closed."}
         older = self.sessions.get(name)
         if older is not None:   # at once here; the bus tells the sessions on other nodes
-            older.control_close(**replaced)
+            older.control_close(**replaced, here=True)
         self.bus.control(user_topic(name), "close", replaced)
         self.sessions[name] = session
         self.elsewhere.pop(name, None)  # its session there closes (or its node is dead)

@@ -102,7 +102,12 @@ class NatsBus:
         self.disconnected = []      # callables told when the connection to the server drops
         self.reconnected = []       # callables told after a reconnection to the server
         self.node_lost = lambda node: None  # told when another node's heartbeats stop
-        self.seen = {}              # other node -> (loop time of its last heartbeat, incarnation)
+        # False for an event not to hand to this node's subscribers (chatd/cluster.py:
+        # a message already relayed here from SQL after its node was lost).
+        self.admit = lambda node, topic, envelope: True
+        # Other node -> (loop time of its last heartbeat, incarnation); a node first known
+        # from an event on the stream has no incarnation until its first heartbeat.
+        self.seen = {}
         self.applied = 0            # the stream sequence of the last event handled
         self._waiting = []          # (sequence, asyncio future) of catch_up callers
         self.incarnation = uuid.uuid4().hex[:12]    # this process: a restart is a new one
@@ -259,7 +264,7 @@ class NatsBus:
             node, _, incarnation = msg.data.decode().partition(" ")
             if node == self.node:
                 return
-            if self.seen.get(node, (0, incarnation))[1] != incarnation:
+            if self.seen.get(node, (0, None))[1] not in (None, incarnation):
                 self._lost(node)    # restarted: the users of the earlier process are gone
             self.seen[node] = (loop.time(), incarnation)
 
@@ -342,10 +347,16 @@ class NatsBus:
         self._check_caught_up()
 
     def handle(self, envelope):
+        node = envelope["n"]
+        if node != self.node and node not in self.seen:
+            # Known from now on even if it dies before we hear a heartbeat of it.
+            self.seen[node] = (asyncio.get_running_loop().time(), None)
         topic = tuple(envelope["t"])
         kind, body = ("publish", envelope) if "p" in envelope else ("control", envelope)
         for observe in self.observers:
             observe(envelope["n"], topic, kind, body)
+        if not self.admit(envelope["n"], topic, envelope):
+            return
         if kind == "publish":
             self.local.publish(topic, envelope["p"], exclude=envelope["x"])
         else:

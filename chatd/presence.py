@@ -60,6 +60,12 @@ class Presence:
         if session.status == OFFLINE:
             return
         session.status = OFFLINE
+        if session.replaced == "elsewhere":
+            # Online on another node now: the other nodes dropped this session from their
+            # member lists when that login crossed the bus (chatd/cluster.py), before the
+            # new session's own events; an event from here would come after those.
+            self._leave(session, "left", here_only=True)
+            return
         self._leave(session, OFFLINE)
         if not session.replaced:
             self._announce_status(session)
@@ -126,7 +132,7 @@ class Presence:
             session.send({"event": "peer", "other_user": name,
                           "status": self.hub.status_of(name)})
 
-    def _leave(self, session, how):
+    def _leave(self, session, how, here_only=False):
         place = session.viewing
         session.viewing = None
         if place is None:
@@ -137,11 +143,12 @@ class Presence:
             looking.pop(session.name, None)
             if not looking:
                 del self.looking[place[1]]
-            self._publish_member(place, session, how)
+            self._publish_member(place, session, how, here_only)
 
-    def _publish_member(self, place, session, status):
-        self.bus.publish(place, {"event": "member", "channel": place[1],
-                                 "user": session.name, "status": status}, exclude=session.id)
+    def _publish_member(self, place, session, status, here_only=False):
+        bus = getattr(self.bus, "local", self.bus) if here_only else self.bus
+        bus.publish(place, {"event": "member", "channel": place[1],
+                            "user": session.name, "status": status}, exclude=session.id)
 
     def announce(self, session):
         """Say again this session's status and where it looks (for other nodes that

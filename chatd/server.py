@@ -88,7 +88,7 @@ class ChatServer(service.Service):
         engine = engine_from_url(config.database, config.durability)
         self.store = Store(engine, clock=reactor,
                            spool_path=config.spool_file or engine.default_spool_path(),
-                           max_queued=config.spool_memory)
+                           max_queued=config.spool_memory, node=config.node_name)
         self.hasher = PasswordHasher(rounds=config.bcrypt_rounds,
                                      concurrency=config.bcrypt_concurrency,
                                      queue_limit=config.bcrypt_queue)

@@ -32,6 +32,7 @@ SEARCH_BATCH = 100         # backlogged messages indexed in one transaction
 SEARCH_INDEX_EVERY = 1.0    # seconds between two rounds of indexing the backlog
 UNREAD_COUNTED = 1000       # unread counts stop here, so a login never walks a whole channel
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
+SCHEMA_LOCK_WAIT = 60       # seconds a start waits for another process's schema upgrade
 MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
 
 
@@ -476,10 +477,11 @@ class MessageLog(Draining):
         turn.wait_turn()
         first = self._take_ids(cursor, len(new))
         turn.locked.set()
-        rows = [(first + i,) + m.row()[1:] for i, m in enumerate(new)]
+        node = self.store.node
+        rows = [(first + i,) + m.row()[1:] + (node,) for i, m in enumerate(new)]
         if rows:
-            cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ")"
-                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ", node)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         block = self._reserve(cursor) if turn.reserve else None
         turn.wait_previous()
         return first, first + len(new), stored, block
@@ -627,8 +629,9 @@ class MessageLog(Draining):
         # After a crash the file is replayed whole: rows already written are skipped
         # by their id, and a nonce stored meanwhile (a resend) by (sender, nonce).
         cursor.executemany(self.store.engine.insert_ignore + " INTO messages ("
-                           + MESSAGE_COLUMNS + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [tuple(r) + (None,) * (8 - len(r)) for r in rows])
+                           + MESSAGE_COLUMNS + ", node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(r) + (None,) * (8 - len(r)) + (self.store.node,)
+                            for r in rows])
         # Later commits go above what the outage stored (past the rest of its block).
         top = max(r[0] for r in rows)
         cursor.execute("UPDATE message_ids SET next_id = ? WHERE next_id <= ?", (top + 1, top))
@@ -735,10 +738,11 @@ class Store:
     many messages may wait for their commit before more are refused as busy."""
 
     def __init__(self, engine, clock=None, spool_path=None, *, max_queued,
-                 reply_timeout=10.0, shutdown_timeout=5.0):
+                 reply_timeout=10.0, shutdown_timeout=5.0, node=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.engine = engine
+        self.node = node    # the cluster node name written with each message (None: one server)
         self.clock = clock
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
@@ -783,24 +787,50 @@ class Store:
                 pool.close()
         self.pool = self.message_pool = None
 
-    @defer.inlineCallbacks
     def upgrade_schema(self, migrations=None):
         """Apply the schema files newer than the recorded version, each in one transaction
-        (on SQLite DDL is transactional, so a file that fails half-way leaves nothing)."""
-        yield self.run("schema version", lambda c: c.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
-        rows = yield self.query("SELECT MAX(version) FROM schema_version")
-        current = rows[0][0] or 0
-        for version, script in (self.engine.migrations() if migrations is None else migrations):
-            if version > current:
-                yield self.run(f"schema {version:03d}", self._migrate, version, script)
-                current = version
-        return current
+        (on SQLite DDL is transactional, so a file that fails half-way leaves nothing).
+        On MySQL under a named lock: nodes starting at once on an empty database would
+        otherwise all run the same files (one upgrades, the others then find it done)."""
+        migrations = self.engine.migrations() if migrations is None else migrations
+        return self.pool.runWithConnection(self._upgrade, migrations)
 
-    def _migrate(self, cursor, version, script):
-        for statement in self.engine.split_statements(script):
-            cursor.execute(statement)
-        cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    def _upgrade(self, connection, migrations):
+        """In a pool thread, on one connection (a MySQL lock belongs to its connection)."""
+        cursor = _Cursor(connection.cursor(), self.engine.convert)
+        lock = self.engine.schema_lock()
+        if lock is not None:
+            cursor.execute("SELECT GET_LOCK(?, ?)", (lock, SCHEMA_LOCK_WAIT))
+            if cursor.fetchone()[0] != 1:
+                raise RuntimeError(f"another process has been upgrading the schema for"
+                                   f" {SCHEMA_LOCK_WAIT} s (the lock {lock!r} is held)")
+        try:
+            cursor.execute("CREATE TABLE IF NOT EXISTS schema_version"
+                           " (version INTEGER NOT NULL)")
+            connection.commit()
+            cursor.execute("SELECT MAX(version) FROM schema_version")
+            current = cursor.fetchone()[0] or 0
+            connection.commit()
+            for version, script in migrations:
+                if version > current:
+                    log.info("schema: applying version {version}", version=version)
+                    try:
+                        self.engine.begin(cursor)
+                        for statement in self.engine.split_statements(script):
+                            cursor.execute(statement)
+                        cursor.execute("INSERT INTO schema_version (version) VALUES (?)",
+                                       (version,))
+                        connection.commit()
+                    except Exception:
+                        connection.rollback()
+                        raise
+                    current = version
+            return current
+        finally:
+            if lock is not None:
+                cursor.execute("SELECT RELEASE_LOCK(?)", (lock,))
+                cursor.fetchall()
+            cursor.close()
 
     # -- running statements --------------------------------------------------
 
@@ -1021,6 +1051,24 @@ class Store:
         return Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
                        recipient=recipient, edited=_time_or_none(edited),
                        deleted=_time_or_none(deleted))
+
+    @defer.inlineCallbacks
+    def messages_of_node(self, node, after, limit=MAX_BATCH):
+        """The messages cluster node `node` stored with ids above `after`, oldest first, at
+        most `limit` (their channel names left to the caller)."""
+        rows = yield self.query("SELECT id, sender, channel_id, recipient, body, sent_at, nonce,"
+                                " edited_at, deleted_at FROM messages WHERE id > ? AND node = ?"
+                                " ORDER BY id LIMIT ?", (after, node, limit))
+        return [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
+                        recipient=recipient, nonce=nonce, edited=_time_or_none(edited),
+                        deleted=_time_or_none(deleted))
+                for id, sender, channel_id, recipient, body, sent_at, nonce, edited, deleted
+                in rows]
+
+    @defer.inlineCallbacks
+    def last_message_id(self):
+        rows = yield self.query("SELECT MAX(id) FROM messages")
+        return rows[0][0] or 0
 
     def edit_message(self, message_id, author, text, at):
         """Replace the text of `author`'s message, keeping the old one in message_versions;

@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-02 00:28:26.194');
+(1,'alice','create','random',NULL,'public','2026-12-02 03:49:28.853');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-02 00:28:25.746'),
-(2,'alice','login','127.0.0.1','2026-12-02 00:28:25.829'),
-(3,'bob','register','127.0.0.1','2026-12-02 00:28:25.920'),
-(4,'bob','login','127.0.0.1','2026-12-02 00:28:26.007'),
-(5,'carol','register','127.0.0.1','2026-12-02 00:28:26.095'),
-(6,'carol','login','127.0.0.1','2026-12-02 00:28:26.182');
+(1,'alice','register','127.0.0.1','2026-12-02 03:49:28.138'),
+(2,'alice','login','127.0.0.1','2026-12-02 03:49:28.285'),
+(3,'bob','register','127.0.0.1','2026-12-02 03:49:28.478'),
+(4,'bob','login','127.0.0.1','2026-12-02 03:49:28.572'),
+(5,'carol','register','127.0.0.1','2026-12-02 03:49:28.757'),
+(6,'carol','login','127.0.0.1','2026-12-02 03:49:28.834');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-02 00:28:26.189');
+(2,'random',0,'alice','2026-12-02 03:49:28.849');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,12 +233,12 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-02 00:28:25.832'),
-(1,'bob','2026-12-02 00:28:26.010'),
-(1,'carol','2026-12-02 00:28:26.187'),
-(2,'alice','2026-12-02 00:28:26.193'),
-(2,'bob','2026-12-02 00:28:26.195'),
-(2,'carol','2026-12-02 00:28:26.196');
+(1,'alice','2026-12-02 03:49:28.288'),
+(1,'bob','2026-12-02 03:49:28.578'),
+(1,'carol','2026-12-02 03:49:28.838'),
+(2,'alice','2026-12-02 03:49:28.852'),
+(2,'bob','2026-12-02 03:49:28.857'),
+(2,'carol','2026-12-02 03:49:28.860');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -335,6 +335,7 @@ CREATE TABLE `messages` (
   `edited_at` datetime(3) DEFAULT NULL,
   `deleted_at` datetime(3) DEFAULT NULL,
   `deleted_by` varchar(32) DEFAULT NULL,
+  `node` varchar(64) DEFAULT NULL,
   PRIMARY KEY (`id`),
   UNIQUE KEY `messages_by_nonce` (`sender`,`nonce`),
   KEY `messages_by_channel` (`channel_id`,`id`),
@@ -353,14 +354,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 00:28:26.197',NULL,NULL,NULL,NULL),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 00:28:26.251',NULL,NULL,NULL,NULL),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 00:28:26.310',NULL,NULL,NULL,NULL),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 00:28:26.366',NULL,NULL,NULL,NULL),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 00:28:26.419',NULL,NULL,NULL,NULL),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 00:28:26.473',NULL,NULL,NULL,NULL),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 00:28:26.526',NULL,NULL,NULL,NULL),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 00:28:26.528',NULL,NULL,NULL,NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 03:49:28.866',NULL,NULL,NULL,NULL,NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 03:49:28.928',NULL,NULL,NULL,NULL,NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 03:49:28.983',NULL,NULL,NULL,NULL,NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 03:49:29.039',NULL,NULL,NULL,NULL,NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 03:49:29.094',NULL,NULL,NULL,NULL,NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 03:49:29.150',NULL,NULL,NULL,NULL,NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 03:49:29.204',NULL,NULL,NULL,NULL,NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 03:49:29.207',NULL,NULL,NULL,NULL,NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -413,7 +414,8 @@ INSERT INTO `schema_version` VALUES
 (3),
 (4),
 (5),
-(6);
+(6),
+(7);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -441,9 +443,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$/ZUjnf/aiqd/thfScLMux.EGlFdiv7gI78SHdFUS85Db7EdM7jyKK','admin','2026-12-02 00:28:25.745'),
-('bob','bob@example.org','$2b$10$CUv5y3pI1zVuwZtaFpt1q.BPT1Pub9/3vnewkGzhpaB2bOYWXy0hO','user','2026-12-02 00:28:25.919'),
-('carol','carol@example.org','$2b$10$vPBEErJuIaOF9ZYxubd.AuuC1Ujs30PZQp9P.sJJ9fTrpTRW0Xc/.','user','2026-12-02 00:28:26.094');
+('alice','alice@example.org','$2b$10$0dUvgl5isuc8pupFmbl.mei2JG9Tg755WxwIhMLpgqxfy7D1BqZ3y','admin','2026-12-02 03:49:28.136'),
+('bob','bob@example.org','$2b$10$y0YbRI2wZ9BY2YT3Xu8x7uvxXauOFgcfsiHybphsqUiG6u1tYsTJa','user','2026-12-02 03:49:28.475'),
+('carol','carol@example.org','$2b$10$yLaOF5Xu88po8H7fARZgfOKSteWIlrwXDHfr3Ma5YaAJUEsQDgHPC','user','2026-12-02 03:49:28.752');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;

@@ -7,16 +7,19 @@ other's events; the stream is deleted afterwards.
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
+import subprocess
 import threading
+import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
 
 from support import REQUIRE_MYSQL, mysql_database
-from test_twistd import TWISTD, run_twistd
+from test_twistd import TWISTD, free_port, run_twistd
 
 NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
@@ -137,3 +140,53 @@ def cluster(tmp_path):
         finally:
             running.stop_all()
             delete_stream(name)
+
+
+class PrivateNats:
+    """A nats-server with JetStream of the test's own (the shared one stays up), to stop
+    and start again on the same store: `stop()`, `start()`; nodes use `bus(name)`."""
+
+    def __init__(self, store):
+        self.executable = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        self.port = free_port()
+        self.store = store
+        self.process = None
+
+    def bus(self, cluster_name):
+        return f"nats://127.0.0.1:{self.port}/{cluster_name}"
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [self.executable, "-a", "127.0.0.1", "-p", str(self.port), "-js",
+             "-sd", str(self.store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("nats-server did not start")
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@contextlib.contextmanager
+def private_cluster(tmp_path, name="private"):
+    """A Cluster of nodes on a PrivateNats (started) and a fresh database: (nodes, nats)."""
+    require_nats()
+    nats = PrivateNats(tmp_path / "nats")
+    nats.start()
+    try:
+        with mysql_database() as url:
+            nodes = Cluster(tmp_path, url, name)
+            nodes.bus = nats.bus(name)
+            try:
+                yield nodes, nats
+            finally:
+                nodes.stop_all()
+    finally:
+        nats.stop()

@@ -136,15 +136,21 @@ class Moderation:
                 viewing = f"#{place}" if kind == "channel" else f"@{place}"
             users.append({"user": session.name, "ip": session.ip, "role": session.role,
                           "status": session.status, "viewing": viewing})
-        # Logged in on another node of a cluster: where they look is that node's to know.
+        # Logged in on another node of a cluster: the channel they look at is known from
+        # that node's member events (a private conversation is not).
+        looking = self.hub.presence.looking
         for name, (node, status) in self.hub.elsewhere.items():
+            viewing = next((f"#{channel}" for channel, viewers in looking.items()
+                            if name in viewers), None)
             users.append({"user": name, "ip": self.hub.ips.get(name), "node": node,
                           "role": self.accounts.role_of(name), "status": status,
-                          "viewing": None})
+                          "viewing": viewing})
         users.sort(key=lambda u: u["user"].casefold())
         lines = [f"{u['user']} ({u['role']}) from {u['ip']}: {u['status']}, "
-                 + (f"on node {u['node']}" if "node" in u
-                    else f"looking at {u['viewing'] or 'nothing'}") for u in users]
+                 + (f"looking at {u['viewing'] or 'nothing'}" if "node" not in u
+                    else f"on node {u['node']}"
+                    + (f", looking at {u['viewing']}" if u["viewing"] else ""))
+                 for u in users]
         return outcome("\n".join(lines) or "Nobody is online.", users=users)
 
     def log(self, actor, sender, channel, since, until, limit):

@@ -101,6 +101,12 @@ class BanList:
     def _connections_in(self, network):
         return [c for c in list(self.hub.connections) if in_network(c.ip, network)]
 
+    def _elsewhere_in(self, network):
+        """Users logged in on other nodes of a cluster from `network` (their newest address;
+        the close reaches every node's connections)."""
+        return sorted(name for name in self.hub.elsewhere
+                      if in_network(self.hub.ips.get(name), network))
+
     def _close(self, name, network, kind, reason):
         """Close a user's sessions, or the connections from `network`, on every node."""
         if name is not None:
@@ -139,10 +145,13 @@ class BanList:
                                 f"'ban {name}' keeps them out.")
             victims, label, ip, kicked = [name], name, self.hub.ips.get(name), [name]
         else:
-            victims, label, ip = self._connections_in(network), network_label(network), None
+            elsewhere = self._elsewhere_in(network)
+            victims = self._connections_in(network) + elsewhere
+            label, ip = network_label(network), None
             if not victims:
                 raise ChatError(f"Nobody is connected from {label}.")
-            kicked = sorted(c.session.name for c in victims if c.session is not None)
+            kicked = sorted([c.session.name for c in victims[:len(victims) - len(elsewhere)]
+                             if c.session is not None] + elsewhere)
         why = f": {reason}" if reason else "."
         self._close(name, network, "kicked",
                     f"You were kicked by {actor.name}{why} You may log in again.")
@@ -174,7 +183,7 @@ class BanList:
         if name is not None:
             victims = [name] if self.hub.is_online(name) else []
         else:
-            victims = self._connections_in(network)
+            victims = self._connections_in(network) + self._elsewhere_in(network)
         self._close(name, network, "banned", ban.notice())
         yield self.audit.record(actor, "ban", label, reason, ban.until)
         return outcome(f"Banned {label} {ban.until} ({len(victims)} connection(s) closed).",
