@@ -14,6 +14,7 @@ user's sessions that look at the private conversation (a bus control, so each
 session checks what it looks at).
 """
 
+import bisect
 import re
 
 from twisted.internet import defer
@@ -61,6 +62,21 @@ class Conversations:
         first, _, second = key.partition("|")
         other = second if first == fold(name) else first
         return self.hub.account_name(other, must_exist=False)
+
+    def members(self, session, name, after):
+        """(channel name, (cursor, entry) pairs) of every member of a channel in directory
+        order, after the folded name `after`: its status and whether they look at it. A
+        private channel's members are told only to its members and the admins."""
+        channel = self.hub.channel(name)
+        if channel.private and session.name not in channel.members and not session.is_admin:
+            raise ChatError(f"#{channel.name} is private; only its members see who is in it.")
+        viewers = self.hub.presence.viewers(channel.name)
+        keyed = sorted((fold(member), member) for member in channel.members)
+        start = 0 if after is None else bisect.bisect_right(keyed, (after, "\U0010ffff"))
+        return channel.name, (
+            (key, {"user": member, "status": viewers.get(member) or self.hub.status_of(member),
+                   "looking": member in viewers})
+            for key, member in keyed[start:])
 
     def place(self, session, channel, other_user):
         """(reply fields, channel id, peer key) of the conversation a request names."""
