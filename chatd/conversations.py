@@ -29,6 +29,11 @@ SEARCH_WORDS = 16       # words in one search at most
 SEARCH_MIN_WORD = 3     # shorter words are left out (MariaDB's FULLTEXT does not index them)
 
 
+def search_words(text):
+    """The words a search looks for in `text` (the client highlights the same ones)."""
+    return [w for w in re.findall(r"\w+", text) if len(w) >= SEARCH_MIN_WORD]
+
+
 class Conversations:
     def __init__(self, hub, store):
         self.hub = hub
@@ -127,7 +132,7 @@ class Conversations:
     def search(self, session, text, channel, other_user, before, limit):
         """Messages with every word of `text`, newest first, only from conversations the
         user may read: their channels and private conversations, or the one named."""
-        words = [w for w in re.findall(r"\w+", text) if len(w) >= SEARCH_MIN_WORD]
+        words = search_words(text)
         if not words:
             raise ChatError(f"Search for at least one word of {SEARCH_MIN_WORD} letters or more.")
         if len(words) > SEARCH_WORDS:
