@@ -37,6 +37,7 @@ PAGE_RETRIES, PAGE_RETRY_DELAY = 30, 1.0    # a directory page refused for flood
 # never draws more than one flood-control refusal per RESEND_DELAY.
 TRANSIENT_REFUSALS = frozenset({TOO_FAST, BUSY, UNAVAILABLE})
 RESEND_DELAY = 2.0
+MARK_EVERY = 1.0  # seconds between two mark_read of one conversation
 ROSTER_EVERY = 2.0  # seconds: a channel's full member list is asked again at most this often
 EXCERPT = 140  # characters of a search result's text shown around its first match
 
@@ -262,6 +263,7 @@ class ChatModel(QObject):
         self._session = None
         self.state = State.DISCONNECTED
         self._roster_call = None
+        self._marking = {}
         self._reset_session_state()
 
     def _reset_session_state(self):
@@ -280,6 +282,9 @@ class ChatModel(QObject):
         self._has_more = {}
         self._private_unread = {}
         self._read = {}  # Conversation → the newest message id the server has as read
+        for call in self._marking.values():
+            call.cancel()
+        self._marking = {}  # Conversation → the end of the pause after its last mark_read
         self._typers = {}  # Conversation → {user: the call that ends their "typing…"}
         self._typing_sent = {}  # Conversation → when I last said I was typing there
         self._loading_older = False
@@ -712,13 +717,26 @@ class ChatModel(QObject):
         self.conversationsListed.emit(conversations)
 
     def _mark_read(self, conversation):
-        """Tell the server I have read ``conversation`` up to the newest message shown."""
+        """Tell the server I have read ``conversation`` up to the newest message shown.
+
+        At most one mark every MARK_EVERY s per conversation (on the reactor's time): what
+        arrives meanwhile is marked after that, so a busy channel does not spend the flood
+        budget (and get my own messages refused) on one request per message."""
         newest = max(self._messages.get(conversation, {}), default=None)
         if newest is None or newest <= self._read.get(conversation, 0):
             return
+        if conversation in self._marking:
+            return      # (marked when the pause ends)
         self._read[conversation] = newest
         place = "channel" if conversation.is_channel else "other_user"
         self._request("mark_read", newest, **{place: conversation.name})
+        self._marking[conversation] = self._reactor.callLater(
+            MARK_EVERY, self._marked, conversation)
+
+    def _marked(self, conversation):
+        del self._marking[conversation]
+        if self.current == conversation and self._session is not None:
+            self._mark_read(conversation)
 
     def _on_read(self, line):
         """Another session of mine read a conversation: its badge follows."""
