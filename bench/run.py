@@ -338,6 +338,8 @@ def parse_args(argv=None):
             parser.error(str(error))
     elif args.irc == "ergo" and not args.no_irc:
         args.ergo = find_ergo() or parser.error("--irc ergo: no Ergo IRC server on PATH")
+    if args.profile and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy: pip install '.[bench]'")
     return args
 
 

@@ -46,9 +46,8 @@ def rows(count, rng):
 @defer.inlineCallbacks
 def run(reactor, url, messages, repeats):
     store = Store(engine_from_url(url), clock=reactor, max_queued=1000)
-    store.pool = store.engine.make_pool()
+    yield store.start()
     try:
-        yield store.upgrade_schema()
         rng = random.Random(7)
         started = time.monotonic()
         batch = []
@@ -59,7 +58,11 @@ def run(reactor, url, messages, repeats):
                     "INSERT INTO messages (id, sender, channel_id, recipient, peer_key, body,"
                     " sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)", b), batch)
                 batch = []
-        print(f"{messages} messages written in {time.monotonic() - started:.0f} s")
+        written = time.monotonic()
+        if store.engine.search_backlog:
+            yield store.index_backlog()
+        print(f"{messages} messages written in {written - started:.0f} s,"
+              f" indexed in {time.monotonic() - written:.0f} s")
         channels = list(range(1, 11))
         queries = {"common word": ["word1"], "two common words": ["word1", "word2"],
                    "mid word": ["word300"], "two mid words": ["word300", "word301"],
@@ -77,7 +80,7 @@ def run(reactor, url, messages, repeats):
             print(f"{label:18} {len(found):3} found  median {statistics.median(times):6.1f} ms"
                   f"  p95 {times[int(len(times) * 0.95) - 1]:6.1f} ms")
     finally:
-        store.pool.close()
+        yield store.stop()
 
 
 def main():

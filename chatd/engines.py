@@ -13,6 +13,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
+from twisted.internet import task
+from twisted.logger import Logger
+
+log = Logger()
 
 # How durable a commit is: "crash" survives kill -9 of chatd, "power" a power loss.
 DURABILITY_LEVELS = ("crash", "power")
@@ -37,6 +41,7 @@ class Engine:
     module = None           # the DB-API module
     insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
     commits_in_flight = 1   # message commits that may overlap (one writer unless said)
+    search_backlog = False  # new messages wait in search_backlog to be indexed in batches
 
     def __init__(self, durability="crash"):
         if durability not in DURABILITY_LEVELS:
@@ -45,6 +50,12 @@ class Engine:
 
     def convert(self, sql):
         return sql
+
+    def start_upkeep(self, clock):
+        """Start the engine's own background work, if it has any (see SqliteEngine)."""
+
+    def stop_upkeep(self):
+        """Stop it."""
 
     def is_integrity_error(self, failure_or_exc):
         return isinstance(getattr(failure_or_exc, "value", failure_or_exc),
@@ -55,7 +66,7 @@ class Engine:
         mistake in the SQL is a bug and must not be retried or spooled."""
         raise NotImplementedError
 
-    def begin(self, cursor):
+    def begin(self, cursor, readonly=False):
         """Open the transaction explicitly where the driver does not."""
 
     def insert_raising(self, table, keys, column):
@@ -95,6 +106,7 @@ class SqliteEngine(Engine):
     name = "sqlite"
     module = sqlite3
     insert_ignore = "INSERT OR IGNORE"
+    search_backlog = True   # schema 007: FTS5 costs too much inside every commit
     # The OperationalError texts that mean "busy or unreachable" (sqlite3 gives no codes
     # before 3.11's sqlite_errorcode); anything else ("no such table", a syntax error) is a bug.
     UNAVAILABLE = ("database is locked", "database table is locked", "unable to open",
@@ -117,9 +129,11 @@ class SqliteEngine(Engine):
         path = Path(self.path)
         return str(path.with_name(path.stem.split(".")[0] + "-spool.jsonl"))
 
-    def make_pool(self):
-        # One connection, so one writer: two connections of a pool each holding a
-        # write transaction wait on each other's lock ("database is locked").
+    def make_pool(self, for_messages=False):
+        # One connection per pool: the message log's and everything else's. Every
+        # writing transaction takes the write lock when it begins (BEGIN IMMEDIATE),
+        # so the two wait for each other (busy_timeout) instead of failing with
+        # "database is locked"; reads begin deferred and, in WAL mode, wait for nobody.
         # isolation_level=None: transactions are opened by begin(), never implicitly.
         return adbapi.ConnectionPool(
             "sqlite3", self.path, check_same_thread=False, isolation_level=None,
@@ -132,13 +146,42 @@ class SqliteEngine(Engine):
         conn.execute("PRAGMA synchronous=" + ("FULL" if self.durability == "power" else "NORMAL"))
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        # No commit copies the WAL back into the database (with an fsync, every
+        # 1,000 pages: tens of ms that every message behind it waited for); the
+        # upkeep does, on its own connection (start_upkeep).
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    CHECKPOINT_EVERY = 1.0      # seconds between two checkpoints of the WAL
+
+    def start_upkeep(self, clock):
+        """Checkpoint the WAL every CHECKPOINT_EVERY s on a connection of its own:
+        PASSIVE, so writers go on appending meanwhile and nobody waits for its fsync."""
+        self._checkpoints = adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
+            cp_min=1, cp_max=1, cp_openfun=self.on_connect)
+        self._checkpointing = task.LoopingCall(self._checkpoint)
+        self._checkpointing.clock = clock
+        self._checkpointing.start(self.CHECKPOINT_EVERY, now=False)
+
+    def _checkpoint(self):
+        d = self._checkpoints.runWithConnection(
+            lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        # A busy or failing disk shows in the commits; the next round tries again.
+        return d.addErrback(lambda f: log.warn("WAL checkpoint: {e}", e=f.getErrorMessage()))
+
+    def stop_upkeep(self):
+        checkpointing, self._checkpointing = getattr(self, "_checkpointing", None), None
+        if checkpointing is not None:
+            if checkpointing.running:
+                checkpointing.stop()
+            self._checkpoints.close()
 
     def is_connection_error(self, exc):
         return (isinstance(exc, sqlite3.OperationalError)
                 and any(text in str(exc).lower() for text in self.UNAVAILABLE))
 
-    def begin(self, cursor):
-        cursor.execute("BEGIN IMMEDIATE")
+    def begin(self, cursor, readonly=False):
+        cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     @staticmethod
     def text_search(words):
@@ -157,8 +200,8 @@ class SqliteEngine(Engine):
 class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
-    # Overlapping commits hide the round trips and the log flush; one pool connection
-    # is left for everything else (cp_max below).
+    # Overlapping commits hide the round trips and the log flush (the message log's
+    # pool has one connection for each).
     commits_in_flight = 3
     # Server errors that mean busy or going away (client-side errors are 2000-2999):
     # too many connections, shutdown, lock wait timeout, deadlock, query interrupted, killed.
@@ -192,10 +235,11 @@ class MysqlEngine(Engine):
                     passwd=self.password, db=self.database, charset="utf8mb4",
                     connect_timeout=5, read_timeout=30, write_timeout=30)
 
-    def make_pool(self):
+    def make_pool(self, for_messages=False):
         import MySQLdb  # noqa: F401  (fail early with a clear ImportError)
         return adbapi.ConnectionPool(
-            "MySQLdb", cp_reconnect=True, cp_min=1, cp_max=4,
+            "MySQLdb", cp_reconnect=True, cp_min=1,
+            cp_max=self.commits_in_flight if for_messages else 4,
             cp_openfun=self.on_connect, **self.connect_kwargs())
 
     @staticmethod

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.enterprise.adbapi import ConnectionLost
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -28,6 +28,9 @@ MAX_BATCH = 1000            # messages in one commit at most
 OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
+SEARCH_BATCH = 100         # backlogged messages indexed in one transaction
+SEARCH_INDEX_EVERY = 1.0    # seconds between two rounds of indexing the backlog
+UNREAD_COUNTED = 1000       # unread counts stop here, so a login never walks a whole channel
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
 
@@ -388,7 +391,8 @@ class MessageLog(Draining):
         turn = _CommitTurn(batch, previous, self._wants_block())
         self._in_flight.append(turn)
         d = self.store.run("store messages", self._commit, [m for m, _ in batch], turn,
-                           timeout=None, retries=0, ended=turn.end)
+                           timeout=None, retries=0, ended=turn.end,
+                           pool=self.store.message_pool)
         d.addBoth(self._commit_done, turn)
         self._schedule()
 
@@ -711,7 +715,9 @@ class Store:
             from twisted.internet import reactor as clock
         self.engine = engine
         self.clock = clock
-        self.pool = None
+        self.pool = None            # every statement but the message log's commits
+        self.message_pool = None    # the message log's, so commits never queue behind reads
+        self._indexing = None       # LoopingCall of index_backlog (engine.search_backlog)
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -725,6 +731,12 @@ class Store:
     def start(self):
         self.pool = self.engine.make_pool()
         version = yield self.upgrade_schema()
+        self.message_pool = self.engine.make_pool(for_messages=True)
+        self.engine.start_upkeep(self.clock)
+        if self.engine.search_backlog:
+            self._indexing = task.LoopingCall(self._index_now)
+            self._indexing.clock = self.clock
+            self._indexing.start(SEARCH_INDEX_EVERY, now=False)
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -738,9 +750,13 @@ class Store:
         yield defer.gatherResults([self.messages.stop(self.shutdown_timeout),
                                    self.auth_events.stop(self.shutdown_timeout)],
                                   consumeErrors=True)
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+        self.engine.stop_upkeep()
+        if self._indexing is not None and self._indexing.running:
+            self._indexing.stop()
+        for pool in (self.pool, self.message_pool):
+            if pool is not None:
+                pool.close()
+        self.pool = self.message_pool = None
 
     @defer.inlineCallbacks
     def upgrade_schema(self, migrations=None):
@@ -763,8 +779,11 @@ class Store:
 
     # -- running statements --------------------------------------------------
 
-    def run(self, description, function, *args, timeout=(), retries=1, ended=None):
-        """Run function(cursor, *args) in one transaction in the pool, and fire with its result.
+    def run(self, description, function, *args, timeout=(), retries=1, ended=None,
+            readonly=False, pool=None):
+        """Run function(cursor, *args) in one transaction in `pool` (the general one by
+        default), and fire with its result. `readonly` transactions must not write
+        (on SQLite they then take no write lock).
 
         Every statement goes through here. A failure that means the database is
         unreachable is retried `retries` times (adbapi then opens a fresh
@@ -779,8 +798,8 @@ class Store:
 
         def attempt(left):
             committed = []
-            d = self.pool.runWithConnection(self._transaction, function, args, committed,
-                                            ended)
+            d = (pool or self.pool).runWithConnection(self._transaction, function, args,
+                                                       committed, ended, readonly)
             # adbapi commits once more after us: if that fails, ours had already succeeded.
             d.addErrback(lambda f: committed[0] if committed else f)
             if left:
@@ -809,11 +828,11 @@ class Store:
             d.addTimeout(timeout, self.clock)
         return d.addCallbacks(finished, failed)
 
-    def _transaction(self, connection, function, args, committed, ended):
+    def _transaction(self, connection, function, args, committed, ended, readonly):
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
         try:
             cursor = _Cursor(connection.cursor(), self.engine.convert)
-            self.engine.begin(cursor)
+            self.engine.begin(cursor, readonly)
             result = function(cursor, *args)
             cursor.close()
             try:
@@ -841,7 +860,7 @@ class Store:
         def select(cursor):
             cursor.execute(sql, params)
             return cursor.fetchall()
-        return self.run(sql[:60], select)
+        return self.run(sql[:60], select, readonly=True)
 
     def execute(self, sql, params=()):
         return self.run(sql[:60], lambda cursor: cursor.execute(sql, params))
@@ -1004,6 +1023,36 @@ class Store:
 
     # -- search ------------------------------------------------------------------
 
+    @defer.inlineCallbacks
+    def index_backlog(self):
+        """Index every message waiting in search_backlog; fire with how many. It runs
+        on the message log's connection, SEARCH_BATCH per transaction, so the commits
+        take turns with it instead of waiting for SQLite's write lock (whose busy
+        handler sleeps, and is not fair)."""
+        total = 0
+        while True:
+            count = yield self.run("index for search", self._index_batch,
+                                   pool=self.message_pool)
+            total += count
+            if count < SEARCH_BATCH:
+                return total
+
+    def _index_batch(self, cursor):
+        cursor.execute("SELECT MAX(message_id), COUNT(*) FROM (SELECT message_id"
+                       f" FROM search_backlog ORDER BY message_id LIMIT {SEARCH_BATCH}) b")
+        upto, count = cursor.fetchone()
+        if count:
+            cursor.execute("INSERT INTO messages_fts (rowid, body) SELECT m.id, m.body"
+                           " FROM search_backlog b JOIN messages m ON m.id = b.message_id"
+                           " WHERE b.message_id <= ?", (upto,))
+            cursor.execute("DELETE FROM search_backlog WHERE message_id <= ?", (upto,))
+        return count
+
+    def _index_now(self):
+        # On a failure (the database away) the next round tries again.
+        return self.index_backlog().addErrback(
+            lambda f: log.warn("indexing for search: {e}", e=f.getErrorMessage()))
+
     def search(self, name, words, channel_ids, place=None, before=None, limit=50):
         """Messages (not deleted) whose text has every word, newest first: in the channels
         `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
@@ -1034,7 +1083,9 @@ class Store:
                             recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
                     for id, sender, channel_id, recipient, body, sent_at, nonce, edited
                     in cursor.fetchall()]
-        return self.run("search", select)
+        # What is still in the backlog is indexed first, so a search finds everything.
+        ready = self.index_backlog() if self.engine.search_backlog else defer.succeed(0)
+        return ready.addCallback(lambda _: self.run("search", select, readonly=True))
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
@@ -1044,7 +1095,8 @@ class Store:
         each channel in `channel_ids` and each private conversation `name` has (channel_id
         0); unread counts the messages of others after the marker that are not deleted,
         mentions those of them that name @name (chatd.rules.is_mentioned; channels only)."""
-        return self.run("conversations", self._conversations, name, channel_ids)
+        return self.run("conversations", self._conversations, name, channel_ids,
+                        readonly=True)
 
     def _conversations(self, cursor, name, channel_ids):
         cursor.execute("SELECT channel_id, peer_key, last_read FROM read_markers"
@@ -1104,18 +1156,19 @@ class Store:
         return None if row is None else (row[0], parse_db_time(row[1]))
 
     def _unread(self, cursor, name, channel_id, key, marker):
-        """(unread, mentions) after `marker`."""
+        """(unread, mentions) among the newest UNREAD_COUNTED messages after `marker`."""
         hint, where, value = self._place(channel_id, key)
-        where += " AND id > ? AND sender <> ? AND deleted_at IS NULL"
-        cursor.execute(f"SELECT COUNT(*) FROM messages {hint} WHERE {where}",
-                       (value, marker, name))
+        newest = (f"SELECT body FROM messages {hint}"
+                  f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
+                  f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
+        cursor.execute(f"SELECT COUNT(*) FROM ({newest}) unread", (value, marker, name))
         unread = cursor.fetchone()[0]
         if not unread or key:
             return unread, 0
         # LIKE finds the candidates (any case on both engines); the rule decides.
         pattern = "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-        cursor.execute(f"SELECT body FROM messages {hint} WHERE {where}"
-                       " AND body LIKE ? ESCAPE '!'", (value, marker, name, pattern))
+        cursor.execute(f"SELECT body FROM ({newest}) unread WHERE body LIKE ? ESCAPE '!'",
+                       (value, marker, name, pattern))
         return unread, sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------

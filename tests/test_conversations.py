@@ -318,3 +318,26 @@ def test_mentions_are_marked_in_unread_events_and_counted_apart(server):
     ok((yield alice.request({"delete_message": last})))
     again = by_place(ok((yield bob.request({"list_conversations": ""})))["conversations"])
     assert again["general"]["unread"] == 0
+
+
+@defer.inlineCallbacks
+def test_unread_counts_stop_at_the_newest_few_so_a_login_never_walks_a_whole_channel(
+        server, monkeypatch):
+    import chatd.store
+    monkeypatch.setattr(chatd.store, "UNREAD_COUNTED", 3)
+    alice = yield login(server, "alice")
+    bob = yield login(server, "bob")
+    for client in (alice, bob):
+        ok((yield client.request({"join": "general"})))
+    yield say(alice, "@bob first", channel="general")
+    plain = yield say_many(alice, 4, channel="general")
+    yield say_many(alice, 5, other_user="bob")
+    counts = by_place(ok((yield bob.request({"list_conversations": ""})))["conversations"])
+    # Five unread, counted as three; the mention is older than those three.
+    assert (counts["general"]["unread"], counts["general"]["mentions"]) == (3, 0)
+    assert counts["@alice"]["unread"] == 3
+    yield say(alice, "now @bob", channel="general")
+    counts = by_place(ok((yield bob.request({"list_conversations": ""})))["conversations"])
+    assert (counts["general"]["unread"], counts["general"]["mentions"]) == (3, 1)
+    marked = ok((yield bob.request({"mark_read": plain[2], "channel": "general"})))
+    assert (marked["unread"], marked["mentions"]) == (2, 1)
