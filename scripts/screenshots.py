@@ -52,7 +52,7 @@ from qtclient.widgets.window import ChatWindow  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "img"
 PASSWORD = "demo password 1"
-USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 CHANNELS = [("general", False), ("random", False), ("design", False), ("release", False),
             ("ops", True), ("security-review", True)]
 GENERAL = [
@@ -209,6 +209,7 @@ def run(directory):
     port = server.port.getHost().port
     address = f"localhost:{port}"
     sessions = yield populate(port)
+    sessions.pop("frank").transport.loseConnection()    # a member who is offline
 
     login = make_window(address, "alice", directory)
     login.login_page.password.setText("password")
@@ -288,7 +289,6 @@ def search_shot(window):
     page.sidebar.search.setText("release notes")
     page.sidebar.search.returnPressed.emit()
     _, results = yield wait_for(model.searchResults)
-    print([(m.conversation, m.text) for m in results])
     general = next(m for m in results if m.conversation == Conversation.channel("general"))
     row = next(r for r in page.people.search.result_rows() if r.message == general)
     row.setFocus()

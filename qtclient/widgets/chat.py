@@ -37,7 +37,7 @@ class ChatPage(QWidget):
         splitter.addWidget(self._centre())
         splitter.addWidget(self.people)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([240, 700, 230])
+        splitter.setSizes([240, 660, 280])
         layout.addWidget(splitter, 1)
 
         self.sidebar.conversationPicked.connect(self.open)

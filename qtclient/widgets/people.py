@@ -2,6 +2,7 @@
 admins) pending join requests."""
 
 import html
+from datetime import datetime
 
 from PyQt6.QtCore import QSize, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -201,14 +202,16 @@ class SearchResultRow(QFrame):
         self.message, self._picked = message, picked
         conversation = message.conversation
         place = f"#{conversation.name}" if conversation.is_channel else f"@ {conversation.name}"
-        when = message.time.astimezone().strftime("%d %b %Y, %H:%M")
+        local = message.time.astimezone()
+        when = local.strftime("%d %b %H:%M" if local.year == datetime.now().year
+                              else "%d %b %Y %H:%M")
         shown, spans = excerpt(message.text, query)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 7, 10, 8)
         layout.setSpacing(2)
-        self.where = QLabel(f'<b>{html.escape(place)}</b>&nbsp;·&nbsp;{html.escape(message.sender)}'
-                            f'&nbsp;·&nbsp;<span style="color:#6b7280;">{when}</span>')
-        self.where.setObjectName("resultWhere")
+        self.where = QLabel(f'<b>{html.escape(place)}</b> · {html.escape(message.sender)} · '
+                            f'<span style="color:#6b7280;">{when}</span>')
+        self.where.setWordWrap(True)  # (as the text: the row never gets wider than the pane)
         self.text = QLabel(highlighted_html(shown, spans))
         self.text.setWordWrap(True)
         self.text.setTextFormat(Qt.TextFormat.RichText)
@@ -294,8 +297,11 @@ class PeoplePane(QTabWidget):
         self.setCurrentWidget(self.search)
 
     def hide_search(self):
+        """Close the Search tab, back to Members if it was showing."""
         index = self.indexOf(self.search)
         if index >= 0:
+            if self.currentIndex() == index:
+                self.setCurrentWidget(self.members)
             self.removeTab(index)
 
     def set_admin(self, admin):

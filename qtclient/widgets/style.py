@@ -60,7 +60,7 @@ QTextBrowser#conversation {{ background: white; border: none; }}
 #rightPane QListWidget::item:selected {{ background: #e0e7ff; color: #111827; border-radius: 4px; }}
 #sectionTitle {{ color: #6b7280; font-size: 9pt; font-weight: 700; }}
 QTabWidget::pane {{ border: none; }}
-QTabBar::tab {{ padding: 6px 12px; background: transparent; color: #6b7280; border: none; }}
+QTabBar::tab {{ padding: 6px 10px; background: transparent; color: #6b7280; border: none; }}
 QTabBar::tab:selected {{ color: #111827; border-bottom: 2px solid {ACCENT}; }}
 QStatusBar {{ background: white; border-top: 1px solid #e5e7eb; color: #374151; }}
 #requestScroll, #requestScroll > QWidget, #requestRows {{ background: transparent; }}

@@ -1,6 +1,6 @@
 """Search and the full member list through the real windows against a real chatd."""
 
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QPoint, Qt
 from twisted.internet import defer
 
 from conftest import PATIENCE
@@ -78,8 +78,15 @@ def test_a_search_result_opens_its_conversation_pages_back_and_highlights_the_me
     assert 0 <= top and bottom <= view.viewport().height(), (top, bottom)
     assert "#fef3c7" in view.toHtml().lower()
 
+    viewport = panel.scroll.viewport()
+    for row in panel.result_rows():
+        for widget in (row, row.where, row.text):
+            right = widget.mapTo(viewport, QPoint(widget.width(), 0)).x()
+            assert right <= viewport.width(), f"{widget} ends at {right} in {viewport.width()}"
+
     qtbot.keyClick(sidebar.search, Qt.Key.Key_Escape)        # the results close
     assert page.people.indexOf(panel) < 0 and sidebar.search.text() == ""
+    assert page.people.currentWidget() is page.people.members
 
 
 def test_a_search_the_server_refuses_says_why_in_the_results(qtbot, logged_in_window):
