@@ -213,8 +213,8 @@ class ChatModel(QObject):
     historyLoaded = pyqtSignal(object)  # Conversation whose stored messages changed in bulk
     messageReceived = pyqtSignal(object)  # ChatMessage, live
     messageForMe = pyqtSignal(object)  # ChatMessage, live: private to me, or mentioning me
-    membersChanged = pyqtSignal(str, list)  # channel, [Member] of those looking at it
-    rosterChanged = pyqtSignal(str, list)  # channel, [Member] every member, those looking first
+    # channel, [Member] of those looking at it; also when its roster_of changed
+    membersChanged = pyqtSignal(str, list)
     searchResults = pyqtSignal(str, list)  # query, [ChatMessage] matching it, newest first
     searchFailed = pyqtSignal(str, str)  # query, the server's reason
     jumpedTo = pyqtSignal(object)  # ChatMessage now loaded in the open conversation: show it
@@ -622,7 +622,7 @@ class ChatModel(QObject):
 
     @defer.inlineCallbacks
     def refresh_roster(self):
-        """List every member of the open channel (``rosterChanged``)."""
+        """List every member of the open channel (``roster_of``; ``membersChanged``)."""
         self._roster_call = None
         conversation = self.current
         if conversation is None or not conversation.is_channel:
@@ -1178,9 +1178,6 @@ class ChatModel(QObject):
 
     def _emit_members(self, channel):
         self.membersChanged.emit(channel, self.members_of(channel))
-        roster = self.roster_of(channel)
-        if roster is not None:
-            self.rosterChanged.emit(channel, roster)
 
     def _on_peer(self, line):
         self.statuses[line["other_user"]] = line["status"]

@@ -70,7 +70,6 @@ class ChatPage(QWidget):
         model.messageReceived.connect(self._message_received)
         model.outboxChanged.connect(self._show_pending)
         model.membersChanged.connect(self._members_changed)
-        model.rosterChanged.connect(self._members_changed)
         model.searchResults.connect(self._search_results)
         model.searchFailed.connect(self._search_failed)
         model.jumpedTo.connect(self._jumped_to)
@@ -257,7 +256,7 @@ class ChatPage(QWidget):
         self.people.show_search()
 
     def _search_failed(self, query, reason):
-        self.people.search.show_error(query, reason)
+        self.people.search.show_error(reason)
         self.people.show_search()
 
     def _jumped_to(self, message):

@@ -270,7 +270,7 @@ class SearchPanel(QWidget):
             else "NO RESULTS"
         self.caption.setText(f"{count} FOR “{query}”")
 
-    def show_error(self, query, reason):
+    def show_error(self, reason):
         self._clear()
         self.caption.setText(reason)
 
