@@ -55,6 +55,9 @@ class Accounts:
         self.sorted_keys = []   # the folded names, sorted: the directory's order and cursor
         self.skeletons = {}     # chatd.rules.skeleton -> name as registered
         self.roles = {}         # name as registered -> USER | ADMIN
+        # name as registered -> bcrypt hash: a login needs no SQL (accounts made on
+        # another node are read from the database at their first login here).
+        self.password_hashes = {}
         # --admin names without an account yet: they become admin when registered.
         self.pending_admins = {fold(name): name for name in admins}
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
@@ -64,8 +67,9 @@ class Accounts:
     @defer.inlineCallbacks
     def load(self):
         """Read the directory (once, at start) and apply the --admin names that exist."""
-        for name, role in (yield self.store.all_users()):
+        for name, role, password_hash in (yield self.store.all_users()):
             self.add(name, role)
+            self.password_hashes[name] = password_hash
         for folded, given in sorted(self.pending_admins.items()):
             name = self.names.get(folded)
             if name is None:
@@ -149,6 +153,7 @@ class Accounts:
                 raise ChatError(f"The name {name!r} is taken. Pick another one.")
             raise
         self.add(name, role)
+        self.password_hashes[name] = password_hash
         for created in self.account_created:
             created(name, role)
         self.store.log_auth(name, "register", ip)
@@ -178,19 +183,24 @@ class Accounts:
         check_name(name)    # no account breaks the rules; keeps logs and throttle keys short
         self._check_allowed(name, ip)
         self._check_throttle(name, ip)
-        row = yield self.store.get_user(name)
+        registered = self.names.get(name_key(name))
+        password_hash = self.password_hashes.get(registered)
+        if password_hash is None:       # unknown here: maybe made on another node
+            row = yield self.store.get_user(name)
+            if row is not None:
+                registered, password_hash, role = row
+                self.add(registered, role)
+                self.password_hashes[registered] = password_hash
         known = self.known is not None and (name, ip) in self.known
-        matches = yield self.hasher.check(credentials.password, row[1] if row else None,
-                                          priority=known)
+        matches = yield self.hasher.check(credentials.password, password_hash, priority=known)
         if not matches:
-            self.store.log_auth(row[0] if row else name, "login_failed", ip)
+            self.store.log_auth(registered or name, "login_failed", ip)
             backoff = self.throttle.failed(name, ip)
             log.info("failed login for {name!r} from {ip}{backoff}", name=name, ip=ip,
                      backoff=f"; backoff {backoff:g} s" if backoff else "")
             raise ChatError("Wrong name or password.")
-        name, _, role = row
+        name = registered
         self._check_allowed(name, ip)
-        self.add(name, role)   # the database's role wins over a stale copy
         avatar = realm(name)
         self.throttle.succeeded(name, ip)
         if self.known is not None:

@@ -7,6 +7,7 @@ through to SQL), so nothing on the message path waits for the database.
 """
 
 import ipaddress
+import itertools
 import json
 import uuid
 from collections import defaultdict
@@ -26,6 +27,9 @@ from chatd.rules import MAX_NONCE, channel_key, is_blank, is_mentioned, message_
 from chatd.store import Message, utcnow
 
 log = Logger()
+
+
+_SESSION_NUMBERS = itertools.count(1)
 
 
 @lru_cache(maxsize=4096)
@@ -60,7 +64,9 @@ class Session:
     """
 
     def __init__(self, hub, name, ip, connection, accounts):
-        self.id = uuid.uuid4().hex      # unique across nodes, for the bus
+        # Unique across nodes, for the bus: this node's id and a count (a uuid4 per
+        # login cost a getrandom call, which lets the pool threads take the GIL).
+        self.id = f"{hub.id}.{next(_SESSION_NUMBERS)}"
         self.hub = hub
         self.name = name
         self.ip = ip
@@ -370,13 +376,13 @@ class Hub:
         if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE:
             raise ChatError(f"A nonce is 1 to {MAX_NONCE} characters; this one has {len(nonce)}.")
 
-    def channel_message(self, session, channel_name, text, nonce=None):
+    def channel_message(self, session, channel_name, text, nonce=None, resend=False):
         """Store, then deliver: fires with the message as stored once it is durable."""
         self.check_text(text)
         self._check_nonce(nonce)
         channel = self.readable_channel(session, channel_name)
         message = Message(None, session.name, text, utcnow(), channel=channel.name,
-                          channel_id=channel.id, nonce=nonce)
+                          channel_id=channel.id, nonce=nonce, resend=resend)
         return self.store.save_message(message).addCallback(
             self._deliver_new, self.deliver_channel_message)
 
@@ -385,14 +391,15 @@ class Hub:
         the others an `unread` event (each session decides, see Session)."""
         self.bus.publish(members_topic(message.channel), message.to_wire())
 
-    def private_message(self, session, other_user, text, nonce=None):
+    def private_message(self, session, other_user, text, nonce=None, resend=False):
         """Store, then deliver to the recipient (and echo to the sender)."""
         self.check_text(text)
         self._check_nonce(nonce)
         recipient = self.account_name(other_user)
         if not self.can_receive_private(recipient):
             raise ChatError(f"{recipient} is banned and cannot receive messages.")
-        message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce)
+        message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce,
+                          resend=resend)
         return self.store.save_message(message).addCallback(
             self._deliver_new, self.deliver_private_message)
 

@@ -596,11 +596,13 @@ class ChatProtocol(Protocol):
     def do_leave(self, channel):
         return self.hub.leave(self.session, channel)
 
-    def do_channel_message(self, text, channel, nonce=None):
-        return self.hub.channel_message(self.session, channel, text, nonce).addCallback(_stored)
+    def do_channel_message(self, text, channel, nonce=None, resend=False):
+        return self.hub.channel_message(self.session, channel, text, nonce,
+                                        resend).addCallback(_stored)
 
-    def do_private_message(self, text, other_user, nonce=None):
-        return self.hub.private_message(self.session, other_user, text, nonce).addCallback(_stored)
+    def do_private_message(self, text, other_user, nonce=None, resend=False):
+        return self.hub.private_message(self.session, other_user, text, nonce,
+                                        resend).addCallback(_stored)
 
     def do_edit_message(self, text, id):
         return self.server.revisions.edit(self.session, id, text)

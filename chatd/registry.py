@@ -227,6 +227,8 @@ DIRECTORY_PAGE = (Field("after", TEXT, None, "a cursor: the `next` of the previo
 DIRECTORY_COST = 4.0
 NONCE = Field("nonce", TEXT, None, "1 to 64 characters of your choice: a resend with the"
               " same nonce is answered with the original id, not stored twice")
+RESEND = Field("resend", (bool,), False, "true if this nonce may have been sent before"
+               " (after a lost connection or a timeout); a first send leaves it out")
 HISTORY_PAGE = (Field("before", INT, None, "a message id: only older messages"),
                 Field("limit", INT, None, "how many, 1 to 200 (default 50)"))
 
@@ -249,9 +251,9 @@ PROTOCOL_ACTIONS = (
                 " a time (a private channel: for its members and the admins)"),
     Action("join", Field("channel", TEXT), help="join a channel, or ask to join a private one"),
     Action("leave", Field("channel", TEXT), help="leave a channel"),
-    Action("channel_message", Field("text", TEXT), (Field("channel", TEXT), NONCE),
+    Action("channel_message", Field("text", TEXT), (Field("channel", TEXT), NONCE, RESEND),
            help="send a message to a channel"),
-    Action("private_message", Field("text", TEXT), (Field("other_user", TEXT), NONCE),
+    Action("private_message", Field("text", TEXT), (Field("other_user", TEXT), NONCE, RESEND),
            help="send a private message"),
     Action("edit_message", Field("text", TEXT), (Field("id", INT, help="the message's id"),),
            help="change the text of a message of yours"),

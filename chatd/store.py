@@ -65,17 +65,18 @@ def peer_key(a, b):
 
 class Message:
     """One channel or private message, as relayed and as logged. `id` is None until
-    the message is durable; `nonce` is the sender's optional resend key; `edited` and
-    `deleted` are the times of the last edit and of the deletion (None if never)."""
+    the message is durable; `nonce` is the sender's optional resend key, and `resend`
+    says the sender may have sent that nonce before; `edited` and `deleted` are the
+    times of the last edit and of the deletion (None if never)."""
 
     __slots__ = ("id", "sender", "body", "time", "channel", "channel_id", "recipient", "nonce",
-                 "edited", "deleted")
+                 "resend", "edited", "deleted")
 
     def __init__(self, id, sender, body, time, channel=None, channel_id=None, recipient=None,
-                 nonce=None, edited=None, deleted=None):
+                 nonce=None, edited=None, deleted=None, resend=False):
         self.id, self.sender, self.body, self.time = id, sender, body, time
         self.channel, self.channel_id, self.recipient = channel, channel_id, recipient
-        self.nonce, self.edited, self.deleted = nonce, edited, deleted
+        self.nonce, self.resend, self.edited, self.deleted = nonce, resend, edited, deleted
 
     def to_wire(self):
         """The relayed shape; a deleted message is a tombstone: no text, `deleted` set."""
@@ -307,7 +308,7 @@ class MessageLog(Draining):
         self._in_flight = deque()   # _CommitTurn of commits not yet handled, oldest first
         self._holding = False       # a commit failed: start none until the others answered
         self._requeue = []          # [(message, deferred)] rolled back behind a failed commit
-        self._scheduled = False
+        self._scheduled = None      # the DelayedCall of the next _flush
         self._retry_call = None
         self._retry_delay = 0.1
         self._stopped = False
@@ -369,16 +370,22 @@ class MessageLog(Draining):
                                            " WHERE nonce IS NOT NULL AND id < ?", (rows[-1][0],))
             self._unsure_senders.update(sender for sender, in older)
 
+    def _can_start(self):
+        return not (self._holding or self._stopped) \
+            and len(self._in_flight) < self.store.engine.commits_in_flight
+
     def _schedule(self):
-        if not (self._scheduled or self._holding or self._stopped) \
-                and len(self._in_flight) < self.store.engine.commits_in_flight:
-            self._scheduled = True
-            self.store.clock.callLater(0, self._flush)
+        """Commit at the end of this reactor turn what it accepted (one commit for all)."""
+        if self._scheduled is None and self._can_start():
+            self._scheduled = self.store.clock.callLater(0, self._flush)
 
     # -- writing -----------------------------------------------------------
 
     def _flush(self):
-        self._scheduled = False
+        if self._scheduled is not None:
+            if self._scheduled.active():
+                self._scheduled.cancel()    # called directly, by _commit_done
+            self._scheduled = None
         if self._stopped or not self.queue:
             self._check_drained()
             return
@@ -397,21 +404,36 @@ class MessageLog(Draining):
         self._schedule()
 
     def _commit_done(self, outcome, turn):
-        """Outcomes are handled in the order the commits were started (so are relays)."""
+        """Outcomes are handled in the order the commits were started (so are relays).
+
+        The next commit starts before the committed messages are answered: answering
+        (acks, and relays to every viewer) keeps the reactor busy a while, and the next
+        batch is written in its thread meanwhile instead of after."""
         if not turn.ended.is_set():
             turn.end(False)     # it failed before the transaction began (no connection)
         turn.outcome = outcome
+        answers = []
         while self._in_flight and self._in_flight[0].outcome is not None:
             turn = self._in_flight.popleft()
             if isinstance(turn.outcome, Failure):
+                self._answer(answers)
                 self._holding = True
                 self._commit_failed(turn.outcome, turn.batch)
             else:
-                self._committed(turn.outcome, turn.batch)
+                answers += self._committed(turn.outcome, turn.batch)
         if self._holding and not self._in_flight:
             self._holding = False
             self.queue[:0], self._requeue = self._requeue, []
+        if self.queue and self._can_start():
+            self._flush()
+        self._answer(answers)
         self._schedule()
+
+    @staticmethod
+    def _answer(answers):
+        for d, result in answers:
+            d.callback(result)
+        answers.clear()
 
     @defer.inlineCallbacks
     def reserve_block(self):
@@ -475,17 +497,19 @@ class MessageLog(Draining):
         return first
 
     def _committed(self, result, batch):
+        """The answers [(deferred, result)] to give for a committed batch."""
         first, self._next_id, stored, block = result
         if block is not None:
             self.block = list(block)
-        next_id = first
+        next_id, answers = first, []
         for message, d in batch:
             row = stored.get((message.sender, message.nonce))
             if row is not None:
-                d.callback((Message.from_row(row, message.channel), False))
+                answers.append((d, (Message.from_row(row, message.channel), False)))
             else:
                 message.id, next_id = next_id, next_id + 1
-                d.callback((message, True))
+                answers.append((d, (message, True)))
+        return answers
 
     def _commit_failed(self, failure, batch):
         if failure.check(EarlierCommitFailed):
@@ -515,13 +539,14 @@ class MessageLog(Draining):
 
     def _to_spool(self, batch):
         """Durable in the spool with ids from the reserved block; what does not fit is refused."""
-        # A nonce we do not hold may resend a message stored before the outage: a spooled
-        # copy would be dropped at replay and its id never exist, so the client keeps it
-        # and sends it again once the database is back.
-        unsure = [(m, d) for m, d in batch
-                  if m.nonce is not None and m.sender in self._unsure_senders]
-        batch = [(m, d) for m, d in batch if m.nonce is None or m.sender not in self._unsure_senders]
-        for _, d in unsure:
+        # A resend whose nonce we do not hold may be of a message stored before the
+        # outage: a spooled copy would be dropped at replay and its id never exist, so
+        # the client keeps it and sends it again once the database is back. A first
+        # send (no `resend` flag) cannot be stored already, so it is spooled.
+        def unsure(m):
+            return m.nonce is not None and m.resend and m.sender in self._unsure_senders
+        batch, refused = [e for e in batch if not unsure(e[0])], [e for e in batch if unsure(e[0])]
+        for _, d in refused:
             d.errback(DatabaseUnavailable("the database is unreachable and this nonce may"
                                           " already be stored"))
         room = 0 if self.spool is None or self.block is None else self.block[1] - self.block[0]
@@ -617,7 +642,7 @@ class MessageLog(Draining):
 
     def idle(self):
         return not (self.queue or self.spooled or self.in_doubt or self._in_flight
-                    or self._requeue or self._scheduled)
+                    or self._requeue or self._scheduled is not None)
 
     @defer.inlineCallbacks
     def stop(self, timeout):
@@ -881,8 +906,9 @@ class Store:
         return tuple(rows[0]) if rows else None
 
     def all_users(self):
-        """[(name, role)] for every account: the hub keeps this directory in memory."""
-        return self.query("SELECT name, role FROM users")
+        """[(name, role, password hash)] for every account: chatd.accounts keeps them in
+        memory (a hash never changes once stored)."""
+        return self.query("SELECT name, role, password_hash FROM users")
 
     def set_role(self, name, role):
         return self.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))

@@ -977,13 +977,19 @@ class ChatModel(QObject):
         if message is None:
             return
         self._in_flight = message.nonce
+        # Marked (on disk) before it goes out: if anything interrupts, the next send is
+        # a resend, which the server must not spool blindly during a database outage.
+        resend = {"resend": True} if message.sent else {}
+        if not message.sent:
+            message = dataclasses.replace(message, sent=True)
+            self.outbox.replace(message)
         target = message.conversation
         if target.is_channel:
             sent = self._protocol.request("channel_message", message.text,
-                                          channel=target.name, nonce=message.nonce)
+                                          channel=target.name, nonce=message.nonce, **resend)
         else:
             sent = self._protocol.request("private_message", message.text,
-                                          other_user=target.name, nonce=message.nonce)
+                                          other_user=target.name, nonce=message.nonce, **resend)
 
         def answered(result):
             if self._in_flight == message.nonce:

@@ -37,7 +37,7 @@ class Outbox:
             for entry in saved["messages"]:
                 message = PendingMessage(
                     entry["nonce"], Conversation(entry["kind"], entry["name"]), entry["text"],
-                    parse_time(entry["typed"]), entry.get("error"))
+                    parse_time(entry["typed"]), entry.get("error"), entry.get("sent", True))
                 outbox._messages[message.nonce] = message
         except FileNotFoundError:
             pass
@@ -89,7 +89,8 @@ class Outbox:
         if self.path is None:
             return
         entries = [{"nonce": m.nonce, "kind": m.conversation.kind, "name": m.conversation.name,
-                    "text": m.text, "typed": m.typed.isoformat(), "error": m.error}
+                    "text": m.text, "typed": m.typed.isoformat(), "error": m.error,
+                    "sent": m.sent}
                    for m in self._messages.values()]
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         temporary = f"{self.path}.tmp"

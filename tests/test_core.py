@@ -51,6 +51,23 @@ def test_login_good_and_bad_password_are_logged(server):
 
 
 @defer.inlineCallbacks
+def test_an_account_this_server_has_not_seen_logs_in_from_the_database(server):
+    """Logins check the hashes kept in memory; an account another node (or anything
+    else) stored after the start is read from the database at its first login."""
+    import bcrypt
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    yield server.store.create_user("Zoe", "zoe@example.org", password_hash, "admin")
+    client = yield connect(server)
+    bad = yield client.request({"user:pwd": "zoe:wrong password"})
+    assert error(bad) == "Wrong name or password."
+    good = yield client.request({"user:pwd": f"zoe:{PASSWORD}"})
+    assert (ok(good)["user"], good["role"]) == ("Zoe", "admin")
+    other = yield connect(server)
+    again = yield other.request({"user:pwd": f"ZOE:{PASSWORD}"})
+    assert ok(again)["user"] == "Zoe"
+
+
+@defer.inlineCallbacks
 def test_newest_login_wins_and_ip_dictionary_updates(server):
     first = yield login(server, "alice")
     assert server.hub.ips["alice"] == "127.0.0.1"

@@ -600,14 +600,14 @@ def test_resend_during_an_outage_whose_nonce_is_only_in_sql_is_refused_not_spool
     """A spooled copy of a message already in SQL would be dropped at replay, leaving the
     client an id that does not exist: while the database is away such a resend is
     refused (the client sends it again later) unless memory holds every nonce of its
-    sender, as it does for bob here."""
+    sender, as it does for bob here. A first send (no `resend` flag) is spooled."""
     import chatd.store
     monkeypatch.setattr(chatd.store, "RECENT_NONCES", 3)
     db, spool = tmp_path / "chatd.sqlite", tmp_path / "spool.jsonl"
 
-    def said(sender, body, nonce=None):
+    def said(sender, body, nonce=None, resend=None):
         return Message(None, sender, body, utcnow(), channel="general", channel_id=1,
-                       nonce=nonce)
+                       nonce=nonce, resend=nonce is not None if resend is None else resend)
 
     store = Store(SqliteEngine(str(db), busy_timeout=0.2), spool_path=spool, max_queued=1000)
     yield store.start()
@@ -627,18 +627,19 @@ def test_resend_during_an_outage_whose_nonce_is_only_in_sql_is_refused_not_spool
             store.save_message(said("alice", "a4 again", "n-4")),   # stored, in memory
             store.save_message(said("bob", "b1", "b-1")),           # new, bob fully known
             store.save_message(said("alice", "a5")),                # no nonce: spooled
+            store.save_message(said("alice", "a6", "n-6", resend=False)),   # first send
         ], consumeErrors=True)
         assert store.messages.outage
-        (ok0, refused), (ok4, again4), (ok_b, bob1), (ok5, plain) = outcomes
+        (ok0, refused), (ok4, again4), (ok_b, bob1), (ok5, plain), (ok6, first) = outcomes
         assert not ok0 and store.is_unavailable(refused)
         assert ok4 and (again4[0].id, again4[1]) == (originals[4].id, False)
-        assert ok_b and bob1[1] and ok5 and plain[1]
-        assert [r[5] for r in spool_rows(spool)] == ["b1", "a5"]
+        assert ok_b and bob1[1] and ok5 and plain[1] and ok6 and first[1]
+        assert [r[5] for r in spool_rows(spool)] == ["b1", "a5", "a6"]
         lock.release()
         yield store.messages.drained()
         resent, is_new = yield store.save_message(said("alice", "a0 again", "n-0"))
         assert (resent.id, resent.body, is_new) == (originals[0].id, "a0", False)
         assert sorted(sqlite_rows(db)) == sorted((m.id, m.body) for m in
-                                                 originals + [bob1[0], plain[0]])
+                                                 originals + [bob1[0], plain[0], first[0]])
     finally:
         yield store.stop()

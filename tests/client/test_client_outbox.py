@@ -241,3 +241,36 @@ def test_a_backlog_is_paced_under_flood_control_and_arrives_whole_and_in_order(
             "signed in once, never disconnected for flooding")
     finally:
         stop_server(restarted)
+
+
+def test_a_message_that_may_have_left_before_is_marked_as_a_resend(
+        qtbot, make_window, accounts, chat_server, address, tmp_path, monkeypatch):
+    """What was sent once (the outbox says so, on disk) goes again with "resend": true,
+    so a server whose database is away does not spool it blindly; a first send has none."""
+    import dataclasses
+    from chatd.protocol import ChatProtocol
+    seen = []
+    original = ChatProtocol.do_channel_message
+
+    def recording(self, text, channel, nonce=None, resend=False):
+        seen.append((text, resend))
+        return original(self, text, channel, nonce, resend)
+    monkeypatch.setattr(ChatProtocol, "do_channel_message", recording)
+    accounts("bob")
+    bob_there = wait(protocol_login(chat_server, "bob", register_first=False))
+    wait(bob_there.request({"join": "general"}))
+    bob_there.transport.loseConnection()
+    outbox = Outbox.for_account(str(tmp_path / "data"), str(parse_address(address)), "bob")
+    left = outbox.add(GENERAL, "sent before the client quit")
+    outbox.replace(dataclasses.replace(left, sent=True))
+
+    window = make_window("bob")
+    fill_login(window, "bob")
+    with qtbot.waitSignal(window.model.usersChanged, timeout=PATIENCE):
+        window.login_page.submit.click()
+    qtbot.waitUntil(lambda: not window.model.outbox.all(), timeout=PATIENCE)
+    with qtbot.waitSignal(window.model.historyLoaded, timeout=PATIENCE):
+        window.model.open_conversation(GENERAL)
+    send(qtbot, window, "typed now")
+    qtbot.waitUntil(lambda: not window.model.outbox.all() and len(seen) == 2, timeout=PATIENCE)
+    assert seen == [("sent before the client quit", True), ("typed now", False)]
