@@ -26,6 +26,10 @@ from chatd.store import MESSAGE_ID_MAX, peer_key, wire_time
 
 TYPING_INTERVAL = 3.0   # seconds: at most one typing notice per user and place
 SEARCH_WORDS = 16       # words in one search at most
+# A channel with at most this many members is sorted for each list_members page; a larger
+# one is listed in the directory's order (already sorted), members picked out as it goes:
+# sorting 100,000 names took 0.4 s of the reactor per page.
+SORTED_MEMBERS = 2000
 SEARCH_MIN_WORD = 3     # shorter words are left out (MariaDB's FULLTEXT does not index them)
 
 
@@ -75,13 +79,18 @@ class Conversations:
         channel = self.hub.channel(name)
         if channel.private and session.name not in channel.members and not session.is_admin:
             raise ChatError(f"#{channel.name} is private; only its members see who is in it.")
-        viewers = self.hub.presence.viewers(channel.name)
-        keyed = sorted((fold(member), member) for member in channel.members)
-        start = 0 if after is None else bisect.bisect_right(keyed, (after, "\U0010ffff"))
+        viewers, members = self.hub.presence.viewers(channel.name), channel.members
+        if len(members) <= SORTED_MEMBERS:
+            keyed = sorted((fold(member), member) for member in members)
+            start = 0 if after is None else bisect.bisect_right(keyed, (after, "\U0010ffff"))
+            keyed = keyed[start:]
+        else:
+            keyed = ((key, name) for key, name in self.hub.accounts.names_after(after or "")
+                     if name in members)
         return channel.name, (
             (key, {"user": member, "status": viewers.get(member) or self.hub.status_of(member),
                    "looking": member in viewers})
-            for key, member in keyed[start:])
+            for key, member in keyed)
 
     def place(self, session, channel, other_user):
         """(reply fields, channel id, peer key) of the conversation a request names."""

@@ -5,6 +5,7 @@ members and the admins."""
 import pytest
 from twisted.internet import defer
 
+from chatd import conversations
 from chatd.protocol import encode
 from support import PASSWORD, error, login, login_admin, look_at, ok, start_server, stop_server
 
@@ -76,17 +77,24 @@ def small_reply_server(database):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("sorted_members", [10**6, 10], ids=["sorted", "walked"])
 @defer.inlineCallbacks
-def test_members_are_paged_under_the_byte_cap_and_the_cursor_walks_all(small_reply_server):
+def test_members_are_paged_under_the_byte_cap_and_the_cursor_walks_all(
+        small_reply_server, monkeypatch, sorted_members):
+    """Both ways of listing: a small channel sorted per page, a large one in the
+    directory's order."""
+    monkeypatch.setattr(conversations, "SORTED_MEMBERS", sorted_members)
     server = small_reply_server
     alice = yield login(server, "alice")
     yield look_at(alice, "general")
     channel = server.hub.channel("general")
     names = [f"member{n:03}" for n in range(150)] + ["Zoe", "anna"]
-    for name in names:
+    for n, name in enumerate(names):
         yield server.accounts.register(name, PASSWORD, f"{name}@example.org", "127.0.0.1")
-        yield server.store.add_member(channel.id, name)
-        server.hub.add_member(channel, name)
+        if n % 10 != 3:     # some accounts are not members
+            yield server.store.add_member(channel.id, name)
+            server.hub.add_member(channel, name)
+    names = [name for n, name in enumerate(names) if n % 10 != 3]
 
     seen, cursor, pages = [], None, 0
     while True:
