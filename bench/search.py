@@ -13,14 +13,14 @@ their private conversations.
 import argparse
 import random
 import statistics
-import tempfile
 import time
-import uuid
 
 from twisted.internet import defer, task
 
 from chatd.engines import engine_from_url
 from chatd.store import Store, db_time, peer_key, utcnow
+
+from bench.scratch import scratch_database
 
 VOCABULARY = [f"word{n}" for n in range(5000)]
 WEIGHTS = [1.0 / (rank + 1) for rank in range(len(VOCABULARY))]    # Zipf-like
@@ -89,20 +89,8 @@ def main():
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args()
-    if args.database is None:
-        url = f"sqlite:{tempfile.mkdtemp()}/search.sqlite"
+    with scratch_database(args.database, "search") as url:
         task.react(run, [url, args.messages, args.repeats])
-        return
-    import MySQLdb
-    base = engine_from_url(args.database.rstrip("/") + "/x")
-    name = "chatd_bench_" + uuid.uuid4().hex[:8]
-    admin = MySQLdb.connect(host=base.host, port=base.port, user=base.user, passwd=base.password)
-    admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    try:
-        task.react(run, [args.database.rstrip("/") + "/" + name, args.messages, args.repeats])
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-
 
 if __name__ == "__main__":
     main()

@@ -9,11 +9,13 @@ group for per-address limits.
 """
 
 import ipaddress
+from functools import lru_cache
 
 MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 IPV6_GROUP_PREFIX = 64
 
 
+@lru_cache(maxsize=4096)     # every login asks several times about the same few addresses
 def parse_address(text):
     """The ip_address of `text` (a mapped IPv6 address as IPv4), or None."""
     try:
@@ -64,6 +66,7 @@ def in_network(ip, network):
     return address.version == network.version and address in network
 
 
+@lru_cache(maxsize=4096)
 def address_group(ip):
     """The key per-address limits count by: the IPv4 address, or the IPv6 /64."""
     address = parse_address(ip)

@@ -74,8 +74,7 @@ class Session:
         self.accounts = accounts
         self.status = OFFLINE
         self.viewing = None     # the place it looks at: ("channel", c), ("peer", n) or None
-        self.last_seen = None
-        self.timeout_call = None
+        self.last_seen = None   # when presence last heard from it
         self.unread = defaultdict(int)
         self.typing = {}        # ("channel", c) or ("other_user", n) -> when last announced
         self.topics = set()

@@ -1,13 +1,17 @@
 """Presence: what each session looks at, online/away/offline, live member lists.
 
 Every change is published on the bus only to the people looking at the same
-place, and a heartbeat that changes nothing only pushes back the session's
-offline timer (an IDelayedCall.reset, no loop over anyone). Who looks at which
+place, and a heartbeat that changes nothing only notes the time (no loop over
+anyone). Sessions that fell silent go offline in a sweep every third of the
+timeout (so after 1 to 1 1/3 timeouts): one timer for all, not a DelayedCall
+per session (about 1 kB each, and heap work at every heartbeat). Who looks at which
 channel is presence's own state (`looking`), kept from the same changes it
 publishes (in a cluster, from every node's member events); nobody asks the bus
 for its subscribers. Timers run on the hub's clock so tests drive them with
 twisted.internet.task.Clock.
 """
+
+from twisted.internet.task import LoopingCall
 
 from chatd.auth import ChatError
 from chatd.bus import channel_topic, peer_topic
@@ -20,6 +24,7 @@ class Presence:
     def __init__(self, hub, timeout):
         self.hub = hub
         self.timeout = timeout
+        self._sweeping = None   # LoopingCall of _sweep, from the first session on
         self.looking = {}       # channel name -> {user name: status}, in order of arrival
 
     @property
@@ -32,18 +37,24 @@ class Presence:
         session.status = ONLINE
         session.viewing = None
         session.last_seen = self.hub.clock.seconds()
-        session.timeout_call = self.hub.clock.callLater(self.timeout, self._timed_out, session)
+        if self._sweeping is None:
+            self._sweeping = LoopingCall(self._sweep)
+            self._sweeping.clock = self.hub.clock
+            self._sweeping.start(self.timeout / 3, now=False)
         self._announce_status(session)
 
     def session_ended(self, session):
-        if session.timeout_call is not None and session.timeout_call.active():
-            session.timeout_call.cancel()
-        session.timeout_call = None
         self._go_offline(session)
 
-    def _timed_out(self, session):
-        session.timeout_call = None
-        self._go_offline(session)
+    def _sweep(self):
+        silent_since = self.hub.clock.seconds() - self.timeout
+        for session in [s for s in self.hub.sessions.values()
+                        if s.status != OFFLINE and s.last_seen <= silent_since]:
+            self._go_offline(session)
+
+    def stop(self):
+        if self._sweeping is not None and self._sweeping.running:
+            self._sweeping.stop()
 
     def _go_offline(self, session):
         if session.status == OFFLINE:
@@ -80,11 +91,6 @@ class Presence:
 
     def _keep_alive(self, session):
         session.last_seen = self.hub.clock.seconds()
-        if session.timeout_call is not None and session.timeout_call.active():
-            session.timeout_call.reset(self.timeout)
-        else:
-            session.timeout_call = self.hub.clock.callLater(
-                self.timeout, self._timed_out, session)
 
     def look(self, session, status, place):
         """Move `session` to `place` with `status`, telling only those concerned."""

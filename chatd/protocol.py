@@ -10,7 +10,6 @@ actions declared there go to chatd.moderation.
 """
 
 import json
-from collections import deque
 
 from twisted.internet import defer
 from twisted.internet.interfaces import INegotiated, ITCPTransport
@@ -98,7 +97,8 @@ class ChatProtocol(Protocol):
         self._drain_call = None     # set while the unsent output is over the limit
         self._last_heard = None
         self._anonymous_since = None
-        self._replies = deque()     # [payload, settled] in request order
+        self._replies = []          # [payload, settled] in request order (a list: an
+                                    # empty deque is 760 bytes, and this one stays short)
         self._held = None           # a request waiting for the messages sent before it
         self.login_pending = False  # logged in, the login reply not yet written
         self.close_after_login = None   # (kind, reason) of a close asked for meanwhile
@@ -358,7 +358,7 @@ class ChatProtocol(Protocol):
 
     def _send_replies(self):
         while self._replies and self._replies[0][1]:
-            payload = self._replies.popleft()[0]
+            payload = self._replies.pop(0)[0]
             if payload is not None and self.transport is not None and self.connected:
                 self.send(payload)
         if not self._replies and self._held is not None and not self.closing:

@@ -39,6 +39,7 @@ def channel_name_problem(name):
     return None
 
 
+@functools.lru_cache(maxsize=8192)     # the same few names are folded again and again
 def fold(name):
     """The one form in which names (accounts and channels) are compared: NFKC, then casefold.
 

@@ -174,6 +174,7 @@ class ChatServer(service.Service):
         # Wait (bounded) for the clients to take the goodbye and close: once stopService
         # returns, the reactor stops and drops unsent output.
         closed = self.connections.until_empty(SHUTDOWN_WAIT)
+        self.hub.presence.stop()
         if self.cluster is not None:
             yield self.cluster.stop()
         yield self.store.stop()

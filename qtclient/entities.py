@@ -82,7 +82,7 @@ class PendingMessage:
     text: str
     typed: datetime  # aware, UTC
     error: str | None = None  # the server's reason for refusing it
-    sent: bool = False  # sent at least once: sent again, it is marked as a resend
+    sent: bool = False  # may have gone out already: sent again, it is marked as a resend
 
 
 @dataclass(frozen=True)

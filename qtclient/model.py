@@ -977,12 +977,10 @@ class ChatModel(QObject):
         if message is None:
             return
         self._in_flight = message.nonce
-        # Marked (on disk) before it goes out: if anything interrupts, the next send is
-        # a resend, which the server must not spool blindly during a database outage.
+        # Once it has gone out, the next send is a resend, which a server must not spool
+        # blindly during a database outage.
         resend = {"resend": True} if message.sent else {}
-        if not message.sent:
-            message = dataclasses.replace(message, sent=True)
-            self.outbox.replace(message)
+        self.outbox.mark_sent(message.nonce)
         target = message.conversation
         if target.is_channel:
             sent = self._protocol.request("channel_message", message.text,

@@ -6,6 +6,7 @@ message carries the nonce it is (re)sent with: the server stores a (sender, nonc
 once, so sending again after a doubt never makes a second copy.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ class Outbox:
             for entry in saved["messages"]:
                 message = PendingMessage(
                     entry["nonce"], Conversation(entry["kind"], entry["name"]), entry["text"],
-                    parse_time(entry["typed"]), entry.get("error"), entry.get("sent", True))
+                    parse_time(entry["typed"]), entry.get("error"), sent=True)
                 outbox._messages[message.nonce] = message
         except FileNotFoundError:
             pass
@@ -78,6 +79,13 @@ class Outbox:
             self._messages[message.nonce] = message
             self._save()
 
+    def mark_sent(self, nonce):
+        """It has gone out once: the next send is a resend. Not written to the file (no
+        second fsync per message): whatever is read back from it counts as sent."""
+        message = self._messages.get(nonce)
+        if message is not None:
+            self._messages[nonce] = dataclasses.replace(message, sent=True)
+
     def remove(self, nonce):
         """Take a message out (acknowledged or deleted); returns it, or None if it was not here."""
         message = self._messages.pop(nonce, None)
@@ -89,8 +97,7 @@ class Outbox:
         if self.path is None:
             return
         entries = [{"nonce": m.nonce, "kind": m.conversation.kind, "name": m.conversation.name,
-                    "text": m.text, "typed": m.typed.isoformat(), "error": m.error,
-                    "sent": m.sent}
+                    "text": m.text, "typed": m.typed.isoformat(), "error": m.error}
                    for m in self._messages.values()]
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         temporary = f"{self.path}.tmp"

@@ -241,3 +241,17 @@ def test_a_presence_update_reaches_only_the_same_place():
     alice_out.lines.clear()
     hub.presence.heartbeat(bob, "away", channel="random")
     assert alice_out.lines == []
+
+
+def test_one_timer_serves_every_session_and_heartbeats_make_no_new_ones():
+    """A DelayedCall per session cost about 1 kB each and heap work at every heartbeat."""
+    clock, hub = clock_hub(timeout=15)
+    sessions = [join(hub, f"user{n}")[0] for n in range(200)]
+    for _ in range(3):
+        for session in sessions:
+            hub.presence.heartbeat(session, "online", channel="general")
+        clock.advance(5)
+    assert len(clock.getDelayedCalls()) == 1
+    assert all(session.status == "online" for session in sessions)
+    clock.advance(20)           # all silent: offline within 1 1/3 timeouts
+    assert all(session.status == "offline" for session in sessions)

@@ -17,7 +17,7 @@ def test_up_on_an_empty_composer_edits_my_last_message_in_place_for_everyone(
     join_general(qtbot, bob)
     send(qtbot, alice, "relase notes are out")
     send(qtbot, alice, "see you")
-    for window in (alice, bob):     # (alice's own copy: once the server acknowledged it)
+    for window in (alice, bob):     # alice's own: acknowledged, not still "sending…"
         qtbot.waitUntil(lambda: shown_texts(window) == ["relase notes are out", "see you"],
                         timeout=PATIENCE)
     composer = alice.chat_page.conversation.composer
@@ -72,7 +72,7 @@ def test_typing_shows_under_the_conversation_until_the_message_arrives(
     alice, bob = logged_in_window("alice"), logged_in_window("bob")
     join_general(qtbot, alice)
     join_general(qtbot, bob)
-    qtbot.waitUntil(lambda: "bob" in alice.chat_page.people.members.looking(),
+    qtbot.waitUntil(lambda: "bob" in alice.chat_page.people.members.statuses(),
                     timeout=PATIENCE)
     typing = alice.chat_page.conversation.typing
     qtbot.keyClicks(bob.chat_page.conversation.composer.edit, "hel")
