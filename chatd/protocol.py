@@ -566,6 +566,11 @@ class ChatProtocol(Protocol):
         page, cursor = self._directory_page(self.hub.directory(after or ""), limit)
         return {"users": page, "next": cursor}
 
+    def do_list_members(self, channel, after, limit):
+        name, entries = self.server.conversations.members(self.session, channel, after)
+        page, cursor = self._directory_page(entries, limit)
+        return {"channel": name, "members": page, "next": cursor}
+
     # -- conversations and read markers ------------------------------------
 
     @defer.inlineCallbacks

@@ -245,6 +245,10 @@ PROTOCOL_ACTIONS = (
            help="the channels, and your membership, a page at a time"),
     Action("list_users", IGNORED, DIRECTORY_PAGE, cost=DIRECTORY_COST,
            help="everyone you can write to privately, a page at a time"),
+    Action("list_members", Field("channel", TEXT, channel=True), DIRECTORY_PAGE,
+           cost=DIRECTORY_COST,
+           help="every member of a channel, with status and whether they look at it, a page at"
+                " a time (a private channel: for its members and the admins)"),
     Action("join", Field("channel", TEXT), help="join a channel, or ask to join a private one"),
     Action("leave", Field("channel", TEXT), help="leave a channel"),
     Action("channel_message", Field("text", TEXT), (Field("channel", TEXT), NONCE, RESEND),

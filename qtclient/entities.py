@@ -88,7 +88,8 @@ class PendingMessage:
 @dataclass(frozen=True)
 class Member:
     user: str
-    status: str  # "online" or "away"
+    status: str  # "online", "away" or "offline"
+    looking: bool = True  # looking at the channel now (else only a member of it)
 
 
 @dataclass(frozen=True)

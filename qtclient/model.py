@@ -7,6 +7,7 @@ of idleness with ``twisted.internet.task.Clock`` instead of sleeping.
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QEvent, QObject, QStandardPaths, pyqtSignal
@@ -17,6 +18,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from chatd import rules
 from chatd.auth import BUSY as HASHING_BUSY
 from chatd.cluster import CATCHING_UP
+from chatd.conversations import search_words
 from chatd.limits import TOO_FAST
 from chatd.protocol import BUSY, UNAVAILABLE
 
@@ -40,6 +42,9 @@ RESEND_DELAY = 2.0
 # A login refused for a moment (by a node catching up after a network cut, or busy
 # hashing passwords): a reconnect goes on to the next server instead of giving up.
 LOGIN_NOT_NOW = frozenset({HASHING_BUSY, CATCHING_UP, UNAVAILABLE})
+MARK_EVERY = 1.0  # seconds between two mark_read of one conversation
+ROSTER_EVERY = 2.0  # seconds: a channel's full member list is asked again at most this often
+EXCERPT = 140  # characters of a search result's text shown around its first match
 
 
 def text_problem(text, if_empty):
@@ -56,6 +61,29 @@ CLIENT_COMMANDS = {
 HELP_FOOTER = ("Enter sends; Shift+Enter starts a new line; Up on an empty line edits your "
                "last message (right-click a message to edit or delete it). Write @name in a "
                "channel to get that person's attention.")
+
+
+def match_spans(text, query):
+    """(start, end) of each word of ``text`` a search for ``query`` matched (whole words, any
+    case), in order: what the results list highlights."""
+    words = {w.casefold() for w in search_words(query)}
+    return [m.span() for m in re.finditer(r"\w+", text) if m.group().casefold() in words]
+
+
+def excerpt(text, query, width=EXCERPT):
+    """(shown text, its match spans): ``text`` cut to about ``width`` characters around its
+    first match, with "…" where something was left out."""
+    spans = match_spans(text, query)
+    if len(text) <= width:
+        return text, spans
+    first = spans[0][0] if spans else 0
+    start = max(0, min(first - width // 4, len(text) - width))
+    start = text.rfind(" ", 0, start) + 1 if start else 0   # not in the middle of a word
+    end = min(len(text), start + width)
+    prefix, suffix = ("…" if start else ""), ("…" if end < len(text) else "")
+    shift = len(prefix) - start
+    shown = prefix + text[start:end] + suffix
+    return shown, [(a + shift, b + shift) for a, b in spans if a >= start and b <= end]
 
 
 class State:
@@ -204,7 +232,11 @@ class ChatModel(QObject):
     historyLoaded = pyqtSignal(object)  # Conversation whose stored messages changed in bulk
     messageReceived = pyqtSignal(object)  # ChatMessage, live
     messageForMe = pyqtSignal(object)  # ChatMessage, live: private to me, or mentioning me
-    membersChanged = pyqtSignal(str, list)  # channel, [Member] of those looking at it
+    # channel, [Member] of those looking at it; also when its roster_of changed
+    membersChanged = pyqtSignal(str, list)
+    searchResults = pyqtSignal(str, list)  # query, [ChatMessage] matching it, newest first
+    searchFailed = pyqtSignal(str, str)  # query, the server's reason
+    jumpedTo = pyqtSignal(object)  # ChatMessage now loaded in the open conversation: show it
     peerStatusChanged = pyqtSignal(str, str)  # user, status
     unreadChanged = pyqtSignal(object, int)  # Conversation, count
     conversationsListed = pyqtSignal(list)  # [Conversation] I take part in, from the server
@@ -251,6 +283,8 @@ class ChatModel(QObject):
         self._farewell = None  # the server's reason for closing a connection before login
         self._session = None
         self.state = State.DISCONNECTED
+        self._roster_call = None
+        self._marking = {}
         self._reset_session_state()
 
     def _reset_session_state(self):
@@ -259,11 +293,19 @@ class ChatModel(QObject):
         self.users = []
         self.statuses = {}  # user → "online"/"away"/"offline", from the directory and peer events
         self.members = {}  # channel → {user: Member}, for the channel I look at
+        self.rosters = {}  # channel → {user: Member} every member (list_members), the one I look at
+        self._roster_asked = None  # when the open channel's members were last asked for
+        if self._roster_call is not None and self._roster_call.active():
+            self._roster_call.cancel()
+        self._roster_call = None  # the next list_members, ROSTER_EVERY s after the last
         self.pending_requests = {}
         self._messages = {}
         self._has_more = {}
         self._private_unread = {}
         self._read = {}  # Conversation → the newest message id the server has as read
+        for call in self._marking.values():
+            call.cancel()
+        self._marking = {}  # Conversation → the end of the pause after its last mark_read
         self._typers = {}  # Conversation → {user: the call that ends their "typing…"}
         self._typing_sent = {}  # Conversation → when I last said I was typing there
         self._loading_older = False
@@ -296,6 +338,20 @@ class ChatModel(QObject):
         """Who looks at ``channel``, by name; None until the server has said."""
         members = self.members.get(channel)
         return None if members is None else sorted(members.values(), key=lambda m: m.user.lower())
+
+    def roster_of(self, channel):
+        """Every member of ``channel``: those looking at it first, then the others, each
+        group by name; None until the server has listed them."""
+        roster = self.rosters.get(channel)
+        if roster is None:
+            return None
+        looking = self.members.get(channel, {})
+        everyone = {name: Member(name, looking[name].status, True) if name in looking
+                    else dataclasses.replace(member, looking=False)
+                    for name, member in roster.items()}
+        for name, member in looking.items():
+            everyone.setdefault(name, member)  # (looking since the list was asked for)
+        return sorted(everyone.values(), key=lambda m: (not m.looking, m.user.lower()))
 
     def status_of(self, user):
         return self.statuses.get(user, "offline")
@@ -366,6 +422,8 @@ class ChatModel(QObject):
         self.statuses = dict.fromkeys(self.statuses, "offline")
         self.users = [UserInfo(u.user, "offline") for u in self.users]
         self.usersChanged.emit(self.users)
+        for channel, roster in self.rosters.items():
+            self.rosters[channel] = {name: Member(name, "offline", False) for name in roster}
         for channel, members in self.members.items():
             self.members[channel] = {name: Member(name, "offline") for name in members}
             self._emit_members(channel)
@@ -554,15 +612,15 @@ class ChatModel(QObject):
         return self._protocol.request(action, value, **fields).addErrback(failed)
 
     @defer.inlineCallbacks
-    def _every_page(self, action, key):
-        """Every entry of a paged list (list_users, list_channels), following `next`;
+    def _every_page(self, action, key, value=""):
+        """Every entry of a paged list (list_users, list_channels, list_members), following `next`;
         None if a page failed. A page refused for flooding is asked again a moment later:
         a large directory takes more pages than the flood budget's burst."""
         entries, cursor, refusals = [], None, 0
         while True:
             fields = {} if cursor is None else {"after": cursor}
             try:
-                reply = yield self._protocol.request(action, **fields) \
+                reply = yield self._protocol.request(action, value, **fields) \
                     if self._protocol is not None and self.state == State.ONLINE else None
             except ServerError as error:
                 if error.message != TOO_FAST or refusals >= PAGE_RETRIES:
@@ -598,6 +656,82 @@ class ChatModel(QObject):
             self.statuses = {u.user: u.status for u in self.users}
             self.usersChanged.emit(self.users)
 
+    # --- a channel's members ------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def refresh_roster(self):
+        """List every member of the open channel (``roster_of``; ``membersChanged``)."""
+        self._roster_call = None
+        conversation = self.current
+        if conversation is None or not conversation.is_channel:
+            return
+        self._roster_asked = self._clock.seconds()
+        members = yield self._every_page("list_members", "members", conversation.name)
+        if members is None or self.current != conversation:
+            return
+        self.rosters[conversation.name] = {
+            m["user"]: Member(m["user"], m["status"], m["looking"]) for m in members}
+        self._emit_members(conversation.name)
+
+    def _want_roster(self):
+        """Someone new looks at the open channel, or someone stopped: they may have joined
+        or left it, so list its members again, at most every ROSTER_EVERY s."""
+        if self._roster_call is not None and self._roster_call.active():
+            return
+        wait = (0 if self._roster_asked is None
+                else self._roster_asked + ROSTER_EVERY - self._clock.seconds())
+        if wait > 0:
+            self._roster_call = self._clock.callLater(wait, self.refresh_roster)
+        else:
+            self.refresh_roster()
+
+    # --- search ----------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def search(self, query):
+        """Messages with every word of ``query`` from the conversations I may read:
+        ``searchResults`` (newest first) or ``searchFailed``."""
+        query = query.strip()
+        if self._protocol is None or self.state != State.ONLINE:
+            self.searchFailed.emit(query, "Not connected to the server.")
+            return
+        try:
+            reply = yield self._protocol.request("search", query)
+        except ServerError as error:
+            self.searchFailed.emit(query, error.message)
+            return
+        except Exception:
+            return  # the connection closed
+        self.searchResults.emit(query, [ChatMessage.from_line(m, self.user)
+                                        for m in reply["messages"]])
+
+    @defer.inlineCallbacks
+    def jump_to(self, message):
+        """Open ``message``'s conversation and page its history back until the message is
+        there; then ``jumpedTo`` with it as stored (edited since, perhaps)."""
+        conversation = message.conversation
+        if self.current != conversation:
+            yield self.open_conversation(conversation)
+        stored = self._messages.get(conversation, {})
+        if message.id not in stored and self.current == conversation:
+            self._loading_older = True  # scrolling up meanwhile must not load the same pages
+            try:
+                while message.id not in stored and self.has_more(conversation):
+                    page = yield self._history(conversation, min(stored, default=None),
+                                               CATCH_UP_PAGE)
+                    if page is None or self.current != conversation:
+                        return
+                    messages, self._has_more[conversation] = page
+                    if not messages:
+                        break
+                    self._store(conversation, messages)
+                    stored = self._messages[conversation]
+            finally:
+                self._loading_older = False
+            self.historyLoaded.emit(conversation)
+        if self.current == conversation and message.id in stored:
+            self.jumpedTo.emit(stored[message.id])
+
     # --- conversations and read markers ------------------------------------------
 
     @defer.inlineCallbacks
@@ -621,13 +755,26 @@ class ChatModel(QObject):
         self.conversationsListed.emit(conversations)
 
     def _mark_read(self, conversation):
-        """Tell the server I have read ``conversation`` up to the newest message shown."""
+        """Tell the server I have read ``conversation`` up to the newest message shown.
+
+        At most one mark every MARK_EVERY s per conversation (on the reactor's time): what
+        arrives meanwhile is marked after that, so a busy channel does not spend the flood
+        budget (and get my own messages refused) on one request per message."""
         newest = max(self._messages.get(conversation, {}), default=None)
         if newest is None or newest <= self._read.get(conversation, 0):
             return
+        if conversation in self._marking:
+            return      # (marked when the pause ends)
         self._read[conversation] = newest
         place = "channel" if conversation.is_channel else "other_user"
         self._request("mark_read", newest, **{place: conversation.name})
+        self._marking[conversation] = self._reactor.callLater(
+            MARK_EVERY, self._marked, conversation)
+
+    def _marked(self, conversation):
+        del self._marking[conversation]
+        if self.current == conversation and self._session is not None:
+            self._mark_read(conversation)
 
     def _on_read(self, line):
         """Another session of mine read a conversation: its badge follows."""
@@ -737,6 +884,7 @@ class ChatModel(QObject):
                 self.current = None
                 self.send_presence()
             self.members.pop(channel, None)
+            self.rosters.pop(channel, None)
             self._messages.pop(Conversation.channel(channel), None)
             self._has_more.pop(Conversation.channel(channel), None)
             self.leftChannel.emit(channel)
@@ -748,6 +896,7 @@ class ChatModel(QObject):
         previous, self.current = self.current, conversation
         if previous is not None and previous != conversation and previous.is_channel:
             self.members.pop(previous.name, None)  # the server stops telling me who is there
+            self.rosters.pop(previous.name, None)
         self._loading_older = False
         self.conversationOpened.emit(conversation)
         self.send_presence()
@@ -755,6 +904,7 @@ class ChatModel(QObject):
             member = any(c.name == conversation.name and c.member for c in self.channels)
             if not member:
                 return
+            self.refresh_roster()
         else:
             self._private_unread.pop(conversation, None)
         self.unreadChanged.emit(conversation, 0)
@@ -1054,12 +1204,19 @@ class ChatModel(QObject):
         self._emit_members(line["channel"])
 
     def _on_member(self, line):
-        members = self.members.setdefault(line["channel"], {})
-        if line["status"] in ("left", "offline"):
-            members.pop(line["user"], None)
+        channel, user, status = line["channel"], line["user"], line["status"]
+        members = self.members.setdefault(channel, {})
+        if status in ("left", "offline"):
+            members.pop(user, None)
         else:
-            members[line["user"]] = Member(line["user"], line["status"])
-        self._emit_members(line["channel"])
+            members[user] = Member(user, status)
+        roster = self.rosters.get(channel)
+        if roster is not None:
+            if status != "left" and user in roster:
+                roster[user] = Member(user, status, False)  # (looking or not: members_of says)
+            elif self.current == Conversation.channel(channel):
+                self._want_roster()  # a new member, or one who may have left the channel
+        self._emit_members(channel)
 
     def _emit_members(self, channel):
         self.membersChanged.emit(channel, self.members_of(channel))

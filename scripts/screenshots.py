@@ -6,7 +6,9 @@ private #ops channel with a pending join request), then opens the real
 ``ChatWindow`` and saves:
 
     docs/img/login.png         the login page
-    docs/img/main.png          alice (admin) in the busy #general, with the member list
+    docs/img/main.png          alice (admin) in the busy #general, with every member
+    docs/img/edits.png         #design: a message edited, one deleted, someone typing
+    docs/img/search.png        a search's results, one opened and highlighted in #general
     docs/img/requests.png      alice's Requests tab: pending join requests to accept or reject
     docs/img/join-request.png  erin asking to join the private #ops channel
     docs/img/outbox.png        alice's private conversation: a message refused, one sending…
@@ -50,7 +52,7 @@ from qtclient.widgets.window import ChatWindow  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "img"
 PASSWORD = "demo password 1"
-USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 CHANNELS = [("general", False), ("random", False), ("design", False), ("release", False),
             ("ops", True), ("security-review", True)]
 GENERAL = [
@@ -83,6 +85,9 @@ GENERAL = [
 ]
 RANDOM = [("bob", "Anyone seen my blue mug?"), ("carol", "Kitchen, second shelf."),
           ("grace", "Friday quiz is on!")]
+RELEASE = [("alice", "Release candidate 0.9 is tagged. Release notes are in the wiki."),
+           ("dave", "The release notes still mention the old --db option; I'll fix it."),
+           ("grace", "Changelog and release notes are final for 0.9.")]
 
 
 @defer.inlineCallbacks
@@ -126,6 +131,12 @@ def populate(port):
     yield sessions["dave"].request("join", "security-review")
     for name, text in GENERAL:
         yield sessions[name].request("channel_message", text, channel="general")
+    for name in ("dave", "grace"):
+        yield sessions[name].request("join", "release")
+    for name, text in RELEASE:
+        yield sessions[name].request("channel_message", text, channel="release")
+    yield sessions["dave"].request("private_message", "Could you proofread the release notes "
+                                   "before lunch?", other_user="alice")
     return sessions
 
 
@@ -198,6 +209,7 @@ def run(directory):
     port = server.port.getHost().port
     address = f"localhost:{port}"
     sessions = yield populate(port)
+    sessions.pop("frank").transport.loseConnection()    # a member who is offline
 
     login = make_window(address, "alice", directory)
     login.login_page.password.setText("password")
@@ -228,6 +240,8 @@ def run(directory):
     yield settle()
     save(dialog_over(erin, dialog), "join-request.png")
 
+    yield edits_shot(login, sessions)
+    yield search_shot(login)
     yield outbox_shot(login, sessions, server)
 
     for window in (login, erin):
@@ -236,6 +250,53 @@ def run(directory):
         client.transport.loseConnection()
     if server.running:
         yield server.stopService()
+
+
+@defer.inlineCallbacks
+def edits_shot(window, sessions):
+    """#design: dave fixes a typo (edited), bob takes back a message (deleted), carol types."""
+    model = window.chat_page.model
+    window.chat_page.open(Conversation.channel("design"))
+    yield wait_for(model.historyLoaded)
+    say = {}
+    for key, name, text in [
+            ("mockups", "carol", "New sidebar mockups are in the shared folder, page 3 onwards."),
+            ("contrast", "dave", "The 'Join a channel' heading needs more contrats"),
+            ("oops", "bob", "ok pushing to prod now"),
+            ("lgtm", "alice", "Looks good to me. Ship the darker heading."),
+            ("sorry", "bob", "(wrong channel, sorry)")]:
+        if name == "alice":     # (her window's login replaced her demo connection)
+            model.send_text(text)
+            yield wait_for(model.messageReceived)
+        else:
+            say[key] = (yield sessions[name].request("channel_message", text,
+                                                     channel="design"))["id"]
+    yield sessions["dave"].request("edit_message", "The 'Join a channel' heading needs more "
+                                   "contrast on dark screens", id=say["contrast"])
+    yield sessions["bob"].request("delete_message", say["oops"])
+    sessions["carol"].send({"presence": "online", "channel": "design"})
+    sessions["carol"].send({"typing": True, "channel": "design"})
+    yield settle(1.0)
+    save(window.grab(), "edits.png")
+    sessions["carol"].send({"typing": False, "channel": "design"})
+
+
+@defer.inlineCallbacks
+def search_shot(window):
+    """alice searches for "release notes" and opens the result in #general, highlighted."""
+    page, model = window.chat_page, window.chat_page.model
+    page.focus_search()
+    page.sidebar.search.setText("release notes")
+    page.sidebar.search.returnPressed.emit()
+    _, results = yield wait_for(model.searchResults)
+    general = next(m for m in results if m.conversation == Conversation.channel("general"))
+    row = next(r for r in page.people.search.result_rows() if r.message == general)
+    row.setFocus()
+    model.jump_to(general)
+    yield wait_for(model.jumpedTo)
+    yield settle(1.0)
+    save(window.grab(), "search.png")
+    page.sidebar.search.escaped.emit()
 
 
 @defer.inlineCallbacks

@@ -47,6 +47,7 @@ AS_ALICE = {
     "logout": {"logout": ""},
     "list_channels": {"list_channels": ""},
     "list_users": {"list_users": ""},
+    "list_members": {"list_members": "general"},
     "join": {"join": "general"},
     "leave": {"leave": "general"},
     "channel_message": {"channel_message": "I am alice", "channel": "general"},

@@ -1,6 +1,7 @@
 """The main page after login: sidebar, conversation, people; wired to the model."""
 
 from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QDialog, QLabel, QMenu, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
@@ -36,7 +37,7 @@ class ChatPage(QWidget):
         splitter.addWidget(self._centre())
         splitter.addWidget(self.people)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([240, 700, 230])
+        splitter.setSizes([240, 660, 280])
         layout.addWidget(splitter, 1)
 
         self.sidebar.conversationPicked.connect(self.open)
@@ -44,6 +45,11 @@ class ChatPage(QWidget):
         self.sidebar.requestPicked.connect(self.show_join_dialog)
         self.sidebar.newMessageRequested.connect(self._pick_user)
         self.sidebar.leaveRequested.connect(model.leave)
+        self.sidebar.searchRequested.connect(model.search)
+        self.sidebar.searchCleared.connect(self.people.hide_search)
+        self.people.search.resultPicked.connect(model.jump_to)
+        for keys in ("Ctrl+K", "Ctrl+F"):
+            QShortcut(QKeySequence(keys), self, self.focus_search)
         self.conversation.composer.sendRequested.connect(self._send)
         self.conversation.view.olderWanted.connect(model.load_older)
         self.conversation.view.retryRequested.connect(model.retry_message)
@@ -64,6 +70,9 @@ class ChatPage(QWidget):
         model.messageReceived.connect(self._message_received)
         model.outboxChanged.connect(self._show_pending)
         model.membersChanged.connect(self._members_changed)
+        model.searchResults.connect(self._search_results)
+        model.searchFailed.connect(self._search_failed)
+        model.jumpedTo.connect(self._jumped_to)
         model.peerStatusChanged.connect(self._peer_status)
         model.unreadChanged.connect(self.sidebar.set_unread)
         model.conversationsListed.connect(self._conversations_listed)
@@ -116,6 +125,7 @@ class ChatPage(QWidget):
         self.people.set_admin(role == "admin")
         self.people.admin.set_requests([])
         self.people.set_request_count(0)
+        self.people.hide_search()
         self.conversation.view.clear_all()
         self.showing = None
         self._show_place()
@@ -153,16 +163,22 @@ class ChatPage(QWidget):
         elif conversation.is_channel:
             info = self.model.channel_info(conversation.name)
             pane.set_title(conversation.name, "lock" if info is not None and info.private else "hash")
-            members = self.model.members_of(conversation.name)
-            if members is None:
+            looking = self.model.members_of(conversation.name)
+            everyone = self.model.roster_of(conversation.name)
+            if looking is None:
                 pane.info.setText("" if connected else "not connected")
-                self.people.members.set_members([], "")
             else:
-                active = sum(m.status == "online" for m in members)
-                pane.info.setText(f"{len(members)} here, {active} active" if connected
+                active = sum(m.status == "online" for m in looking)
+                pane.info.setText(f"{len(looking)} here, {active} active" if connected
                                   else "not connected")
+            if everyone is not None:
                 self.people.members.set_members(
-                    members, f"LOOKING AT #{conversation.name} — {len(members)}")
+                    everyone, f"MEMBERS OF #{conversation.name} — {len(everyone)}")
+            elif looking is not None:   # (until the server has listed every member)
+                self.people.members.set_members(
+                    looking, f"LOOKING AT #{conversation.name} — {len(looking)}")
+            else:
+                self.people.members.set_members([], "")
         else:
             pane.set_title(f"@ {conversation.name}")
             pane.info.setText(self.model.status_of(conversation.name) if connected
@@ -230,6 +246,22 @@ class ChatPage(QWidget):
     def _members_changed(self, channel, members):
         if self.model.current == Conversation.channel(channel):
             self._show_place()
+
+    def focus_search(self):
+        self.sidebar.search.setFocus()
+        self.sidebar.search.selectAll()
+
+    def _search_results(self, query, messages):
+        self.people.search.set_results(query, messages)
+        self.people.show_search()
+
+    def _search_failed(self, query, reason):
+        self.people.search.show_error(reason)
+        self.people.show_search()
+
+    def _jumped_to(self, message):
+        if message.conversation == self.showing:
+            self.conversation.view.jump_to(message.id)
 
     def _peer_status(self, user, status):
         self.sidebar.set_user_status(user, status)

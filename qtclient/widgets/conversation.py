@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 from PyQt6.QtCore import Qt, pyqtSignal
-from PyQt6.QtGui import QDesktopServices
+from PyQt6.QtGui import QDesktopServices, QTextCursor
 from PyQt6.QtWidgets import (
     QHBoxLayout, QLabel, QMenu, QPlainTextEdit, QPushButton, QTextBrowser, QVBoxLayout, QWidget)
 
@@ -15,6 +15,7 @@ from chatd import rules
 from .style import ACCENT, hash_icon, lock_icon
 
 PENDING_ACTIONS = ("retry", "delete")  # link schemes of a refused message's actions
+HIGHLIGHT = "#fef3c7"  # the background of the message a search result jumped to
 GROUP_WINDOW = timedelta(minutes=5)  # consecutive messages of one sender within this share a header
 NAME_COLOURS = ["#b45309", "#047857", "#1d4ed8", "#7c3aed", "#be185d", "#0e7490", "#4d7c0f"]
 # http(s) addresses and bare www. ones, up to a space; punctuation ending a sentence is not part of it.
@@ -61,6 +62,7 @@ class MessageView(QTextBrowser):
         self.shown = []  # the messages on screen, oldest first
         self.pending = []  # my messages not acknowledged yet, in the order typed, after them
         self.notes = []  # command results and errors shown after the messages
+        self.highlighted = None  # the id of the message a search result jumped to
         self._rendering = False  # setHtml moves the scroll bar; that is not the reader scrolling
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
 
@@ -85,6 +87,33 @@ class MessageView(QTextBrowser):
         super().resizeEvent(event)
         if at_bottom:
             bar.setValue(bar.maximum())
+
+    def jump_to(self, message_id):
+        """Highlight a shown message and scroll it to the upper third of the view."""
+        if message_id not in (m.id for m in self.shown):
+            return
+        self.highlighted = message_id
+        self._rendering = True
+        try:
+            self._render()
+            bar = self.verticalScrollBar()
+            top, _ = self.highlighted_span()
+            bar.setValue(bar.value() + top - self.viewport().height() // 3)
+        finally:
+            self._rendering = False
+
+    def highlighted_span(self):
+        """(top, bottom) of the highlighted message in viewport coordinates, or None."""
+        index = next((i for i, m in enumerate(self._tables)
+                      if m is not None and m.id == self.highlighted), None)
+        if self.highlighted is None or index is None:
+            return None
+        frame = self.document().rootFrame().childFrames()[index]
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(frame.firstPosition())
+        top = self.cursorRect(cursor).top()
+        cursor.setPosition(frame.lastPosition())
+        return top, self.cursorRect(cursor).bottom()
 
     def fills_view(self):
         """Whether there is anything to scroll; if not, scrolling up cannot ask for more."""
@@ -145,6 +174,7 @@ class MessageView(QTextBrowser):
 
     def clear_all(self):
         self.shown, self.notes, self.pending = [], [], []
+        self.highlighted = None
         self.clear()
 
     def _render(self):
@@ -173,7 +203,8 @@ class MessageView(QTextBrowser):
 
     def _message_html(self, message, local, grouped):
         mine = message.sender == self.me
-        background = ' bgcolor="#eef2ff"' if mine else ""
+        background = (f' bgcolor="{HIGHLIGHT}"' if message.id == self.highlighted
+                      else ' bgcolor="#eef2ff"' if mine else "")
         if message.deleted:
             text = '<i style="color:#9ca3af;">message deleted</i>'
         elif message.action is not None:

@@ -1,18 +1,26 @@
-"""The right pane: who is looking at the channel, and (for admins) pending join requests."""
+"""The right pane: the channel's members (those looking first), search results, and (for
+admins) pending join requests."""
+
+import html
+from datetime import datetime
 
 from PyQt6.QtCore import QSize, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu, QPushButton, QScrollArea,
     QTabWidget, QVBoxLayout, QWidget)
 
+from ..model import excerpt
 from .style import status_icon
 
 USER_ROLE = Qt.ItemDataRole.UserRole
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 1
+LOOKING_ROLE = Qt.ItemDataRole.UserRole + 2
+MATCH_STYLE = "background-color:#fde68a; font-weight:600;"
 
 
 class MemberList(QWidget):
-    """Members looking at the channel with online/away dots; admins get kick/ban on right click."""
+    """A channel's members with online/away/offline dots, those looking at it first under
+    their own heading; admins get kick/ban on right click."""
 
     privateMessageRequested = pyqtSignal(str)
     kickRequested = pyqtSignal(str)
@@ -36,20 +44,51 @@ class MemberList(QWidget):
             lambda item: self._message(item.data(USER_ROLE)))
 
     def set_members(self, members, caption):
+        """Show ``members`` in order; when some do not look at the channel, the ones
+        looking (first) and the others get a heading each."""
         self.list.clear()
-        for member in members:
+        here = [m for m in members if m.looking]
+        headings = len(here) < len(members)
+        for index, member in enumerate(members):
+            if headings and index in (0, len(here)):
+                self._heading(f"HERE — {len(here)}" if member.looking
+                              else f"NOT HERE — {len(members) - len(here)}")
             label = f"{member.user} (you)" if member.user == self.me else member.user
             item = QListWidgetItem(status_icon(member.status), label)
             item.setData(USER_ROLE, member.user)
             item.setData(STATUS_ROLE, member.status)
-            item.setToolTip(f"{member.user} is {member.status}")
+            item.setData(LOOKING_ROLE, member.looking)
+            where = "looking at this channel" if member.looking else "not looking at it"
+            item.setToolTip(f"{member.user} is {member.status}, {where}")
             self.list.addItem(item)
         self.caption.setText(caption)
 
+    def _heading(self, text):
+        item = QListWidgetItem(text)
+        item.setFlags(Qt.ItemFlag.NoItemFlags)
+        font = item.font()
+        font.setPointSizeF(8.5)
+        font.setBold(True)
+        item.setFont(font)
+        item.setForeground(Qt.GlobalColor.gray)
+        self.list.addItem(item)
+
+    def _members(self):
+        items = (self.list.item(i) for i in range(self.list.count()))
+        return [item for item in items if item.data(USER_ROLE) is not None]
+
     def statuses(self):
-        """User → status, as displayed."""
-        items = [self.list.item(i) for i in range(self.list.count())]
-        return {item.data(USER_ROLE): item.data(STATUS_ROLE) for item in items}
+        """User → status of every member shown."""
+        return {item.data(USER_ROLE): item.data(STATUS_ROLE) for item in self._members()}
+
+    def looking(self):
+        """User → status of those shown as looking at the channel."""
+        return {item.data(USER_ROLE): item.data(STATUS_ROLE) for item in self._members()
+                if item.data(LOOKING_ROLE)}
+
+    def headings(self):
+        items = (self.list.item(i) for i in range(self.list.count()))
+        return [item.text() for item in items if item.data(USER_ROLE) is None]
 
     def context_actions(self, user):
         """The actions the context menu offers for ``user``, as (label, callback)."""
@@ -140,8 +179,107 @@ class AdminPanel(QWidget):
         return [self.rows.itemAt(i).widget() for i in range(self.rows.count() - 1)]
 
 
+def highlighted_html(text, spans):
+    """``text`` as HTML with the ``spans`` marked."""
+    parts, end = [], 0
+    for start, stop in spans:
+        parts.append(html.escape(text[end:start]))
+        parts.append(f'<span style="{MATCH_STYLE}">{html.escape(text[start:stop])}</span>')
+        end = stop
+    parts.append(html.escape(text[end:]))
+    return "".join(parts).replace("\n", " ")
+
+
+class SearchResultRow(QFrame):
+    """One message found: where, who, when, and its text with the matched words marked.
+    A click (or Enter once focused) asks to jump to it."""
+
+    def __init__(self, message, query, picked, parent=None):
+        super().__init__(parent)
+        self.setObjectName("resultRow")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.message, self._picked = message, picked
+        conversation = message.conversation
+        place = f"#{conversation.name}" if conversation.is_channel else f"@ {conversation.name}"
+        local = message.time.astimezone()
+        when = local.strftime("%d %b %H:%M" if local.year == datetime.now().year
+                              else "%d %b %Y %H:%M")
+        shown, spans = excerpt(message.text, query)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 7, 10, 8)
+        layout.setSpacing(2)
+        self.where = QLabel(f'<b>{html.escape(place)}</b> · {html.escape(message.sender)} · '
+                            f'<span style="color:#6b7280;">{when}</span>')
+        self.where.setWordWrap(True)  # (as the text: the row never gets wider than the pane)
+        self.text = QLabel(highlighted_html(shown, spans))
+        self.text.setWordWrap(True)
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.where)
+        layout.addWidget(self.text)
+        self.setToolTip("Show this message in its conversation")
+
+    def mouseReleaseEvent(self, event):
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._picked(self.message)
+
+    def keyPressEvent(self, event):
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            self._picked(self.message)
+        else:
+            super().keyPressEvent(event)
+
+
+class SearchPanel(QWidget):
+    """The results of the last search, newest first; picking one emits ``resultPicked``."""
+
+    resultPicked = pyqtSignal(object)  # ChatMessage
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(12, 10, 12, 10)
+        self.caption = QLabel("")
+        self.caption.setObjectName("sectionTitle")
+        self.caption.setWordWrap(True)
+        outer.addWidget(self.caption)
+        self.scroll = scroll = QScrollArea()
+        scroll.setObjectName("requestScroll")   # (transparent, as the requests' list)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        rows_widget = QWidget()
+        rows_widget.setObjectName("requestRows")
+        self.rows = QVBoxLayout(rows_widget)
+        self.rows.setContentsMargins(0, 4, 0, 0)
+        self.rows.setSpacing(6)
+        self.rows.addStretch(1)
+        scroll.setWidget(rows_widget)
+        outer.addWidget(scroll, 1)
+
+    def _clear(self):
+        while self.rows.count() > 1:
+            self.rows.takeAt(0).widget().deleteLater()
+
+    def set_results(self, query, messages):
+        self._clear()
+        for message in messages:
+            self.rows.insertWidget(self.rows.count() - 1,
+                                   SearchResultRow(message, query, self.resultPicked.emit))
+        count = f"{len(messages)} RESULT{'' if len(messages) == 1 else 'S'}" if messages \
+            else "NO RESULTS"
+        self.caption.setText(f"{count} FOR “{query}”")
+
+    def show_error(self, reason):
+        self._clear()
+        self.caption.setText(reason)
+
+    def result_rows(self):
+        return [self.rows.itemAt(i).widget() for i in range(self.rows.count() - 1)]
+
+
 class PeoplePane(QTabWidget):
-    """Members tab for everyone, Requests tab for admins only."""
+    """Members tab for everyone, Search once something was searched, Requests for admins."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -149,7 +287,22 @@ class PeoplePane(QTabWidget):
         self.setMinimumWidth(200)
         self.members = MemberList()
         self.admin = AdminPanel()
+        self.search = SearchPanel()
         self.addTab(self.members, "Members")
+
+    def show_search(self):
+        """The Search tab, added after Members the first time."""
+        if self.indexOf(self.search) < 0:
+            self.insertTab(1, self.search, "Search")
+        self.setCurrentWidget(self.search)
+
+    def hide_search(self):
+        """Close the Search tab, back to Members if it was showing."""
+        index = self.indexOf(self.search)
+        if index >= 0:
+            if self.currentIndex() == index:
+                self.setCurrentWidget(self.members)
+            self.removeTab(index)
 
     def set_admin(self, admin):
         self.members.admin_controls = admin

@@ -3,7 +3,7 @@
 from PyQt6.QtCore import QRect, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QPainter
 from PyQt6.QtWidgets import (
-    QLabel, QMenu, QPushButton, QStyledItemDelegate, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
+    QLabel, QLineEdit, QMenu, QPushButton, QStyledItemDelegate, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
     QWidget)
 
 from ..entities import Conversation
@@ -52,6 +52,8 @@ class Sidebar(QWidget):
     requestPicked = pyqtSignal(str)  # private channel I am not in
     newMessageRequested = pyqtSignal()
     leaveRequested = pyqtSignal(str)  # channel I am a member of
+    searchRequested = pyqtSignal(str)  # words to look for in my conversations
+    searchCleared = pyqtSignal()  # Escape in the search field
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -64,6 +66,10 @@ class Sidebar(QWidget):
         title = QLabel("chatd")
         title.setObjectName("appName")
         layout.addWidget(title)
+        self.search = SearchField()
+        self.search.setPlaceholderText("Search messages  (Ctrl+K)")
+        self.search.setClearButtonEnabled(True)
+        layout.addWidget(self.search)
         self.tree = QTreeWidget()
         self.tree.setHeaderHidden(True)
         self.tree.setRootIsDecorated(False)
@@ -83,6 +89,8 @@ class Sidebar(QWidget):
         self.tree.itemClicked.connect(self._picked)
         self.tree.itemActivated.connect(self._picked)
         self.new_message.clicked.connect(self.newMessageRequested)
+        self.search.returnPressed.connect(self._search)
+        self.search.escaped.connect(self._clear_search)
         self.tree.customContextMenuRequested.connect(self._menu)
 
     def _section(self, title):
@@ -96,8 +104,17 @@ class Sidebar(QWidget):
         item.setExpanded(True)
         return item
 
+    def _search(self):
+        if self.search.text().strip():
+            self.searchRequested.emit(self.search.text().strip())
+
+    def _clear_search(self):
+        self.search.clear()
+        self.searchCleared.emit()
+
     def reset(self):
         """Empty, for the next user to log in."""
+        self.search.clear()
         for section in (self.my_channels, self.browse, self.direct):
             section.takeChildren()
         self._statuses.clear()
@@ -206,3 +223,15 @@ class Sidebar(QWidget):
             self.joinPicked.emit(value)
         else:
             self.requestPicked.emit(value)
+
+
+class SearchField(QLineEdit):
+    """The search box: Enter searches, Escape clears it and closes the results."""
+
+    escaped = pyqtSignal()
+
+    def keyPressEvent(self, event):
+        if event.key() == Qt.Key.Key_Escape:
+            self.escaped.emit()
+            return
+        super().keyPressEvent(event)

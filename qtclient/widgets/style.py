@@ -60,11 +60,16 @@ QTextBrowser#conversation {{ background: white; border: none; }}
 #rightPane QListWidget::item:selected {{ background: #e0e7ff; color: #111827; border-radius: 4px; }}
 #sectionTitle {{ color: #6b7280; font-size: 9pt; font-weight: 700; }}
 QTabWidget::pane {{ border: none; }}
-QTabBar::tab {{ padding: 6px 12px; background: transparent; color: #6b7280; border: none; }}
+QTabBar::tab {{ padding: 6px 10px; background: transparent; color: #6b7280; border: none; }}
 QTabBar::tab:selected {{ color: #111827; border-bottom: 2px solid {ACCENT}; }}
 QStatusBar {{ background: white; border-top: 1px solid #e5e7eb; color: #374151; }}
 #requestScroll, #requestScroll > QWidget, #requestRows {{ background: transparent; }}
 #requestRow {{ background: white; border: 1px solid #e5e7eb; border-radius: 8px; }}
+#resultRow {{ background: white; border: 1px solid #e5e7eb; border-radius: 8px; }}
+#resultRow:hover, #resultRow:focus {{ border: 1px solid {ACCENT}; }}
+#resultRow QLabel {{ color: #111827; }}
+#sidebar QLineEdit {{ background: #312e81; color: #e0e7ff; border: 1px solid #3730a3; }}
+#sidebar QLineEdit:focus {{ border: 1px solid #a5b4fc; }}
 QPlainTextEdit#composer {{
     padding: 3px 4px; border: 1px solid #d1d5db; border-radius: 6px; background: white;
     selection-background-color: {ACCENT};

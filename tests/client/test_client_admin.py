@@ -71,7 +71,7 @@ def test_a_rejected_request_says_so_and_can_be_asked_again(qtbot, logged_in_wind
 
 def kick_or_ban(qtbot, admin, user, action, reason, duration=None):
     """Right-click action on ``user`` in the admin's member list, then fill the reason dialog."""
-    qtbot.waitUntil(lambda: user in admin.chat_page.people.members.statuses(), timeout=PATIENCE)
+    qtbot.waitUntil(lambda: user in admin.chat_page.people.members.looking(), timeout=PATIENCE)
     actions = dict(admin.chat_page.people.members.context_actions(user))
     actions[f"{action}…"]()
     dialog = admin.chat_page.findChild(ReasonDialog)
@@ -101,7 +101,7 @@ def test_kicked_user_sees_a_dialog_with_the_reason_and_the_login_page(qtbot, log
     assert "calm down" in box.text()
     assert bob.pages.currentWidget() is bob.login_page
     assert bob.model.state != "reconnecting", "a kicked client does not reconnect by itself"
-    qtbot.waitUntil(lambda: "bob" not in alice.chat_page.people.members.statuses(),
+    qtbot.waitUntil(lambda: "bob" not in alice.chat_page.people.members.looking(),
                     timeout=PATIENCE)
 
 

@@ -72,7 +72,7 @@ def test_typing_shows_under_the_conversation_until_the_message_arrives(
     alice, bob = logged_in_window("alice"), logged_in_window("bob")
     join_general(qtbot, alice)
     join_general(qtbot, bob)
-    qtbot.waitUntil(lambda: "bob" in alice.chat_page.people.members.statuses(),
+    qtbot.waitUntil(lambda: "bob" in alice.chat_page.people.members.looking(),
                     timeout=PATIENCE)
     typing = alice.chat_page.conversation.typing
     qtbot.keyClicks(bob.chat_page.conversation.composer.edit, "hel")

@@ -171,20 +171,20 @@ def test_member_list_shows_the_other_going_away_and_coming_back(qtbot, logged_in
     join_general(qtbot, alice)
     join_general(qtbot, bob)
     members = alice.chat_page.people.members
-    qtbot.waitUntil(lambda: members.statuses() == {"alice": "online", "bob": "online"}, timeout=PATIENCE)
+    qtbot.waitUntil(lambda: members.looking() == {"alice": "online", "bob": "online"}, timeout=PATIENCE)
 
     bob.model.clock.advance(55)  # heartbeats keep going, still active
     qtbot.wait(100)
-    assert members.statuses()["bob"] == "online"
+    assert members.looking()["bob"] == "online"
     bob.model.clock.advance(5)  # 60 s without mouse or keyboard: the next heartbeat says away
-    qtbot.waitUntil(lambda: members.statuses()["bob"] == "away", timeout=PATIENCE)
+    qtbot.waitUntil(lambda: members.looking()["bob"] == "away", timeout=PATIENCE)
     assert "0 active" not in alice.chat_page.conversation.info.text()
 
     qtbot.keyClick(bob.chat_page.conversation.composer.edit, Qt.Key.Key_A)
-    qtbot.waitUntil(lambda: members.statuses()["bob"] == "online", timeout=PATIENCE)
+    qtbot.waitUntil(lambda: members.looking()["bob"] == "online", timeout=PATIENCE)
 
     bob.close()  # bob's client goes away altogether: he leaves the list
-    qtbot.waitUntil(lambda: members.statuses() == {"alice": "online"}, timeout=PATIENCE)
+    qtbot.waitUntil(lambda: members.looking() == {"alice": "online"}, timeout=PATIENCE)
 
 
 def test_unread_badge_counts_messages_elsewhere_and_clears_when_opened(
@@ -210,7 +210,7 @@ def test_private_message_reaches_the_other_with_a_badge(qtbot, logged_in_window)
     join_general(qtbot, alice)
     join_general(qtbot, bob)
     members = alice.chat_page.people.members
-    qtbot.waitUntil(lambda: "bob" in members.statuses(), timeout=PATIENCE)
+    qtbot.waitUntil(lambda: "bob" in members.looking(), timeout=PATIENCE)
     (label, start_private), *_ = members.context_actions("bob")
     assert label == "Send a private message"
     with qtbot.waitSignal(alice.model.historyLoaded, timeout=PATIENCE):
