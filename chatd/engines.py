@@ -46,7 +46,6 @@ class Engine:
     module = None           # the DB-API module
     insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
     commits_in_flight = 1   # message commits that may overlap (one writer unless said)
-    search_backlog = False  # new messages wait in search_backlog to be indexed in batches
 
     def __init__(self, durability="crash"):
         if durability not in DURABILITY_LEVELS:
@@ -116,7 +115,6 @@ class SqliteEngine(Engine):
     name = "sqlite"
     module = sqlite3
     insert_ignore = "INSERT OR IGNORE"
-    search_backlog = True   # schema 007: FTS5 costs too much inside every commit
     # The OperationalError texts that mean "busy or unreachable" (sqlite3 gives no codes
     # before 3.11's sqlite_errorcode); anything else ("no such table", a syntax error) is a bug.
     UNAVAILABLE = ("database is locked", "database table is locked", "unable to open",

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.enterprise.adbapi import ConnectionLost
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -28,8 +28,6 @@ MAX_BATCH = 1000            # messages in one commit at most
 OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
-SEARCH_BATCH = 100         # backlogged messages indexed in one transaction
-SEARCH_INDEX_EVERY = 1.0    # seconds between two rounds of indexing the backlog
 UNREAD_COUNTED = 1000       # unread counts stop here, so a login never walks a whole channel
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 SCHEMA_LOCK_WAIT = 60       # seconds a start waits for another process's schema upgrade
@@ -746,7 +744,6 @@ class Store:
         self.clock = clock
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
-        self._indexing = None       # LoopingCall of index_backlog (engine.search_backlog)
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -762,10 +759,6 @@ class Store:
         version = yield self.upgrade_schema()
         self.message_pool = self.engine.make_pool(for_messages=True)
         self.engine.start_upkeep(self.clock)
-        if self.engine.search_backlog:
-            self._indexing = task.LoopingCall(self._index_now)
-            self._indexing.clock = self.clock
-            self._indexing.start(SEARCH_INDEX_EVERY, now=False)
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -780,8 +773,6 @@ class Store:
                                    self.auth_events.stop(self.shutdown_timeout)],
                                   consumeErrors=True)
         self.engine.stop_upkeep()
-        if self._indexing is not None and self._indexing.running:
-            self._indexing.stop()
         for pool in (self.pool, self.message_pool):
             if pool is not None:
                 pool.close()
@@ -1097,36 +1088,6 @@ class Store:
 
     # -- search ------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def index_backlog(self):
-        """Index every message waiting in search_backlog; fire with how many. It runs
-        on the message log's connection, SEARCH_BATCH per transaction, so the commits
-        take turns with it instead of waiting for SQLite's write lock (whose busy
-        handler sleeps, and is not fair)."""
-        total = 0
-        while True:
-            count = yield self.run("index for search", self._index_batch,
-                                   pool=self.message_pool)
-            total += count
-            if count < SEARCH_BATCH:
-                return total
-
-    def _index_batch(self, cursor):
-        cursor.execute("SELECT MAX(message_id), COUNT(*) FROM (SELECT message_id"
-                       f" FROM search_backlog ORDER BY message_id LIMIT {SEARCH_BATCH}) b")
-        upto, count = cursor.fetchone()
-        if count:
-            cursor.execute("INSERT INTO messages_fts (rowid, body) SELECT m.id, m.body"
-                           " FROM search_backlog b JOIN messages m ON m.id = b.message_id"
-                           " WHERE b.message_id <= ?", (upto,))
-            cursor.execute("DELETE FROM search_backlog WHERE message_id <= ?", (upto,))
-        return count
-
-    def _index_now(self):
-        # On a failure (the database away) the next round tries again.
-        return self.index_backlog().addErrback(
-            lambda f: log.warn("indexing for search: {e}", e=f.getErrorMessage()))
-
     def search(self, name, words, channel_ids, place=None, before=None, limit=50):
         """Messages (not deleted) whose text has every word, newest first: in the channels
         `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
@@ -1157,9 +1118,7 @@ class Store:
                             recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
                     for id, sender, channel_id, recipient, body, sent_at, nonce, edited
                     in cursor.fetchall()]
-        # What is still in the backlog is indexed first, so a search finds everything.
-        ready = self.index_backlog() if self.engine.search_backlog else defer.succeed(0)
-        return ready.addCallback(lambda _: self.run("search", select, readonly=True))
+        return self.run("search", select, readonly=True)
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
