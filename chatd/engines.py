@@ -13,10 +13,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
-from twisted.internet import task
-from twisted.logger import Logger
-
-log = Logger()
 
 # How durable a commit is: "crash" survives kill -9 of chatd, "power" a power loss.
 DURABILITY_LEVELS = ("crash", "power")
@@ -54,12 +50,6 @@ class Engine:
 
     def convert(self, sql):
         return sql
-
-    def start_upkeep(self, clock):
-        """Start the engine's own background work, if it has any (see SqliteEngine)."""
-
-    def stop_upkeep(self):
-        """Stop it."""
 
     def is_integrity_error(self, failure_or_exc):
         return isinstance(getattr(failure_or_exc, "value", failure_or_exc),
@@ -154,35 +144,6 @@ class SqliteEngine(Engine):
         conn.execute("PRAGMA synchronous=" + ("FULL" if self.durability == "power" else "NORMAL"))
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        # No commit copies the WAL back into the database (with an fsync, every
-        # 1,000 pages: tens of ms that every message behind it waited for); the
-        # upkeep does, on its own connection (start_upkeep).
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-
-    CHECKPOINT_EVERY = 1.0      # seconds between two checkpoints of the WAL
-
-    def start_upkeep(self, clock):
-        """Checkpoint the WAL every CHECKPOINT_EVERY s on a connection of its own:
-        PASSIVE, so writers go on appending meanwhile and nobody waits for its fsync."""
-        self._checkpoints = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
-            cp_min=1, cp_max=1, cp_openfun=self.on_connect)
-        self._checkpointing = task.LoopingCall(self._checkpoint)
-        self._checkpointing.clock = clock
-        self._checkpointing.start(self.CHECKPOINT_EVERY, now=False)
-
-    def _checkpoint(self):
-        d = self._checkpoints.runWithConnection(
-            lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
-        # A busy or failing disk shows in the commits; the next round tries again.
-        return d.addErrback(lambda f: log.warn("WAL checkpoint: {e}", e=f.getErrorMessage()))
-
-    def stop_upkeep(self):
-        checkpointing, self._checkpointing = getattr(self, "_checkpointing", None), None
-        if checkpointing is not None:
-            if checkpointing.running:
-                checkpointing.stop()
-            self._checkpoints.close()
 
     def is_connection_error(self, exc):
         return (isinstance(exc, sqlite3.OperationalError)

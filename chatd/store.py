@@ -758,7 +758,6 @@ class Store:
         self.pool = self.engine.make_pool()
         version = yield self.upgrade_schema()
         self.message_pool = self.engine.make_pool(for_messages=True)
-        self.engine.start_upkeep(self.clock)
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -772,7 +771,6 @@ class Store:
         yield defer.gatherResults([self.messages.stop(self.shutdown_timeout),
                                    self.auth_events.stop(self.shutdown_timeout)],
                                   consumeErrors=True)
-        self.engine.stop_upkeep()
         for pool in (self.pool, self.message_pool):
             if pool is not None:
                 pool.close()
