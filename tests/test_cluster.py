@@ -122,14 +122,26 @@ def test_nodes_starting_at_once_on_an_empty_database_upgrade_it_once(tmp_path):
 # -- clients on several nodes ----------------------------------------------------------------
 
 @defer.inlineCallbacks
-def client_on(node, name, register=False):
-    client = yield connect(node)
+def client_on(node, name, register=False, source=None):
+    """A client of `node` logged in as `name` (registered first if asked), from `source`."""
+    client = yield connect(node, source)
     if register:
         ok((yield client.request({"register": name, "password": PASSWORD,
                                   "email": f"{name}@example.org"})))
     ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
     client.name = name
     return client
+
+
+@defer.inlineCallbacks
+def alice_on_a_bob_on_b(a, b):
+    """alice on node a and bob on node b, both looking at #general, alice heartbeating."""
+    alice = yield client_on(a, "alice", register=True)
+    bob = yield client_on(b, "bob", register=True)
+    yield look(alice)
+    yield look(bob)
+    keep_alive(alice, channel="general")
+    return alice, bob
 
 
 @defer.inlineCallbacks
@@ -525,11 +537,7 @@ def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(tmp_path):
     from twisted.internet import reactor, task
     with cluster(tmp_path) as nodes:
         a, b = nodes.start("a"), nodes.start("b")
-        alice = yield client_on(a, "alice", register=True)
-        bob = yield client_on(b, "bob", register=True)
-        yield look(alice)
-        yield look(bob)
-        keep_alive(alice, channel="general")
+        alice, bob = yield alice_on_a_bob_on_b(a, b)
         acked = []
         stop = []
 
@@ -575,11 +583,7 @@ def test_nats_restarted_mid_stream_drops_nothing(tmp_path):
     from twisted.internet import reactor, task
     with private_cluster(tmp_path, "restart") as (nodes, nats):
         a, b = nodes.start("a"), nodes.start("b")
-        alice = yield client_on(a, "alice", register=True)
-        bob = yield client_on(b, "bob", register=True)
-        yield look(alice)
-        yield look(bob)
-        keep_alive(alice, channel="general")
+        alice, bob = yield alice_on_a_bob_on_b(a, b)
         keep_alive(bob, channel="general")
         acked = []
 

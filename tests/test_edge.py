@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor, task
 
 from cluster_support import cluster
 from support import PASSWORD, REQUIRE_MYSQL, connect, ok
-from test_cluster import command, eventually, keep_alive, look
+from test_cluster import client_on, command, eventually, keep_alive, look
 from test_twistd import free_port, parse
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
@@ -75,17 +75,6 @@ def test_two_servers_share_one_tls_port(sqlite_database, tmp_path):
         if second is not None:
             stop_server(second)
         stop_server(first)
-
-
-@defer.inlineCallbacks
-def logged_in(node, name, register=True, source=None):
-    client = yield connect(node, source)
-    if register:
-        ok((yield client.request({"register": name, "password": PASSWORD,
-                                  "email": f"{name}@example.org"})))
-    ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
-    client.name = name
-    return client
 
 
 @defer.inlineCallbacks
@@ -223,8 +212,8 @@ def test_nodes_sharing_one_port_spread_clients_and_survive_a_kill(tmp_path):
         assert a.address.port == b.address.port == port
         # The kernel spreads connections by a hash of their addresses: 16 clients all on
         # one node would happen once in 32,768 runs.
-        clients = yield defer.gatherResults([logged_in(a, f"u{i}") for i in range(16)])
-        root = yield logged_in(a, "root")
+        clients = yield defer.gatherResults([client_on(a, f"u{i}", register=True) for i in range(16)])
+        root = yield client_on(a, "root", register=True)
         placed = yield where_everyone_is(root, [c.name for c in clients])
         spread = {node: sorted(u for u, n in placed.items() if n == node) for node in "ab"}
         print("one port, two nodes:", {node: len(users) for node, users in spread.items()})
@@ -261,14 +250,14 @@ def test_nodes_sharing_one_port_spread_clients_and_survive_a_kill(tmp_path):
         survivor = b if victim == "a" else a
         back = {}
         for client in senders:     # log in again through the same port, resend with nonces
-            again = yield logged_in(survivor, client.name, register=False)
+            again = yield client_on(survivor, client.name)
             back[client.name] = again
         for nonce, client in sent.items():
             reply = ok((yield back[client.name].request({
                 "channel_message": nonce, "channel": "general", "nonce": nonce})))
             acked.append(reply["id"])       # an acknowledged one answers with its old id
         if placed["root"] == victim:
-            root = yield logged_in(survivor, "root", register=False)
+            root = yield client_on(survivor, "root")
         everyone = [back.get(c.name, c) for c in clients]
         placed = yield where_everyone_is(root, [c.name for c in everyone],
                                          nodes=("b" if victim == "a" else "a",))
@@ -344,8 +333,8 @@ def test_haproxy_in_front_moves_clients_to_the_live_node(tmp_path):
             proxy = SimpleNamespace(address=SimpleNamespace(host="127.0.0.1", port=front))
             clients = []
             for i in range(6):      # one after the other: leastconn sees each one arrive
-                clients.append((yield logged_in(proxy, f"u{i}", source=f"127.0.0.{10 + i}")))
-            root = yield logged_in(proxy, "root")
+                clients.append((yield client_on(proxy, f"u{i}", register=True, source=f"127.0.0.{10 + i}")))
+            root = yield client_on(proxy, "root", register=True)
             placed = yield where_everyone_is(root, [c.name for c in clients])
             # The nodes know each client's own address from haproxy's PROXY header.
             users = ok((yield command(root, "users")))["users"]
@@ -365,7 +354,7 @@ def test_haproxy_in_front_moves_clients_to_the_live_node(tmp_path):
                 yield client.closed
             again = {}
             for client in moved:    # the same address: haproxy sends them to the live node
-                again[client.name] = yield logged_in(proxy, client.name, register=False)
+                again[client.name] = yield client_on(proxy, client.name)
             took = time.monotonic() - killed
             everyone = [again.get(c.name, c) for c in clients]
             survivor = "a" if victim == "b" else "b"
