@@ -84,6 +84,11 @@ class LocalBus:
     def __init__(self):
         self._topics = {}
 
+    @property
+    def local(self):
+        """The bus of this process's subscribers only (NatsBus has one of its own)."""
+        return self
+
     def subscribe(self, topic, subscriber):
         self._topics.setdefault(topic, {})[subscriber.id] = subscriber
 

@@ -146,7 +146,7 @@ class Presence:
             self._publish_member(place, session, how, here_only)
 
     def _publish_member(self, place, session, status, here_only=False):
-        bus = getattr(self.bus, "local", self.bus) if here_only else self.bus
+        bus = self.bus.local if here_only else self.bus
         bus.publish(place, {"event": "member", "channel": place[1],
                             "user": session.name, "status": status}, exclude=session.id)
 

@@ -123,13 +123,20 @@ def test_nodes_starting_at_once_on_an_empty_database_upgrade_it_once(tmp_path):
 
 @defer.inlineCallbacks
 def client_on(node, name, register=False, source=None):
-    """A client of `node` logged in as `name` (registered first if asked), from `source`."""
+    """A client of `node` from the loopback address `source` (127.0.0.0/8 all reach us),
+    logged in as `name` (registered first if asked; nobody if None)."""
     client = yield connect(node, source)
+    return (yield signed_in(client, name, register))
+
+
+@defer.inlineCallbacks
+def signed_in(client, name, register=False):
     if register:
         ok((yield client.request({"register": name, "password": PASSWORD,
                                   "email": f"{name}@example.org"})))
-    ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
-    client.name = name
+    if name is not None:
+        ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
+        client.name = name
     return client
 
 
@@ -213,23 +220,6 @@ def test_require_nats_skips_or_fails(monkeypatch):
 
 # -- the shared state ---------------------------------------------------------------
 
-@defer.inlineCallbacks
-def client_from(node, name, source="127.0.0.1", register=False):
-    """A client connecting from the loopback address `source` (127.0.0.0/8 all reach us)."""
-    from twisted.internet import endpoints, protocol, reactor
-    from support import TestClient
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.address.port,
-                                            bindAddress=(source, 0))
-    client = yield endpoint.connect(protocol.Factory.forProtocol(TestClient))
-    if register:
-        ok((yield client.request({"register": name, "password": PASSWORD,
-                                  "email": f"{name}@example.org"})))
-    if name is not None:
-        ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
-        client.name = name
-    return client
-
-
 def keep_alive(client, **looking):
     """Heartbeats every second (the nodes run with a presence timeout of 3 s)."""
     from twisted.internet import task
@@ -290,7 +280,7 @@ def test_accounts_logins_presence_and_channels_are_shared(tmp_path):
     with cluster(tmp_path) as nodes:
         a, b, c = (nodes.start(n, "--admin", "alice") for n in "abc")
         alice = yield client_on(a, "alice", register=True)
-        bob = yield client_from(b, "bob", "127.0.0.2", register=True)
+        bob = yield client_on(b, "bob", register=True, source="127.0.0.2")
         # The directory and the roles are the same everywhere, at once.
         carol = yield client_on(c, "carol", register=True)
         yield until_online(carol, "alice")
@@ -302,7 +292,7 @@ def test_accounts_logins_presence_and_channels_are_shared(tmp_path):
             lambda users: users.get("bob") == ("127.0.0.2", "b")))
 
         # Newest login wins cluster-wide; the IP dictionary shows the newest address.
-        bob2 = yield client_from(c, "bob", "127.0.0.3")
+        bob2 = yield client_on(c, "bob", source="127.0.0.3")
         closed = yield bob.event("disconnect")
         assert closed["kind"] == "replaced"
         yield eventually(lambda: online_users(alice).addCallback(
@@ -362,11 +352,11 @@ def test_kicks_and_bans_take_effect_on_every_node(tmp_path):
             lambda reply: reply.get("ok") is True))
 
         # An IP ban refuses connections on every node.
-        mallory = yield client_from(b, "mallory", "127.0.0.5", register=True)
+        mallory = yield client_on(b, "mallory", register=True, source="127.0.0.5")
         ok((yield command(alice, "ban 127.0.0.5")))
         assert (yield mallory.event("disconnect"))["kind"] == "banned"
         for node in (a, b):
-            refused = yield client_from(node, None, "127.0.0.5")
+            refused = yield client_on(node, None, source="127.0.0.5")
             assert (yield refused.event("disconnect"))["kind"] == "banned"
 
 
@@ -386,7 +376,7 @@ def test_unread_admin_notices_ip_kicks_listing_and_the_manhole_cross_nodes(tmp_p
         alice = yield client_on(a, "alice", register=True)
         carol = yield client_on(a, "carol", register=True)
         dave = yield client_on(b, "dave", register=True)
-        bob = yield client_from(b, "bob", "127.0.0.2", register=True)
+        bob = yield client_on(b, "bob", register=True, source="127.0.0.2")
         keep_alive(bob, channel="random")
         ok((yield command(alice, "create random")))
         yield eventually(lambda: bob.request({"join": "random"}).addCallback(
@@ -420,7 +410,7 @@ def test_unread_admin_notices_ip_kicks_listing_and_the_manhole_cross_nodes(tmp_p
         assert (yield bob.event("disconnect"))["kind"] == "kicked"
 
         # The manhole of node a kicks a user of node b there.
-        bob = yield client_from(b, "bob", "127.0.0.2")
+        bob = yield client_on(b, "bob", source="127.0.0.2")
         yield until_online(alice, "bob")
         session = start_ssh(manhole, key_path)
         yield session.printed(b">>> ")

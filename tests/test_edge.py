@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor, task
 
 from cluster_support import cluster
 from support import PASSWORD, REQUIRE_MYSQL, connect, ok
-from test_cluster import client_on, command, eventually, keep_alive, look
+from test_cluster import client_on, command, eventually, keep_alive, look, signed_in
 from test_twistd import free_port, parse
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
@@ -150,13 +150,7 @@ def through_proxy(server, source, name=None, register=False, version=1):
                      + struct.pack("!HH", 40000, 7878))
         client.send_raw(b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11"
                         + struct.pack("!H", len(addresses)) + addresses)
-    if register:
-        ok((yield client.request({"register": name, "password": PASSWORD,
-                                  "email": f"{name}@example.org"})))
-    if name is not None:
-        ok((yield client.request({"user:pwd": f"{name}:{PASSWORD}"})))
-        client.name = name
-    return client
+    return (yield signed_in(client, name, register))
 
 
 @pytest.mark.timeout(60)
