@@ -297,7 +297,9 @@ async def measure(args, sizes, sqlite, mariadb, irc, cluster):
         "mode": args.mode,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release()},
+                    "kernel": platform.release(),
+                    # The machines are shared: what else ran shows here (1, 5, 15 min).
+                    "load_average_at_start": os.getloadavg()},
         "sizes": asdict(sizes),
         "servers": {t.name: {"command": t.describe(), "limits_lifted": t.limits_lifted}
                     for t in (sqlite, mariadb, *cluster, irc) if t is not None},
@@ -331,6 +333,7 @@ async def measure(args, sizes, sqlite, mariadb, irc, cluster):
                                       "results": figures, "ratios": ratios(figures)}
         print_table(description, parameters, figures)
     results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     return results
 
 
