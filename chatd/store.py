@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.enterprise.adbapi import ConnectionLost
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -730,6 +730,39 @@ class BatchWriter(Draining):
                       " ({sql})", count=len(self.pending), sql=self.sql.split("(")[0])
 
 
+class Checkpoints:
+    """The engine's log checkpoints, every checkpoint_interval, in a thread and on a
+    connection of their own, so that no commit (and no acknowledgement) waits for one."""
+
+    def __init__(self, engine, clock):
+        self.engine = engine
+        self.pool = engine.make_pool()
+        self.running = None
+        self.loop = task.LoopingCall(self.checkpoint)
+        self.loop.clock = clock
+        self.loop.start(engine.checkpoint_interval, now=False)
+
+    def checkpoint(self):
+        if self.running is None:
+            self.running = self.pool.runWithConnection(self.engine.checkpoint)
+            self.running.addErrback(self._failed).addBoth(self._done)
+
+    def _failed(self, failure):
+        # A busy or missing database is the committing connections' business: they
+        # keep their own checkpoint as a bound, and this one tries again next time.
+        log.debug("background checkpoint: {error}", error=failure.getErrorMessage())
+
+    def _done(self, _):
+        self.running = None
+
+    @defer.inlineCallbacks
+    def stop(self):
+        self.loop.stop()
+        if self.running is not None:
+            yield self.running
+        self.pool.close()
+
+
 class Store:
     """The SQL API. `reply_timeout` bounds how long a request waits for the database;
     `shutdown_timeout` how long stop() waits for queued writes; `max_queued` how
@@ -744,6 +777,7 @@ class Store:
         self.clock = clock
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
+        self.checkpoints = None     # the background log checkpoints, where the engine has them
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -758,6 +792,8 @@ class Store:
         self.pool = self.engine.make_pool()
         version = yield self.upgrade_schema()
         self.message_pool = self.engine.make_pool(for_messages=True)
+        if self.engine.checkpoint_interval is not None:
+            self.checkpoints = Checkpoints(self.engine, self.clock)
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -771,6 +807,9 @@ class Store:
         yield defer.gatherResults([self.messages.stop(self.shutdown_timeout),
                                    self.auth_events.stop(self.shutdown_timeout)],
                                   consumeErrors=True)
+        if self.checkpoints is not None:
+            yield self.checkpoints.stop()
+            self.checkpoints = None
         for pool in (self.pool, self.message_pool):
             if pool is not None:
                 pool.close()

@@ -33,6 +33,15 @@ class Lock:
         self.db.close()
 
 
+def main_file_rows(path, sql):
+    """Rows as the database file itself has them, without its WAL."""
+    db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
 def sqlite_rows(path):
     with sqlite3.connect(path) as db:
         return db.execute("SELECT id, body FROM messages ORDER BY id").fetchall()
@@ -648,3 +657,30 @@ def test_resend_during_an_outage_whose_nonce_is_only_in_sql_is_refused_not_spool
                                                  originals + [bob1[0], plain[0], first[0]])
     finally:
         yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_the_log_is_checkpointed_in_the_background_not_by_the_commits(tmp_path):
+    """Committed messages reach the database file itself (not only its WAL) although
+    the committing connections' own checkpoint is far from due: the background one
+    copied them, so no commit had to wait for a checkpoint."""
+    db = tmp_path / "chatd.sqlite"
+    store = Store(SqliteEngine(str(db)), max_queued=1000)
+    yield store.start()
+    try:
+        saved = []
+        for turn in range(20):      # 20 commits: a few hundred WAL pages, far below the bound
+            saved += yield save_all(store, [f"m{turn}-{i}" for i in range(10)])
+        ids = set()
+        for _ in range(50):
+            yield sleep(0.2)
+            try:
+                ids = {row[0] for row in main_file_rows(db, "SELECT id FROM messages")}
+            except sqlite3.DatabaseError:
+                continue        # read while a checkpoint was copying pages: try again
+            if {m.id for m in saved} <= ids:
+                break
+        assert {m.id for m in saved} <= ids
+    finally:
+        yield store.stop()
+    assert store.checkpoints is None        # stopped with the store
