@@ -467,9 +467,18 @@ async def idle_connections(target, count, hold, concurrency):
     async with Run(target, "idle") as run:
         baseline = run.server.stats()["rss_mib"]
         started = time.monotonic()
+        server_cpu, bench_cpu = run.server.stats()["cpu_s"], client_cpu_seconds()
         clients = await run.open([user_name(i) for i in range(count)], lambda name: None,
                                  concurrency=concurrency)
-        run.figures["login_seconds"] = round(time.monotonic() - started, 1)
+        elapsed = time.monotonic() - started
+        server_cpu = run.server.stats()["cpu_s"] - server_cpu
+        # Which side set the pace: the logins/s one server CPU second buys, and how busy
+        # the load generator was (near 100%: it, not the server, was the limit).
+        run.figures["login_seconds"] = round(elapsed, 1)
+        run.figures["login_server_cpu_s"] = round(server_cpu, 2)
+        run.figures["logins_per_server_cpu_s"] = round(count / server_cpu) if server_cpu else None
+        run.figures["login_bench_cpu_pct"] = round(
+            100 * (client_cpu_seconds() - bench_cpu) / elapsed)
         await run.load_starts()
         # Longer than chatd's 15 s presence timeout: heartbeats must keep everyone online.
         await asyncio.sleep(hold)

@@ -161,6 +161,11 @@ def _output_bytes(transport, sent_too):
     return None
 
 
+# Connections the kernel holds for chatd before they are accepted. Twisted's 50
+# overflows in a login storm (every client reconnecting after a restart): the
+# kernel then drops the SYNs, and each such client waits a 1 s retransmit.
+# Linux caps it at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 4096
 FD_HEADROOM = 64        # descriptors kept for the database, logs, the manhole and the spool
 SHUTDOWN_WAIT = 5.0     # seconds stopService waits for clients to take the goodbye and close
 

@@ -22,6 +22,8 @@ from twisted.internet import tcp
 
 from chatd.limits import held_bytes, unsent_bytes
 
+UNREAD, HELD = "unread", "held"     # Output.write's verdicts past the limit
+
 # A socket that cannot take more now; the rest waits in Twisted's buffer.
 _FULL = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR}
 
@@ -53,25 +55,38 @@ class Output:
     written and not yet taken by the peer, wherever it waits.
     """
 
-    def __init__(self, transport, queue):
+    def __init__(self, transport, queue, limit):
         self.transport = transport
         self.queue = queue
+        self.limit = limit      # --max-output-buffer
         # Lines are gathered only for a plain socket: see the module docstring.
         self._direct = isinstance(transport, tcp.Connection)
         self._lines = []
         self._queued = 0        # bytes in _lines
 
     def write(self, line):
-        """Queue (or write) `line`; returns held() after it, as write_line checks that next."""
+        """Queue (or write) `line`, unless more than `limit` bytes are still unsent.
+
+        Returns None, or why not all is well: UNREAD (nothing written: the peer
+        left more than the limit unread) or HELD (written, and now more than the
+        limit is held in memory). Both checks are made here, with the sums of
+        unsent() and held() inlined, because this runs once per delivery."""
         if not self._direct:
+            unsent = unsent_bytes(self.transport)
+            if unsent is not None and unsent > self.limit:
+                return UNREAD
             self.transport.write(line)
-            return held_bytes(self.transport)
-        if not self._lines:
+            return HELD if (held_bytes(self.transport) or 0) > self.limit else None
+        transport = self.transport
+        buffered = len(transport.dataBuffer) + transport._tempDataLen
+        queued = self._queued
+        if buffered - transport.offset + queued > self.limit:
+            return UNREAD
+        if not queued:
             self.queue.add(self)
         self._lines.append(line)
-        self._queued += len(line)
-        transport = self.transport
-        return len(transport.dataBuffer) + transport._tempDataLen + self._queued
+        self._queued = queued = queued + len(line)
+        return HELD if buffered + queued > self.limit else None
 
     def flush(self):
         """Send the queued lines: on the socket if Twisted holds nothing, else after it."""

@@ -22,7 +22,7 @@ from chatd.addresses import address_group, plain_address
 from chatd.auth import ChatError
 from chatd.bus import encode
 from chatd.limits import TOO_FAST, FloodGuard
-from chatd.output import FlushQueue, Output
+from chatd.output import HELD, UNREAD, FlushQueue, Output
 from chatd.moderation.commands import actor_of, check_access
 from chatd.presence import ONLINE, OFFLINE
 from chatd.registry import ACTIONS, ANYONE, LIST_MAX
@@ -108,7 +108,7 @@ class ChatProtocol(Protocol):
     def connectionMade(self):
         self.ip = plain_address(self.transport.getPeer().host)
         self.group = address_group(self.ip)
-        self.output = Output(self.transport, self.flushes)
+        self.output = Output(self.transport, self.flushes, self.server.config.max_output_buffer)
         # Without it a second small write waits for the client's delayed ACK (40 ms tail).
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
@@ -176,13 +176,10 @@ class ChatProtocol(Protocol):
         """
         if self.closing:
             return      # after the goodbye (or an abort) nothing more is sent
-        limit = self.server.config.max_output_buffer
-        unsent = self.output.unsent()
-        if unsent is not None and unsent > limit:
-            self._drop_slow_reader(f"{unsent} bytes of output not read")
-            return
-        held = self.output.write(line)
-        if self._drain_call is None and (held or 0) > limit:
+        verdict = self.output.write(line)
+        if verdict is UNREAD:
+            self._drop_slow_reader(f"{self.output.unsent()} bytes of output not read")
+        elif verdict is HELD and self._drain_call is None:
             self._drain_call = self.clock.callLater(self.server.config.drain_timeout,
                                                     self._check_drained)
 

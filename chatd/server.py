@@ -22,7 +22,7 @@ from chatd.revisions import Revisions
 from chatd.engines import engine_from_url
 from chatd.hub import Hub
 from chatd.limits import (
-    SHUTDOWN_WAIT, ConnectionCount, LogThrottle, default_max_connections,
+    LISTEN_BACKLOG, SHUTDOWN_WAIT, ConnectionCount, LogThrottle, default_max_connections,
 )
 from chatd.manhole import listen_manhole
 from chatd.moderation import Moderation
@@ -66,9 +66,10 @@ def database_problem(engine, exc):
 
 @defer.inlineCallbacks
 def listen(option, reactor, description, factory):
-    """Listen on an endpoint string; StartError naming `option` if that is not possible."""
+    """Listen on an endpoint string; StartError naming `option` if that is not possible.
+    A tcp: or ssl: endpoint that names no backlog gets LISTEN_BACKLOG."""
     try:
-        endpoint = endpoints.serverFromString(reactor, description)
+        endpoint = endpoints.serverFromString(reactor, with_backlog(description))
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise StartError(f"{option} {description}: not a usable endpoint ({e}).") from e
     try:
@@ -77,6 +78,13 @@ def listen(option, reactor, description, factory):
         reason = getattr(e.socketError, "strerror", None) or e.socketError
         raise StartError(f"{option} {description}: cannot listen there ({reason}).") from e
     return port
+
+
+def with_backlog(description):
+    if description.split(":", 1)[0] in ("tcp", "tcp6", "ssl") and \
+            not any(part.startswith("backlog=") for part in description.split(":")):
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
 
 
 def settle_heap():

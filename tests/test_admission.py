@@ -291,3 +291,15 @@ def test_failing_logins_from_fresh_addresses_do_not_lock_the_owner_out_at_home(d
     finally:
         stop_server(server)
 
+
+
+def test_the_listen_backlog_holds_a_login_storm_not_twisteds_fifty(sqlite_server):
+    """Clients all reconnecting at once wait in the kernel's accept queue; with
+    Twisted's backlog of 50 the kernel drops the rest's SYNs (a 1 s wait each)."""
+    import subprocess
+    from chatd.limits import LISTEN_BACKLOG
+    port = sqlite_server.address.port
+    shown = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    somaxconn = int(open("/proc/sys/net/core/somaxconn").read())
+    assert int(shown[2]) == min(LISTEN_BACKLOG, somaxconn) > 50     # ss: Send-Q is the backlog
