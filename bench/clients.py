@@ -101,6 +101,7 @@ class LineClient(asyncio.Protocol):
         self.received = 0
         self.sent = 0
         self.transport = None
+        self.port = None            # the server's port it connected to
         self.buffer = b""
         self.waiters = []
         self.errors = []
@@ -331,9 +332,10 @@ async def connect(client_class, port, name, deliveries=None, attempts=5):
             await asyncio.sleep(0.2 * (attempt + 1))
 
 
-async def open_sessions(client_class, port, names, channel_of, deliveries=None,
+async def open_sessions(client_class, ports, names, channel_of, deliveries=None,
                         concurrency=100, timeout=120.0, attempts=3, on_open=None):
-    """Connect, log in and look at a channel for every name, `concurrency` at a time.
+    """Connect, log in and look at a channel for every name, `concurrency` at a time;
+    the client of names[i] connects to ports[i] (a cluster's nodes have one each).
 
     A connection the server drops during setup (a full accept queue resets it)
     is opened again, as a real client would, up to `attempts` times.
@@ -346,7 +348,7 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
     failures = []
     retries = 0
 
-    async def open_one(name):
+    async def open_one(name, port):
         nonlocal retries
         async with slots:
             for attempt in range(attempts):
@@ -355,6 +357,7 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
                 except OSError as error:
                     failures.append(f"{name}: connect: {error}")
                     return None
+                client.port = port
                 try:
                     await client.log_in()
                     await client.look_at(channel_of(name))
@@ -371,7 +374,7 @@ async def open_sessions(client_class, port, names, channel_of, deliveries=None,
                     failures.append(f"{name}: {str(error) or type(error).__name__}")
                     return None
 
-    results = await asyncio.wait_for(asyncio.gather(*(open_one(n) for n in names)), timeout)
+    results = await asyncio.wait_for(asyncio.gather(*map(open_one, names, ports)), timeout)
     return [client for client in results if client is not None], failures, retries
 
 

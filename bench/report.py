@@ -44,9 +44,15 @@ def print_table(description, parameters, figures):
     first_ratios = ratios(figures).get(f"{chatd}/{irc}", {})
     rows = []
     for server in servers:
+        # A figure only some servers have goes after the one it follows in theirs
+        # (a cluster's NATS CPU after its server CPU), not at the end of the table.
+        previous = None
         for key, value in figures[server].items():
-            if key not in rows and not isinstance(value, dict) and key != "profile":
-                rows.append(key)
+            if isinstance(value, dict) or key == "profile":
+                continue
+            if key not in rows:
+                rows.insert(0 if previous is None else rows.index(previous) + 1, key)
+            previous = key
     header = ["", *servers] + ([f"{chatd}/{irc}"] if chatd and irc else [])
     table = [header]
     for key in rows:

@@ -1,8 +1,9 @@
 """Run the chatd benchmarks: `python -m bench [--quick | --smoke]`.
 
-Starts every server itself (chatd on SQLite and MariaDB, the reference IRC
-server), alternates them scenario by scenario so a noisy machine affects both
-alike, prints a table per scenario and writes the figures as JSON under
+Starts every server itself (chatd on SQLite and MariaDB, chatd as 1 and 2
+cluster nodes with a NATS server of its own, the reference IRC server),
+alternates them scenario by scenario so a noisy machine affects both alike,
+prints a table per scenario and writes the figures as JSON under
 bench/results/.
 """
 
@@ -26,7 +27,8 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench import scenarios  # noqa: E402
 from bench.profile import PySpyProfiler  # noqa: E402
 from bench.report import print_table, ratios  # noqa: E402
-from bench.servers import (ChatdTarget, ErgoTarget, NgircdTarget, NotErgo,  # noqa: E402
+from bench.servers import (ChatdClusterTarget, ChatdTarget, ErgoTarget,  # noqa: E402
+                           NatsServer, NgircdTarget, NotErgo, cluster_unavailable,
                            ensure_ngircd, find_ergo, mariadb_available, raise_file_limit,
                            require_ergo)
 
@@ -67,6 +69,9 @@ class Sizes:
     log_viewers: int
     log_seconds: float
     log_window: int
+    cross_viewers: int          # the cross-node latency: viewers, over the nodes
+    cross_rate: float           # messages/s from the one sender
+    cross_seconds: float
 
 
 MODES = {
@@ -79,7 +84,8 @@ MODES = {
         storm_before_seconds=0.5, storm_after_seconds=0.5,
         idle_connections=50, idle_hold_seconds=0.5, idle_concurrency=50,
         history_messages=2_000, history_clients=2, history_page=50, history_seconds=1,
-        log_senders=2, log_viewers=4, log_seconds=1, log_window=20),
+        log_senders=2, log_viewers=4, log_seconds=1, log_window=20,
+        cross_viewers=4, cross_rate=20, cross_seconds=1),
     "quick": Sizes(
         fanout_viewers=200, fanout_senders=5, fanout_rate=50, fanout_seconds=2,
         fanout_max_seconds=2, fanout_window=50,
@@ -89,7 +95,8 @@ MODES = {
         storm_before_seconds=1.5, storm_after_seconds=1.5,
         idle_connections=1_000, idle_hold_seconds=2, idle_concurrency=100,
         history_messages=20_000, history_clients=10, history_page=50, history_seconds=2,
-        log_senders=5, log_viewers=10, log_seconds=2, log_window=50),
+        log_senders=5, log_viewers=10, log_seconds=2, log_window=50,
+        cross_viewers=10, cross_rate=50, cross_seconds=3),
     "full": Sizes(
         fanout_viewers=1_000, fanout_senders=10, fanout_rate=50, fanout_seconds=15,
         fanout_max_seconds=10, fanout_window=200,
@@ -99,14 +106,15 @@ MODES = {
         storm_before_seconds=5, storm_after_seconds=5,
         idle_connections=10_000, idle_hold_seconds=20, idle_concurrency=200,
         history_messages=100_000, history_clients=20, history_page=50, history_seconds=10,
-        log_senders=10, log_viewers=10, log_seconds=15, log_window=100),
+        log_senders=10, log_viewers=10, log_seconds=15, log_window=100,
+        cross_viewers=20, cross_rate=50, cross_seconds=10),
 }
 
 
 def seed_plan(sizes):
     """Users, channels and memberships every scenario of a mode needs, seeded once."""
     fanout_users = max(sizes.fanout_viewers, sizes.storm_viewers + sizes.storm_logins,
-                       sizes.log_viewers)
+                       sizes.log_viewers, 1 + sizes.cross_viewers)
     user_count = max(fanout_users, sizes.rooms_clients, sizes.private_clients,
                      sizes.idle_connections, sizes.history_clients)
     users = [scenarios.user_name(i) for i in range(user_count)]
@@ -119,10 +127,15 @@ def seed_plan(sizes):
     return users, channels, memberships, (scenarios.HISTORY_CHANNEL, sizes.history_messages)
 
 
-def scenario_plan(sizes, sqlite, mariadb, irc):
+# A name --only takes for several scenarios.
+GROUPS = {"cluster": ("cluster_fanout", "cluster_rooms", "cross_node")}
+
+
+def scenario_plan(sizes, sqlite, mariadb, irc, cluster=()):
     """(name, description, parameters, [(target, coroutine factory)]) in running order.
 
     The order of the targets alternates from one scenario to the next.
+    `cluster` holds the cluster targets (1 node, 2 nodes), if they can run here.
     """
     s = sizes
     chatd = [t for t in (sqlite, mariadb) if t is not None]
@@ -130,7 +143,7 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
     def fanout(target):
         return lambda: scenarios.fanout(
             target, s.fanout_viewers, s.fanout_senders, s.fanout_rate, s.fanout_seconds,
-            s.fanout_max_seconds, s.fanout_window, check_log=target in chatd)
+            s.fanout_max_seconds, s.fanout_window, check_log=target is not irc)
 
     def rooms(target):
         return lambda: scenarios.many_rooms(
@@ -182,6 +195,27 @@ def scenario_plan(sizes, sqlite, mariadb, irc):
              t, s.log_senders, s.log_viewers, s.log_seconds, s.log_window)))
           for t in chatd]),
     ]
+    if cluster:
+        on_cluster = [mariadb, *cluster]
+        plan += [
+            ("cluster_fanout", "8. fan-out, chatd on MariaDB alone and as 1 and 2 cluster "
+                               "nodes (clients spread over the nodes)",
+             {"N": s.fanout_viewers, "S": s.fanout_senders, "rate_msg_s": s.fanout_rate,
+              "steady_s": s.fanout_seconds, "max_s": s.fanout_max_seconds,
+              "max_window": s.fanout_window},
+             [(t, fanout(t)) for t in on_cluster]),
+            ("cluster_rooms", "9. many rooms, chatd on MariaDB alone and as 1 and 2 cluster "
+                              "nodes (clients spread over the nodes)",
+             {"N": s.rooms_clients, "K": s.rooms_count, "rate_msg_s": s.rooms_rate,
+              "seconds": s.rooms_seconds},
+             [(t, rooms(t)) for t in on_cluster]),
+            ("cross_node", "10. cross-node latency: one sender on the first node, viewers "
+                           "round-robin over the nodes",
+             {"viewers": s.cross_viewers, "rate_msg_s": s.cross_rate,
+              "seconds": s.cross_seconds},
+             [(t, (lambda t=t: scenarios.cross_node(
+                 t, s.cross_viewers, s.cross_rate, s.cross_seconds))) for t in on_cluster]),
+        ]
     for index, (_, _, _, runs) in enumerate(plan):
         if index % 2:
             runs.reverse()
@@ -204,6 +238,14 @@ async def run_all(args):
     mariadb = (ChatdTarget("mariadb", workdir, args.chatd_option)
                if mariadb_available() else None)
     irc = None if args.no_irc else irc_target(args, workdir)
+    nats, cluster = None, []
+    if mariadb is not None and wants_cluster(args.only):
+        why_not = cluster_unavailable()
+        if why_not:
+            print(f"The cluster scenarios are skipped: {why_not}.")
+        else:
+            nats = await NatsServer(workdir).start()
+            cluster = [ChatdClusterTarget(nodes, mariadb, nats) for nodes in (1, 2)]
     if args.profile:
         for target in (sqlite, mariadb):
             if target is not None:
@@ -213,8 +255,10 @@ async def run_all(args):
         print("MariaDB is not reachable at 127.0.0.1:3306 as root: the MariaDB runs are skipped.")
 
     try:
-        return await measure(args, sizes, sqlite, mariadb, irc)
+        return await measure(args, sizes, sqlite, mariadb, irc, cluster)
     finally:
+        if nats is not None:
+            await nats.stop()
         for target in (sqlite, mariadb):
             if target is not None:
                 await asyncio.to_thread(target.db.drop)
@@ -224,7 +268,23 @@ async def run_all(args):
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def measure(args, sizes, sqlite, mariadb, irc):
+def wanted(only):
+    """The scenario names --only asks for (a group's name stands for its scenarios),
+    or None for all."""
+    if not only:
+        return None
+    names = set()
+    for name in only.split(","):
+        names.update(GROUPS.get(name, (name,)))
+    return names
+
+
+def wants_cluster(only):
+    names = wanted(only)
+    return names is None or bool(names & set(GROUPS["cluster"]))
+
+
+async def measure(args, sizes, sqlite, mariadb, irc, cluster):
     users, channels, memberships, history = seed_plan(sizes)
     for target in (sqlite, mariadb):
         if target is not None:
@@ -237,10 +297,12 @@ async def measure(args, sizes, sqlite, mariadb, irc):
         "mode": args.mode,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release()},
+                    "kernel": platform.release(),
+                    # The machines are shared: what else ran shows here (1, 5, 15 min).
+                    "load_average_at_start": os.getloadavg()},
         "sizes": asdict(sizes),
         "servers": {t.name: {"command": t.describe(), "limits_lifted": t.limits_lifted}
-                    for t in (sqlite, mariadb, irc) if t is not None},
+                    for t in (sqlite, mariadb, *cluster, irc) if t is not None},
         "scenarios": {},
     }
     print_limits(results["servers"])
@@ -252,8 +314,11 @@ async def measure(args, sizes, sqlite, mariadb, irc):
         await scenarios.fanout(sqlite, sizes.fanout_viewers, sizes.fanout_senders,
                                sizes.fanout_rate, 3, 2, sizes.fanout_window, check_log=False)
         print(f"warm-up fan-out (discarded): {time.monotonic() - started:.0f}s")
-    only = set(args.only.split(",")) if args.only else None
-    for name, description, parameters, runs in scenario_plan(sizes, sqlite, mariadb, irc):
+    if cluster:
+        results["nats"] = cluster[0].nats.describe()
+    only = wanted(args.only)
+    for name, description, parameters, runs in scenario_plan(sizes, sqlite, mariadb, irc,
+                                                             cluster):
         if only and name not in only:
             continue
         figures = {}
@@ -268,6 +333,7 @@ async def measure(args, sizes, sqlite, mariadb, irc):
                                       "results": figures, "ratios": ratios(figures)}
         print_table(description, parameters, figures)
     results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     return results
 
 
@@ -311,7 +377,8 @@ def parse_args(argv=None):
                       help="tiny sizes, about 20 s: checks that the harness works")
     parser.set_defaults(mode="full")
     parser.add_argument("--only", help="comma-separated scenarios: fanout,rooms,private,"
-                                       "storm,idle,history,log")
+                                       "storm,idle,history,log,cluster_fanout,cluster_rooms,"
+                                       "cross_node; cluster stands for the last three")
     parser.add_argument("--size", action="append", type=size_override, default=[],
                         metavar="NAME=NUMBER",
                         help="override one of the mode's sizes, e.g. --size fanout_rate=2000")

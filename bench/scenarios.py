@@ -159,7 +159,10 @@ class Run:
         await self.heartbeat.stop()
         if self.target.profiler is not None:
             self.figures.update(await self.target.profiler.detach())
-        if self.server.process.poll() is None:
+        if len(self.server.ports) > 1:
+            on = collections.Counter(client.port for client in self.clients)
+            self.figures["clients_per_node"] = "/".join(str(on[p]) for p in self.server.ports)
+        if self.server.running():
             stats = self.server.stats()
             self.figures["server_cpu_s"] = round(stats["cpu_s"] - self.cpu_at_load, 2)
             self.figures["server_peak_rss_mib"] = stats["peak_rss_mib"]
@@ -168,9 +171,13 @@ class Run:
         close_all(self.clients)
         await self.server.stop()
 
-    async def open(self, names, channel_of, deliveries=None, concurrency=100):
+    async def open(self, names, channel_of, deliveries=None, concurrency=100, node=None):
+        """Log in `names`, spread over the server's nodes (a cluster's), or all on the
+        node of index `node`."""
+        ports = (self.server.ports_for(names) if node is None
+                 else [self.server.ports[node]] * len(names))
         clients, failures, retries = await open_sessions(
-            self.target.client_class, self.server.port, names, channel_of, deliveries,
+            self.target.client_class, ports, names, channel_of, deliveries,
             concurrency=concurrency, on_open=self.clients.append)
         if retries:
             self.figures["setup_reconnects"] = self.figures.get("setup_reconnects", 0) + retries
@@ -195,19 +202,24 @@ class Run:
         and the server's CPU seconds per 1,000 of the phase's `deliveries`.
 
         A server near 100% is saturated; a bench near 100% means the load
-        generator, not the server, set the pace.
+        generator, not the server, set the pace. For a cluster the server is the sum
+        of its nodes, and its NATS server's share is given apart (`*_nats_cpu_*`).
         """
-        server_start, client_start = self.server.stats()["cpu_s"], client_cpu_seconds()
+        server_start, client_start = self.server.stats(), client_cpu_seconds()
         machine_busy, machine_total = machine_busy_and_total()
         started, delivered_before = time.monotonic(), len(deliveries)
 
         def stop():
             elapsed = time.monotonic() - started
-            server_cpu = self.server.stats()["cpu_s"] - server_start
+            server_now = self.server.stats()
             delivered = len(deliveries) - delivered_before
-            self.figures[f"{prefix}_server_cpu_pct"] = round(100 * server_cpu / elapsed)
-            self.figures[f"{prefix}_server_cpu_s_per_1k"] = (
-                float(f"{1000 * server_cpu / delivered:.3g}") if delivered else None)
+            for part, key in (("server", "cpu_s"), ("nats", "nats_cpu_s")):
+                if key not in server_now:
+                    continue
+                cpu = server_now[key] - server_start[key]
+                self.figures[f"{prefix}_{part}_cpu_pct"] = round(100 * cpu / elapsed)
+                self.figures[f"{prefix}_{part}_cpu_s_per_1k"] = (
+                    float(f"{1000 * cpu / delivered:.3g}") if delivered else None)
             self.figures[f"{prefix}_bench_cpu_pct"] = round(
                 100 * (client_cpu_seconds() - client_start) / elapsed)
             busy, total = machine_busy_and_total()
@@ -549,5 +561,43 @@ async def log_throughput(target, senders, viewers, duration, window):
         })
         run.receivers_short("", clients, sent)
         run.figures.update(ack_figures("relay", acks))
+        run.server_errors()
+    return run.figures
+
+
+async def cross_node(target, viewers, rate, duration):
+    """Send -> relay on the sender's node and on another node, and send -> ok.
+
+    One client on the first node sends to the fan-out channel at `rate`; the
+    viewers look at it, round-robin over the nodes (all on the sender's node
+    when there is one).
+    """
+    async with Run(target, "cross") as run:
+        nodes = len(run.server.ports)
+        names = [user_name(i) for i in range(1 + viewers)]
+        senders = await run.open(names[:1], lambda name: FANOUT_CHANNEL, node=0)
+        groups = {}
+        for node, prefix in ((0, "same_node"), (1, "other_node")):
+            placed = names[1:][node::nodes] if node < nodes else []
+            if placed:
+                deliveries = Deliveries()
+                clients = await run.open(placed, lambda name: FANOUT_CHANNEL, deliveries,
+                                         node=node)
+                groups[prefix] = deliveries, clients
+        tag = new_tag("x")
+
+        def send(client, sequence):
+            client.send_channel_message(FANOUT_CHANNEL, marked_text(tag, sequence))
+
+        await run.load_starts()
+        since = time.monotonic_ns()
+        acks = measure_acks(senders)
+        sent, elapsed = await send_paced(senders, send, rate, duration)
+        for prefix, (deliveries, clients) in groups.items():
+            await wait_for_deliveries(deliveries, sent * len(clients))
+            run.figures.update(
+                phase_figures(prefix, deliveries, sent, len(clients), elapsed, since))
+            run.receivers_short(prefix, clients, sent)
+        run.figures.update(ack_figures("send", acks))
         run.server_errors()
     return run.figures

@@ -1,12 +1,15 @@
-"""The servers under test: chatd (SQLite or MariaDB) and a reference IRC server.
+"""The servers under test: chatd (SQLite or MariaDB, alone or as the nodes of a
+cluster) and a reference IRC server.
 
-Each scenario starts a fresh server process, so its CPU seconds and peak RSS
-(read from /proc) belong to that scenario alone. Everything listens on
-127.0.0.1 only, on a port picked free at start.
+Each scenario starts a fresh server process (or a fresh set of cluster nodes),
+so its CPU seconds and peak RSS (read from /proc) belong to that scenario alone.
+Everything listens on 127.0.0.1 only, on a port picked free at start.
 """
 
 import asyncio
+import itertools
 import os
+import random
 import resource
 import shutil
 import socket
@@ -92,6 +95,17 @@ class ServerProcess:
         raise RuntimeError(f"{self.argv[0]} did not listen on port {self.port} within "
                            f"{timeout:.0f}s; see {self.log_path}")
 
+    @property
+    def ports(self):
+        """The ports clients may connect to: this one (a cluster has one per node)."""
+        return [self.port]
+
+    def ports_for(self, names):
+        return [self.port] * len(names)
+
+    def running(self):
+        return self.process.poll() is None
+
     def stats(self):
         return process_stats(self.process.pid)
 
@@ -140,6 +154,14 @@ class ChatdTarget:
     def describe(self):
         return f"twistd -n chatd --database {self.db.url} " + " ".join(self.lifted_options)
 
+    def argv(self, port, reactor=(), options=()):
+        """twistd -n, run by this interpreter with the checkout as working directory
+        (and so on sys.path, where twistd finds the chatd plugin)."""
+        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile", "", "--logfile", "-", *reactor, "chatd",
+                "--listen", f"tcp:{port}:interface=127.0.0.1",
+                "--database", self.db.url, *self.lifted_options, *options]
+
     async def prepare(self, users, channels, memberships, history=None):
         """Create the schema (by starting chatd once), then seed it directly."""
         await asyncio.to_thread(self.db.reset)
@@ -149,14 +171,151 @@ class ChatdTarget:
 
     async def start(self, label):
         port = free_port()
-        # twistd -n, run by this interpreter with the checkout as working directory
-        # (and so on sys.path, where twistd finds the chatd plugin).
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile", "", "--logfile", "-", "chatd",
-                "--listen", f"tcp:{port}:interface=127.0.0.1",
-                "--database", self.db.url, *self.lifted_options]
         log_path = self.workdir / f"{self.name}-{label}.log"
-        return await ServerProcess(argv, port, log_path, cwd=REPO).start()
+        return await ServerProcess(self.argv(port), port, log_path, cwd=REPO).start()
+
+
+class ChatdClusterTarget(ChatdTarget):
+    """`nodes` chatd nodes of one cluster (--bus) on this machine, each on its own port,
+    on the MariaDB database of the plain MariaDB target (seeded once for both, so the
+    two are measured on the same data), with the bench's own NATS server.
+
+    Every start is a fresh cluster: a new name (the stream's and the subjects'), so no
+    event of an earlier scenario is in the stream the nodes read.
+    """
+
+    node_names = "abcdefgh"
+    _clusters = itertools.count(1)
+
+    def __init__(self, nodes, plain, nats):
+        self.nodes = nodes
+        self.name = f"chatd-{nodes}-node{'s' if nodes > 1 else ''}"
+        self.database = plain.database
+        self.db = plain.db
+        self.workdir = plain.workdir
+        self.lifted_options = plain.lifted_options
+        self.nats = nats
+
+    def describe(self):
+        names = "|".join(self.node_names[:self.nodes])
+        return (f"{self.nodes} x twistd -n --reactor=asyncio chatd --database {self.db.url} "
+                f"--bus {self.nats.url}/<a new cluster name per start> --node-name {names} "
+                f"--listen <a port per node> " + " ".join(self.lifted_options)
+                + " (the bench's own nats-server)")
+
+    async def start(self, label):
+        bus = f"{self.nats.url}/bench{os.getpid()}x{next(self._clusters)}"
+        nodes = []
+        for node in self.node_names[:self.nodes]:
+            port = free_port()
+            argv = self.argv(port, ["--reactor=asyncio"], ["--bus", bus, "--node-name", node])
+            log_path = self.workdir / f"{self.name}-{label}-{node}.log"
+            nodes.append(ServerProcess(argv, port, log_path, cwd=REPO))
+        # At the same moment, as the cluster's nodes may (docs/cluster.md).
+        started = await asyncio.gather(*(node.start() for node in nodes), return_exceptions=True)
+        failed = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        group = NodeGroup(nodes, self.nats)
+        if failed:
+            await group.stop()
+            raise failed[0]
+        return group
+
+
+class NodeGroup:
+    """The running nodes of one cluster, measured and stopped as one server.
+
+    CPU seconds and RSS are the sum over the nodes; `nats_cpu_s` is the NATS
+    server's, counted apart since other chatd targets have no such process.
+    """
+
+    def __init__(self, nodes, nats):
+        self.nodes = nodes
+        self.nats = nats
+
+    @property
+    def port(self):
+        return self.nodes[0].port
+
+    @property
+    def ports(self):
+        return [node.port for node in self.nodes]
+
+    def ports_for(self, names):
+        """One port per name: round-robin over the nodes, in an order shuffled once
+        (seeded, so every run spreads alike). Straight round-robin by index would put
+        every member of a room on one node in the rooms scenario (client i is in room
+        i mod K, and K is even): shuffled, each room has members on every node, as
+        behind a load balancer, and the nodes still get the same number of clients."""
+        order = list(range(len(names)))
+        random.Random(len(names)).shuffle(order)
+        ports = [None] * len(names)
+        for position, index in enumerate(order):
+            ports[index] = self.nodes[position % len(self.nodes)].port
+        return ports
+
+    def running(self):
+        return all(node.running() for node in self.nodes)
+
+    def stats(self):
+        each = [node.stats() for node in self.nodes]
+        total = {key: round(sum(stats[key] for stats in each), 2) for key in each[0]}
+        total["nats_cpu_s"] = self.nats.stats()["cpu_s"]
+        return total
+
+    def log_lines(self, marker):
+        return [line for node in self.nodes for line in node.log_lines(marker)]
+
+    async def stop(self):
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+
+class NatsServer:
+    """A nats-server with JetStream of the bench's own, on a free port, for the cluster
+    targets: its CPU is theirs alone (the machine's shared NATS also serves other
+    work), and its store is in the bench's scratch directory, deleted at the end."""
+
+    def __init__(self, workdir):
+        self.binary = nats_server_binary()
+        self.workdir = workdir
+        self.server = None
+
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.server.port}"
+
+    def describe(self):
+        version = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
+        return f"{version.stdout.strip()} -a 127.0.0.1 -p PORT -js -sd <scratch directory>"
+
+    async def start(self):
+        port = free_port()
+        store = self.workdir / "nats"
+        argv = [self.binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+        self.server = await ServerProcess(argv, port, self.workdir / "nats-server.log").start()
+        return self
+
+    def stats(self):
+        return self.server.stats()
+
+    async def stop(self):
+        if self.server is not None:
+            await self.server.stop()
+
+
+def nats_server_binary():
+    return shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None)
+
+
+def cluster_unavailable():
+    """Why the cluster targets cannot run here (a sentence), or None if they can."""
+    if nats_server_binary() is None:
+        return "nats-server is not installed (Debian: apt-get install nats-server)"
+    try:
+        import nats  # noqa: F401  (chatd's nodes run in this interpreter)
+    except ImportError:
+        return "nats-py is not installed: pip install '.[cluster]'"
+    return None
 
 
 class ChatdDatabase:

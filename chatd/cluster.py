@@ -17,7 +17,9 @@ again: its memory changed before it sent them.
 Presence across nodes: who is online elsewhere (Hub.elsewhere) and who looks
 at a channel from another node (Presence.looking) come from the other nodes'
 status and member events. Each node sends a heartbeat; a node silent for the
-presence timeout is taken as dead, and every other node takes its users
+presence timeout is taken as dead (or sooner, when one of its users logs in on
+another node and NATS says nobody is connected under its name any more:
+Cluster.moved, NatsBus.probe), and every other node takes its users
 offline (telling its own clients, as the dead node cannot) and relays to them,
 from SQL, the messages the dead node stored but never put on the stream (each
 message row names its node; ids increase in store order).
@@ -176,7 +178,10 @@ class Cluster:
         """The newest login of `user` is on `node` (its older sessions close by the bus)."""
         self.hub.ips[user] = ip
         if user not in self.hub.sessions:
+            before = self.hub.elsewhere.get(user, (node,))[0]
             self.hub.elsewhere[user] = (node, "online")
+            if before != node:
+                self.moved(user, before)
 
     def apply_ban(self, node, row):
         self.server.moderation.ban_list.restore(row, utcnow())
@@ -332,6 +337,14 @@ class Cluster:
                 local.control(user_topic(user), "joined", {"channel": channel.name})
         for row in (yield store.latest_join_requests()):
             moderation.join_requests.remember(JoinRequest.from_row(row))
+
+    def moved(self, user, node):
+        """`user`, online on `node`, logged in again on another node (this one, or one
+        whose login event this is): the clients of a node that died reconnect to the
+        others at once, so ask whether it is still there now. If it is not, it is
+        lost (its users offline, its messages relayed from SQL) within a second or
+        two, on every node, not after the presence timeout."""
+        self.bus.probe(node)
 
     def node_lost(self, node):
         """`node` sent no heartbeat for the presence timeout: its users are offline. Its

@@ -204,6 +204,8 @@ class Hub:
         self.sessions = {}      # user name -> Session
         self.ips = {}           # user name -> current (latest) IP, as the notes ask
         self.elsewhere = {}     # user name -> (node, status) if online on another node
+        # Callables (name, node) told when a user online on another node logs in here.
+        self.moved_here = []
         self.channels = {}      # channel name -> Channel
         self.connections = set()
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
@@ -276,7 +278,10 @@ class Hub:
             older.control_close(**replaced, here=True)
         self.bus.control(user_topic(name), "close", replaced)
         self.sessions[name] = session
-        self.elsewhere.pop(name, None)  # its session there closes (or its node is dead)
+        where = self.elsewhere.pop(name, None)  # its session there closes (or its node is dead)
+        if where is not None:
+            for told in self.moved_here:
+                told(name, where[0])
         self.ips[name] = ip
         self.bus.control(STATE, "login", {"user": name, "ip": ip})
         session.listen(user_topic(name))

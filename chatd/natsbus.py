@@ -15,7 +15,8 @@ Names in the URL and on the stream:
                                  several clusters (or tests) share one server
     CLUSTER.ev.KIND[.NAME]       one subject per topic; NAME escaped (subject_token)
     CLUSTER.node.NAME            core NATS (not stored): a live node answers here,
-                                 so a second node with the same name is refused
+                                 so a second node with the same name is refused,
+                                 and a node with nobody there is gone (probe)
     CLUSTER.hb.NAME              core NATS: each node's heartbeat; a node silent for
                                  the presence timeout is taken as dead (node_lost)
 
@@ -53,6 +54,10 @@ RESEND_DELAY = 0.5          # seconds between attempts while the stream does not
 BATCH = 1000                # events sent before waiting for their acknowledgements
 CONNECT_TIMEOUT = 2         # seconds to reach the NATS server at start
 NAME_CHECK_TIMEOUT = 0.5    # seconds a node with the same name has to answer
+# A probed node with nobody on its subject is asked again after this many seconds before
+# it is taken as lost: a node whose connection dropped is back within nats-py's 0.5 s
+# reconnection wait once the server is (say, right after our own reconnection).
+PROBE_RECHECK = 1.0
 _SAFE = frozenset(string.ascii_letters + string.digits + "-_")
 
 
@@ -117,6 +122,7 @@ class NatsBus:
         self._wake = None
         self._nc = self._js = None
         self._sender = self._subscription = self._watcher = None
+        self._probing = set()       # nodes being probed
         self._stopping = False
 
     # -- the bus interface -------------------------------------------------------------
@@ -279,6 +285,39 @@ class NatsBus:
                         self._lost(node)
         await self._nc.subscribe(f"{self.cluster}.hb.*", cb=beat)
         self._watcher = asyncio.ensure_future(check())
+
+    def probe(self, node):
+        """Ask NATS at once whether `node` is still there, rather than wait for its
+        heartbeats to lapse (chatd/cluster.py asks when a user of that node logs in
+        here: its clients reconnect to the others as soon as it dies). NATS answers
+        "no responders" at once when nobody subscribes to a subject, and a process
+        that died has no connection, so no subscription, left: asked twice
+        PROBE_RECHECK apart with nobody there, the node is taken as lost now."""
+        if (node in self.seen and node not in self._probing and self._nc is not None
+                and self._nc.is_connected):
+            self._probing.add(node)
+            asyncio.ensure_future(self._probe(node))
+
+    async def _probe(self, node):
+        from nats.errors import Error, NoRespondersError
+        subject = f"{self.cluster}.node.{subject_token(node)}"
+        try:
+            for attempt in range(2):
+                if attempt:
+                    await asyncio.sleep(PROBE_RECHECK)
+                try:
+                    await self._nc.request(subject, b"", timeout=NAME_CHECK_TIMEOUT)
+                    return      # it answered: alive
+                except NoRespondersError:
+                    continue
+                except (Error, asyncio.TimeoutError):
+                    return      # slow to answer, or our own cut: its heartbeats decide
+            if node in self.seen:
+                del self.seen[node]
+                log.warn("bus: node {node} has no connection to NATS any more", node=node)
+                self._lost(node)
+        finally:
+            self._probing.discard(node)
 
     def _lost(self, node):
         try:

@@ -125,6 +125,8 @@ class ChatServer(service.Service):
         self.hub = Hub(self.store, self.accounts, clock=reactor,
                        max_message=config.max_message, presence_timeout=config.presence_timeout,
                        bus=None if self.cluster is None else self.cluster.bus)
+        if self.cluster is not None:
+            self.hub.moved_here.append(self.cluster.moved)
         self.moderation = self.hub.moderation = Moderation(self)
         self.conversations = Conversations(self.hub, self.store)
         self.revisions = Revisions(self.hub, self.store)

@@ -19,6 +19,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+CLUSTER_SCENARIOS = {"cluster_fanout", "cluster_rooms", "cross_node"}
+CLUSTER_TARGETS = {"chatd-mariadb", "chatd-1-node", "chatd-2-nodes"}
+
+
+def cluster_runs_here():
+    """The bench runs its cluster scenarios when MariaDB answers and nats-server and
+    nats-py are installed; CI (CHATD_REQUIRE_MYSQL=1) must have them all."""
+    from bench.servers import cluster_unavailable, mariadb_available
+    from support import REQUIRE_MYSQL
+    missing = cluster_unavailable() or (None if mariadb_available() else "no MariaDB")
+    assert not (REQUIRE_MYSQL and missing), f"CHATD_REQUIRE_MYSQL=1 but {missing}"
+    return missing is None
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +49,8 @@ def smoke_results(tmp_path_factory):
 
 def test_every_scenario_ran_on_every_server(smoke_results):
     assert set(smoke_results["scenarios"]) == {
-        "fanout", "rooms", "private", "storm", "idle", "history", "log"}
+        "fanout", "rooms", "private", "storm", "idle", "history", "log"} | (
+        CLUSTER_SCENARIOS if cluster_runs_here() else set())
     for name, scenario in smoke_results["scenarios"].items():
         for server, figures in scenario["results"].items():
             assert "failed" not in figures, (name, server, figures)
@@ -66,10 +79,17 @@ def test_every_message_is_in_the_log(smoke_results):
     log = next(iter(smoke_results["scenarios"]["log"]["results"].values()))
     assert log["messages_sent"] > 0
     assert log["log_missing"] == 0 and log["logged"] == log["messages_sent"]
-    for figures in smoke_results["scenarios"]["fanout"]["results"].values():
+    for figures in fanout_results(smoke_results):
         if "steady_logged" in figures:
             assert figures["steady_log_missing"] == 0
             assert figures["steady_logged"] == figures["steady_messages_sent"]
+
+
+def fanout_results(smoke_results):
+    """The figures of every fan-out run: the fan-out's and the cluster fan-out's."""
+    scenarios = smoke_results["scenarios"]
+    return [figures for name in ("fanout", "cluster_fanout") if name in scenarios
+            for figures in scenarios[name]["results"].values()]
 
 
 def test_idle_connections_held_and_history_pages_full(smoke_results):
@@ -87,8 +107,11 @@ def test_storm_logins_all_succeeded(smoke_results):
 
 def test_server_cpu_per_delivery(smoke_results):
     phases = {"fanout": ("steady", "max"), "rooms": ("rooms",), "private": ("private",),
-              "log": ("relay",)}
+              "log": ("relay",), "cluster_fanout": ("steady", "max"),
+              "cluster_rooms": ("rooms",)}
     for name, prefixes in phases.items():
+        if name in CLUSTER_SCENARIOS and not cluster_runs_here():
+            continue
         for server, figures in smoke_results["scenarios"][name]["results"].items():
             for prefix in prefixes:
                 per_1k = figures[f"{prefix}_server_cpu_s_per_1k"]
@@ -116,13 +139,43 @@ def test_ratios_to_the_irc_server_are_in_the_results(smoke_results):
 
 
 def test_every_receiver_got_its_share(smoke_results):
-    for name in ("fanout", "storm", "log"):
+    for name in ("fanout", "storm", "log", "cluster_fanout", "cross_node"):
+        if name in CLUSTER_SCENARIOS and not cluster_runs_here():
+            continue
         for server, figures in smoke_results["scenarios"][name]["results"].items():
             shares = [key for key in figures if key.endswith("receivers_short")]
             assert shares, (name, server)
             for key in shares:
                 assert figures[key] == 0, (name, server, key, figures)
             assert "presence_lapses" not in figures, (name, server, figures)
+
+
+def test_cluster_scenarios_ran_on_one_and_two_nodes(smoke_results):
+    """MariaDB alone, 1 node and 2 nodes side by side; on 2 nodes the clients are on
+    both, every message reached the viewers of the other node too, and the NATS
+    server's CPU is counted for the cluster targets."""
+    if not cluster_runs_here():
+        pytest.skip("no MariaDB, nats-server or nats-py here")
+    scenarios = smoke_results["scenarios"]
+    sizes = smoke_results["sizes"]
+    for name in CLUSTER_SCENARIOS:
+        assert set(scenarios[name]["results"]) == CLUSTER_TARGETS, name
+    for name, clients in (("cluster_fanout", sizes["fanout_viewers"]),
+                          ("cluster_rooms", sizes["rooms_clients"])):
+        on_nodes = [int(n) for n in
+                    scenarios[name]["results"]["chatd-2-nodes"]["clients_per_node"].split("/")]
+        assert len(on_nodes) == 2 and min(on_nodes) > 0 and sum(on_nodes) == clients, name
+        for server, figures in scenarios[name]["results"].items():
+            nats = [key for key in figures if "_nats_cpu_" in key]
+            assert bool(nats) == (server != "chatd-mariadb"), (name, server, figures)
+    cross = scenarios["cross_node"]["results"]
+    for server, figures in cross.items():
+        assert figures["same_node_deliveries"] == figures["same_node_deliveries_expected"] > 0
+        assert figures["send_acks"] == figures["same_node_messages_sent"], server
+        assert ("other_node_deliveries" in figures) == (server == "chatd-2-nodes"), server
+    two = cross["chatd-2-nodes"]
+    assert two["other_node_deliveries"] == two["other_node_deliveries_expected"] > 0
+    assert two["same_node_deliveries_expected"] == two["other_node_deliveries_expected"]
 
 
 # -- the Ergo reference server: found by `ergo --version` -------------------------------

@@ -501,6 +501,29 @@ def test_a_killed_node_takes_its_users_offline_everywhere(tmp_path):
         yield carol.event("peer", other_user="bob", status="online")
 
 
+@pytest.mark.timeout(90)
+@defer.inlineCallbacks
+def test_a_killed_nodes_user_logging_in_elsewhere_makes_it_lost_on_every_node(tmp_path):
+    """Three nodes with a presence timeout of 10 minutes, so heartbeats cannot decide
+    within the test: b is killed, dave (of b) logs in again on c, and a, which only
+    sees that login on the stream, takes b as lost too (it asks NATS, and nobody is
+    there under b's name any more): erin, left on b, goes offline for alice on a."""
+    with cluster(tmp_path) as nodes:
+        slow = ("--presence-timeout", "600")
+        a, b, c = nodes.start("a", *slow), nodes.start("b", *slow), nodes.start("c", *slow)
+        alice = yield client_on(a, "alice", register=True)
+        yield look(alice)
+        for name in ("dave", "erin"):
+            client = yield client_on(b, name, register=True)
+            yield look(client)
+            yield alice.event("member", user=name, status="online")
+        nodes.kill("b")
+        yield client_on(c, "dave")
+        yield alice.event("member", user="erin", status="offline")
+        users = ok((yield alice.request({"list_users": ""})))["users"]
+        assert {u["user"]: u["status"] for u in users}["erin"] == "offline"
+
+
 # -- failures ------------------------------------------------------------------------
 
 def relayed_in(client, channel="general"):
@@ -522,12 +545,24 @@ def history(client, channel="general"):
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("sender_comes_back", [False, True],
+                         ids=["after-the-presence-timeout", "when-the-sender-logs-in-again"])
 @defer.inlineCallbacks
-def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(tmp_path):
+def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(tmp_path, sender_comes_back):
+    """Without its sender back, the other node relays the killed node's messages once it
+    takes it as lost (3 s of silence); with the sender logging in again on the other
+    node, at once: there the presence timeout is 10 minutes, so only the probe of the
+    killed node (nobody on its NATS subject any more) can make it lost in this test,
+    which carol, left on the killed node, going offline shows."""
     from twisted.internet import reactor, task
+    timeout = ("--presence-timeout", "600") if sender_comes_back else ()
     with cluster(tmp_path) as nodes:
-        a, b = nodes.start("a"), nodes.start("b")
+        a, b = nodes.start("a", *timeout), nodes.start("b", *timeout)
         alice, bob = yield alice_on_a_bob_on_b(a, b)
+        if sender_comes_back:
+            carol = yield client_on(b, "carol", register=True)
+            yield look(carol)
+            yield alice.event("member", user="carol", status="online")
         acked = []
         stop = []
 
@@ -546,9 +581,12 @@ def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(tmp_path):
         nodes.kill("b")
         stop.append(True)
         yield defer.DeferredList(lanes)
+        if sender_comes_back:
+            yield client_on(a, "bob")
+            yield alice.event("member", user="carol", status="offline")
         stored = set((yield history(alice)))
         # What b stored but had not put on the stream, a relays from SQL once it takes b
-        # as lost (the presence timeout): every acknowledged message reaches alice once.
+        # as lost: every acknowledged message reaches alice once.
         relayed = []
         deadline = reactor.seconds() + 10
         while reactor.seconds() < deadline and not set(acked) <= set(relayed):
