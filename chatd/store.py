@@ -744,6 +744,7 @@ class Checkpoints:
 
     def checkpoint(self):
         if self.running is None:
+            # Not through Store.run: a checkpoint cannot run inside a transaction.
             self.running = self.pool.runWithConnection(self.engine.checkpoint)
             self.running.addErrback(self._failed).addBoth(self._done)
 
