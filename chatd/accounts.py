@@ -63,6 +63,10 @@ class Accounts:
         self.login_checks = []  # callables (name, ip) raising ChatError to refuse a login
         self.role_changes = []  # callables (name, role) told after a role changed
         self.account_created = []   # callables (name, role) told after an account is created
+        # callables () raising ChatError to refuse a removal or a change (a ban lifted, a
+        # channel deleted, a member gone, a role changed) before it is written: only the
+        # bus can carry one to the other nodes (chatd.cluster, `check_change`).
+        self.change_checks = []
 
     @defer.inlineCallbacks
     def load(self):
@@ -112,10 +116,16 @@ class Accounts:
         for index in range(bisect.bisect_right(self.sorted_keys, cursor), len(self.sorted_keys)):
             yield self.sorted_keys[index], self.names[self.sorted_keys[index]]
 
+    def check_change(self):
+        """Raise ChatError if a removal or change of the shared state is refused now."""
+        for check in self.change_checks:
+            check()
+
     @defer.inlineCallbacks
     def set_role(self, name, role):
         """Give or take a role; it applies at once, to a session already logged in too."""
         registered = self.name_of(name)
+        self.check_change()
         yield self.store.set_role(registered, role)
         self.roles[registered] = role
         for changed in self.role_changes:

@@ -40,6 +40,9 @@ HEARTBEATS_PER_TIMEOUT = 3      # heartbeats a node sends within one presence ti
 # A login refused while cut off from the bus (the desktop client tries another node).
 CATCHING_UP = ("This server is catching up with the others after a network cut;"
                " try again in a moment, or connect to another server.")
+CUT_OFF = ("This server is cut off from the others (a network cut): a removal or a change"
+           " made here now could not reach them; try again in a moment, or on another"
+           " server.")
 
 
 def _message_id(envelope):
@@ -73,6 +76,7 @@ class Cluster:
         accounts.account_created.append(self._tell_account)
         accounts.role_changes.append(self._tell_account)
         accounts.login_checks.append(self._check_serving)
+        accounts.change_checks.append(self._check_connected)
 
     @property
     def hub(self):
@@ -133,6 +137,13 @@ class Cluster:
     def _check_serving(self, name, ip):
         if not self.serving:
             raise ChatError(CATCHING_UP)
+
+    def _check_connected(self):
+        """A removal or change made while cut off would wait in this node's memory for
+        the bus, and die with it: the other nodes cannot tell it from SQL (see
+        reload_state), so it is refused; additions are taken (they can)."""
+        if not self.serving:
+            raise ChatError(CUT_OFF)
 
     # -- telling the other nodes ---------------------------------------------------------
 
@@ -306,8 +317,9 @@ class Cluster:
         """After a node was lost: what it wrote to SQL but never told the others (its events
         queued in its memory during a NATS cut) is read again and applied here: accounts,
         bans (closing the sessions they cover), channels, memberships, join requests.
-        Only additions: a removal read here could be older than one another node just
-        told (a ban lifted, a channel deleted by a lost node stays until a restart)."""
+        Only additions: a removal read here could be older than an addition another
+        node just told; so a node refuses removals and changes while it is cut off
+        (`_check_connected`), and a lost node cannot have queued any."""
         store, hub, local = self.server.store, self.hub, self.bus.local
         accounts, moderation = self.server.accounts, self.server.moderation
         for name, role, _ in (yield store.all_users()):

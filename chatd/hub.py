@@ -337,6 +337,7 @@ class Hub:
     @defer.inlineCallbacks
     def leave(self, session, name):
         channel = self.readable_channel(session, name)
+        self.accounts.check_change()
         yield self.store.remove_member(channel.id, session.name)
         yield self.remove_member(channel, session.name)
         return {"channel": channel.name}

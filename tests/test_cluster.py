@@ -702,3 +702,70 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
         assert "banned" in (yield again.request({"user:pwd": f"mallory:{PASSWORD}"}))["error"]
         listed = ok((yield bob.request({"list_channels": ""})))["channels"]
         assert "news" in {ch["name"] for ch in listed}
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
+    """A removal or change made on a node cut off from NATS would wait in its memory and
+    die with it (the other nodes cannot tell it from SQL), so the node refuses it with a
+    clear error while additions are taken: NATS cut, alice on node a tries to lift a
+    ban, delete a channel, remove a member, take a role and leave a channel; a is killed
+    with SIGKILL, NATS comes back, and node b and a restarted a agree with SQL: nothing
+    changed but the ban alice added during the cut."""
+    with private_cluster(tmp_path, "refuse") as (nodes, nats):
+        admins = ("--admin", "alice")
+        a, b = nodes.start("a", *admins), nodes.start("b", *admins)
+        alice = yield client_on(a, "alice", register=True)
+        for name in ("mallory", "eve", "dave"):
+            yield client_on(b, name, register=True)
+        carol = yield client_on(b, "carol", register=True)
+        yield look(alice)
+        yield look(carol)
+        for line in ("ban mallory 1h", "create old", "admin dave"):
+            ok((yield command(alice, line)))
+        nats.stop()
+        # a knows it is cut off once it refuses logins.
+        yield eventually(lambda: connect(a).addCallback(
+            lambda c: c.request({"user:pwd": f"eve:{PASSWORD}"})).addCallback(
+            lambda reply: "catching up" in reply.get("error", "")))
+        refused = []
+        for line in ("unban mallory", "delete old", "remove carol general", "unadmin dave"):
+            refused.append((yield command(alice, line)))
+        refused.append((yield alice.request({"leave": "general"})))
+        assert all("cut off from the others" in r.get("error", "") for r in refused), refused
+        ok((yield command(alice, "ban eve 1h")))    # an addition is taken: SQL tells it
+        nodes.kill("a")
+        nats.start()
+
+        @defer.inlineCallbacks
+        def state_on(node):
+            """What `node` holds: who may log in, the channels, memberships, roles."""
+            logins = {}
+            for name in ("mallory", "eve", "dave"):
+                client = yield connect(node)
+                reply = yield client.request({"user:pwd": f"{name}:{PASSWORD}"})
+                logins[name] = "banned" if "banned" in reply.get("error", "") else reply.get(
+                    "ok", reply.get("error"))
+                if name == "dave" and reply.get("ok"):
+                    logins["dave admin"] = "error" not in (yield command(client, "bans"))
+            watcher = yield client_on(node, "carol")
+            listed = ok((yield watcher.request({"list_channels": ""})))["channels"]
+            channels = {ch["name"]: ch["member"] for ch in listed}
+            return logins, channels
+
+        expected = ({"mallory": "banned", "eve": "banned", "dave": True, "dave admin": True},
+                    {"general": True, "old": False})
+        # b takes a as lost (the presence timeout) and reads what it added from SQL.
+        def holds(node, state):     # b takes logins once it caught up after the cut
+            return state_on(node).addCallbacks(lambda s: s == state, lambda f: False)
+        yield eventually(lambda: holds(b, expected), 20)
+        again = nodes.start("a", *admins)       # a loads from SQL: the same state
+        assert (yield state_on(again)) == expected
+        # Connected again, the same removals are taken and reach the other node.
+        alice = yield client_on(again, "alice")
+        for line in ("unban mallory", "delete old", "remove carol general", "unadmin dave"):
+            ok((yield command(alice, line)))
+        changed = ({"mallory": True, "eve": "banned", "dave": True, "dave admin": False},
+                   {"general": False})
+        yield eventually(lambda: holds(b, changed), 10)

@@ -208,6 +208,7 @@ class BanList:
             ban = next((b for b in self.active.values() if b.network == network), None)
         if ban is None:
             raise ChatError(f"There is no active ban on {target}; 'bans' lists the active bans.")
+        self.hub.accounts.check_change()
         yield self.store.lift_ban(ban.id, actor.name, utcnow())
         self.lift(ban.id)
         self.hub.bus.control(STATE, "unban", {"id": ban.id})

@@ -147,6 +147,7 @@ class JoinRequests:
     @defer.inlineCallbacks
     def delete_channel(self, actor, name):
         channel = self.hub.channel(name)
+        self.hub.accounts.check_change()
         # Out of the directory at once, so a second delete meanwhile finds nothing to delete.
         del self.hub.channels[channel.name]
         try:
@@ -174,6 +175,7 @@ class JoinRequests:
         name = self.hub.account_name(user)
         if name not in channel.members:
             raise ChatError(f"{name} is not a member of #{channel.name}.")
+        self.hub.accounts.check_change()
         yield self.store.remove_member(channel.id, name)
         yield self.hub.remove_member(channel, name)
         self._tell(name, {"event": "removed_from_channel", "channel": channel.name,
