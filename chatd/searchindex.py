@@ -132,8 +132,9 @@ class SearchIndex:
                 conn.executemany("INSERT INTO messages_fts (rowid, body)"
                                  " SELECT id, body FROM chat.messages WHERE id = ?", again)
                 seq = pending[-1][0] if pending else seq
-                conn.execute("UPDATE search_marks SET indexed_id = ?, pending_seq = ?",
-                             (mark, seq))
+                if rows or pending:
+                    conn.execute("UPDATE search_marks SET indexed_id = ?, pending_seq = ?",
+                                 (mark, seq))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
