@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.rules import is_mentioned
+from chatd.searchindex import SearchIndex
 
 log = Logger()
 
@@ -633,6 +634,8 @@ class MessageLog(Draining):
         # Later commits go above what the outage stored (past the rest of its block).
         top = max(r[0] for r in rows)
         cursor.execute("UPDATE message_ids SET next_id = ? WHERE next_id <= ?", (top + 1, top))
+        if self.store.search_index is not None:
+            self.store.search_index.reindex_later(cursor, [r[0] for r in rows])
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -779,6 +782,7 @@ class Store:
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
         self.checkpoints = None     # the background log checkpoints, where the engine has them
+        self.search_index = None    # the search index written off the message path (SQLite)
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -795,6 +799,9 @@ class Store:
         self.message_pool = self.engine.make_pool(for_messages=True)
         if self.engine.checkpoint_interval is not None:
             self.checkpoints = Checkpoints(self.engine, self.clock)
+        if self.engine.separate_search_index:
+            self.search_index = SearchIndex(self.engine, self.clock)
+            yield self.search_index.start()
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -811,6 +818,9 @@ class Store:
         if self.checkpoints is not None:
             yield self.checkpoints.stop()
             self.checkpoints = None
+        if self.search_index is not None:
+            yield self.search_index.stop()
+            self.search_index = None
         for pool in (self.pool, self.message_pool):
             if pool is not None:
                 pool.close()
@@ -1111,6 +1121,8 @@ class Store:
                 return False
             cursor.execute("UPDATE messages SET body = ?, edited_at = ? WHERE id = ?",
                            (text, db_time(at), message_id))
+            if self.search_index is not None:
+                self.search_index.reindex_later(cursor, [message_id])
             return True
         return self.run("edit message", edit)
 
@@ -1126,11 +1138,15 @@ class Store:
 
     # -- search ------------------------------------------------------------------
 
+    @defer.inlineCallbacks
     def search(self, name, words, channel_ids, place=None, before=None, limit=50):
         """Messages (not deleted) whose text has every word, newest first: in the channels
         `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
         peer_key) as for read markers, which the caller checked `name` may read).
-        Channel names are left to the caller."""
+        Channel names are left to the caller. Where the index is written off the
+        message path, it is brought up to date first, on its own connection."""
+        if self.search_index is not None:
+            yield self.search_index.index()
         source, match, pattern, order = self.engine.text_search(words)
         where, params = [match, "m.deleted_at IS NULL"], [pattern]
         if place is not None:
@@ -1156,7 +1172,8 @@ class Store:
                             recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
                     for id, sender, channel_id, recipient, body, sent_at, nonce, edited
                     in cursor.fetchall()]
-        return self.run("search", select, readonly=True)
+        return (yield self.run("search", select, readonly=True,
+                               pool=self.search_index and self.search_index.pool))
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.

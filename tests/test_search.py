@@ -1,9 +1,16 @@
 """Search on both engines (SQLite FTS5, MariaDB FULLTEXT): every word, newest first, in
-the relayed shape, never from a conversation the user may not read, never a deleted text."""
+the relayed shape, never from a conversation the user may not read, never a deleted text.
+SQLite's index is a file of its own written off the message path (chatd/searchindex.py)."""
+
+import sqlite3
+from pathlib import Path
 
 from twisted.internet import defer
 
-from support import error, login, login_admin, ok
+from chatd.engines import SqliteEngine
+from chatd.searchindex import index_path
+from chatd.store import Message, Store, utcnow
+from support import LIMITS_LIFTED, error, login, login_admin, ok, start_server, stop_server
 
 
 def texts(reply):
@@ -64,6 +71,7 @@ def test_search_follows_edits_and_never_shows_a_deleted_text(server):
     ok((yield alice.request({"join": "general"})))
     sent = ok((yield alice.request({"channel_message": "launch codes 1234",
                                     "channel": "general"})))
+    assert texts((yield alice.request({"search": "codes"}))) == ["launch codes 1234"]
     ok((yield alice.request({"edit_message": "launch party at noon", "id": sent["id"]})))
     assert texts((yield alice.request({"search": "codes"}))) == []
     (found,) = ok((yield alice.request({"search": "party"})))["messages"]
@@ -74,3 +82,100 @@ def test_search_follows_edits_and_never_shows_a_deleted_text(server):
     admin = yield login_admin(server, "dana")
     log = ok((yield admin.request({"log": "", "sender": "alice"})))
     assert log["messages"][0]["channel_message"] == "launch party at noon"
+
+
+# -- SQLite: the index file, written off the message path ------------------------------
+
+
+@defer.inlineCallbacks
+def test_sqlite_messages_are_acknowledged_while_the_search_index_is_locked(sqlite_database):
+    """Another writer holding the index file's lock holds up searches, never messages."""
+    server = start_server(sqlite_database, **LIMITS_LIFTED)
+    try:
+        yield search_while_the_index_is_locked(server)
+    finally:
+        stop_server(server)
+
+
+@defer.inlineCallbacks
+def search_while_the_index_is_locked(server):
+    alice = yield login(server, "alice")
+    ok((yield alice.request({"join": "general"})))
+    holder = sqlite3.connect(index_path(server.config.database.split(":", 1)[1]),
+                             isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        for i in range(20):
+            ok((yield alice.request({"channel_message": f"sent while locked {i}",
+                                     "channel": "general"})))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    found = yield alice.request({"search": "locked", "limit": 50})
+    assert texts(found) == [f"sent while locked {i}" for i in reversed(range(20))]
+
+
+def message(body, id=None):
+    return Message(id, "alice", body, utcnow(), channel="general", channel_id=1)
+
+
+@defer.inlineCallbacks
+def found(store, word):
+    return [m.body for m in (yield store.search("alice", [word], [1]))]
+
+
+def remove_index(db):
+    for suffix in ("", "-wal", "-shm"):
+        Path(index_path(db) + suffix).unlink(missing_ok=True)
+
+
+@defer.inlineCallbacks
+def test_sqlite_the_index_rebuilds_itself_when_gone_or_ahead_of_the_database(tmp_path):
+    db = str(tmp_path / "chatd.sqlite")
+    store = Store(SqliteEngine(db), max_queued=100)
+    yield store.start()
+    for word in ("apricot", "banana", "cherry"):
+        yield store.save_message(message(f"{word} jam"))
+    assert (yield found(store, "jam")) == ["cherry jam", "banana jam", "apricot jam"]
+    yield store.stop()
+
+    remove_index(db)            # an index lost: it is made again from the messages
+    store = Store(SqliteEngine(db), max_queued=100)
+    yield store.start()
+    assert (yield found(store, "jam")) == ["cherry jam", "banana jam", "apricot jam"]
+    yield store.stop()
+
+    # The database started over (or restored from an older backup), the index kept: its
+    # entries name ids that now are other messages, so it starts over too.
+    for suffix in ("", "-wal", "-shm"):
+        Path(db + suffix).unlink(missing_ok=True)
+    store = Store(SqliteEngine(db), max_queued=100)
+    yield store.start()
+    try:
+        yield store.save_message(message("durian pie"))
+        assert (yield found(store, "apricot")) == []
+        assert (yield found(store, "durian")) == ["durian pie"]
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_a_message_stored_below_what_is_indexed_is_indexed_too(tmp_path):
+    """A spool replayed into ids below the index's high-water mark (another process
+    committed past its block meanwhile) is found: the replay marks its rows pending."""
+    db = str(tmp_path / "chatd.sqlite")
+    store = Store(SqliteEngine(db), max_queued=100)
+    yield store.start()
+    try:
+        saved = []
+        for word in ("apricot", "banana", "cherry"):
+            saved.append((yield store.save_message(message(f"{word} jam")))[0])
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (saved[1].id,))
+        assert (yield found(store, "jam")) == ["cherry jam", "apricot jam"]
+        yield store.run("replay spool", store.messages._insert_spooled,
+                        [message("late arrival", id=saved[1].id).row()])
+        assert (yield found(store, "arrival")) == ["late arrival"]
+        assert (yield found(store, "jam")) == ["cherry jam", "apricot jam"]
+    finally:
+        yield store.stop()
