@@ -234,7 +234,9 @@ class ChatModel(QObject):
     messageForMe = pyqtSignal(object)  # ChatMessage, live: private to me, or mentioning me
     # channel, [Member] of those looking at it; also when its roster_of changed
     membersChanged = pyqtSignal(str, list)
-    searchResults = pyqtSignal(str, list)  # query, [ChatMessage] matching it, newest first
+    # query, [ChatMessage] matching it (newest first), whether older ones may remain,
+    # whether they follow those shown (a page asked for with search(query, before=...))
+    searchResults = pyqtSignal(str, list, bool, bool)
     searchFailed = pyqtSignal(str, str)  # query, the server's reason
     jumpedTo = pyqtSignal(object)  # ChatMessage now loaded in the open conversation: show it
     peerStatusChanged = pyqtSignal(str, str)  # user, status
@@ -688,22 +690,24 @@ class ChatModel(QObject):
     # --- search ----------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def search(self, query):
-        """Messages with every word of ``query`` from the conversations I may read:
+    def search(self, query, before=None):
+        """Messages with every word of ``query`` from the conversations I may read, a
+        page of HISTORY_PAGE (older than the id ``before``, for the next page):
         ``searchResults`` (newest first) or ``searchFailed``."""
         query = query.strip()
         if self._protocol is None or self.state != State.ONLINE:
             self.searchFailed.emit(query, "Not connected to the server.")
             return
+        older = {} if before is None else {"before": before}
         try:
-            reply = yield self._protocol.request("search", query)
+            reply = yield self._protocol.request("search", query, limit=HISTORY_PAGE, **older)
         except ServerError as error:
             self.searchFailed.emit(query, error.message)
             return
         except Exception:
             return  # the connection closed
-        self.searchResults.emit(query, [ChatMessage.from_line(m, self.user)
-                                        for m in reply["messages"]])
+        found = [ChatMessage.from_line(m, self.user) for m in reply["messages"]]
+        self.searchResults.emit(query, found, len(found) == HISTORY_PAGE, before is not None)
 
     @defer.inlineCallbacks
     def jump_to(self, message):

@@ -48,6 +48,8 @@ class ChatPage(QWidget):
         self.sidebar.searchRequested.connect(model.search)
         self.sidebar.searchCleared.connect(self.people.hide_search)
         self.people.search.resultPicked.connect(model.jump_to)
+        self.people.search.olderRequested.connect(
+            lambda query, before: model.search(query, before=before))
         for keys in ("Ctrl+K", "Ctrl+F"):
             QShortcut(QKeySequence(keys), self, self.focus_search)
         self.conversation.composer.sendRequested.connect(self._send)
@@ -251,8 +253,8 @@ class ChatPage(QWidget):
         self.sidebar.search.setFocus()
         self.sidebar.search.selectAll()
 
-    def _search_results(self, query, messages):
-        self.people.search.set_results(query, messages)
+    def _search_results(self, query, messages, more, appended):
+        self.people.search.set_results(query, messages, more, appended)
         self.people.show_search()
 
     def _search_failed(self, query, reason):

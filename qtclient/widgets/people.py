@@ -234,9 +234,11 @@ class SearchPanel(QWidget):
     """The results of the last search, newest first; picking one emits ``resultPicked``."""
 
     resultPicked = pyqtSignal(object)  # ChatMessage
+    olderRequested = pyqtSignal(str, int)  # query, the oldest result's id: the next page
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.query = ""
         outer = QVBoxLayout(self)
         outer.setContentsMargins(12, 10, 12, 10)
         self.caption = QLabel("")
@@ -253,29 +255,53 @@ class SearchPanel(QWidget):
         self.rows = QVBoxLayout(rows_widget)
         self.rows.setContentsMargins(0, 4, 0, 0)
         self.rows.setSpacing(6)
+        # Under the results, while the server may have older ones.
+        self.older = QPushButton("Older results")
+        self.older.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.older.clicked.connect(self._ask_older)
+        self.older.hide()
+        self.rows.addWidget(self.older)
         self.rows.addStretch(1)
         scroll.setWidget(rows_widget)
         outer.addWidget(scroll, 1)
 
+    _AFTER_ROWS = 2     # the "Older results" button and the stretch
+
     def _clear(self):
-        while self.rows.count() > 1:
+        while self.rows.count() > self._AFTER_ROWS:
             self.rows.takeAt(0).widget().deleteLater()
 
-    def set_results(self, query, messages):
-        self._clear()
+    def set_results(self, query, messages, more=False, appended=False):
+        """Show a page of results: the first (replacing what is shown) or the next."""
+        if not appended:
+            self._clear()
+            self.query = query
+        elif query != self.query:
+            return      # a page of an earlier search, answered after a new one began
         for message in messages:
-            self.rows.insertWidget(self.rows.count() - 1,
+            self.rows.insertWidget(self.rows.count() - self._AFTER_ROWS,
                                    SearchResultRow(message, query, self.resultPicked.emit))
-        count = f"{len(messages)} RESULT{'' if len(messages) == 1 else 'S'}" if messages \
-            else "NO RESULTS"
+        shown = len(self.result_rows())
+        count = f"{shown}{'+' if more else ''} RESULT{'' if shown == 1 and not more else 'S'}" \
+            if shown else "NO RESULTS"
         self.caption.setText(f"{count} FOR “{query}”")
+        self.older.setVisible(more)
+        self.older.setEnabled(True)
+
+    def _ask_older(self):
+        rows = self.result_rows()
+        if rows:
+            self.older.setEnabled(False)    # until the page is shown
+            self.olderRequested.emit(self.query, rows[-1].message.id)
 
     def show_error(self, reason):
         self._clear()
+        self.older.hide()
         self.caption.setText(reason)
 
     def result_rows(self):
-        return [self.rows.itemAt(i).widget() for i in range(self.rows.count() - 1)]
+        return [self.rows.itemAt(i).widget()
+                for i in range(self.rows.count() - self._AFTER_ROWS)]
 
 
 class PeoplePane(QTabWidget):

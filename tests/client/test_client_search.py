@@ -5,7 +5,7 @@ from twisted.internet import defer
 
 from conftest import PATIENCE
 from qtclient.entities import Conversation
-from qtclient.model import excerpt, match_spans
+from qtclient.model import HISTORY_PAGE, excerpt, match_spans
 from qtclient.widgets.people import MATCH_STYLE
 from support import login as protocol_login, wait
 from test_client_gui import GENERAL, join_general
@@ -102,6 +102,30 @@ def test_a_search_the_server_refuses_says_why_in_the_results(qtbot, logged_in_wi
     with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
         qtbot.keyClick(alice.chat_page.sidebar.search, Qt.Key.Key_Return)
     assert panel.caption.text() == "NO RESULTS FOR “nothing matches this”"
+
+
+def test_older_results_come_a_page_at_a_time_without_a_gap_or_a_repeat(
+        qtbot, logged_in_window, chat_server):
+    talkers = [wait(protocol_login(chat_server, name)) for name in ("bob", "carol", "dave")]
+    for client in talkers:
+        wait(client.request({"join": "general"}))
+    wait(say_many(talkers, HISTORY_PAGE + 10, "banana bread"), timeout=120)
+    alice = logged_in_window("alice")
+    join_general(qtbot, alice)
+    sidebar, panel = alice.chat_page.sidebar, alice.chat_page.people.search
+    sidebar.search.setText("banana")
+    with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
+        qtbot.keyClick(sidebar.search, Qt.Key.Key_Return)
+    assert panel.caption.text() == f"{HISTORY_PAGE}+ RESULTS FOR “banana”"
+    assert len(panel.result_rows()) == HISTORY_PAGE and panel.older.isVisible()
+    with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
+        qtbot.mouseClick(panel.older, Qt.MouseButton.LeftButton)
+    texts = [row.message.text for row in panel.result_rows()]
+    assert texts == [f"banana bread {n}" for n in reversed(range(HISTORY_PAGE + 10))]
+    ids = [row.message.id for row in panel.result_rows()]
+    assert ids == sorted(set(ids), reverse=True)
+    assert panel.caption.text() == f"{HISTORY_PAGE + 10} RESULTS FOR “banana”"
+    assert not panel.older.isVisible()
 
 
 def test_the_member_list_shows_every_member_those_looking_first(
