@@ -288,7 +288,7 @@ def search_shot(window):
     page.focus_search()
     page.sidebar.search.setText("release notes")
     page.sidebar.search.returnPressed.emit()
-    _, results = yield wait_for(model.searchResults)
+    _, results, _, _ = yield wait_for(model.searchResults)
     general = next(m for m in results if m.conversation == Conversation.channel("general"))
     row = next(r for r in page.people.search.result_rows() if r.message == general)
     row.setFocus()
