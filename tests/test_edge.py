@@ -208,6 +208,7 @@ def test_nodes_sharing_one_port_spread_clients_and_survive_a_kill(tmp_path):
         # one node would happen once in 32,768 runs.
         clients = yield defer.gatherResults([client_on(a, f"u{i}", register=True) for i in range(16)])
         root = yield client_on(a, "root", register=True)
+        keep_alive(root)        # it waits through the resends below (12 s idle timeout)
         placed = yield where_everyone_is(root, [c.name for c in clients])
         spread = {node: sorted(u for u, n in placed.items() if n == node) for node in "ab"}
         print("one port, two nodes:", {node: len(users) for node, users in spread.items()})
@@ -252,6 +253,7 @@ def test_nodes_sharing_one_port_spread_clients_and_survive_a_kill(tmp_path):
             acked.append(reply["id"])       # an acknowledged one answers with its old id
         if placed["root"] == victim:
             root = yield client_on(survivor, "root")
+            keep_alive(root)
         everyone = [back.get(c.name, c) for c in clients]
         placed = yield where_everyone_is(root, [c.name for c in everyone],
                                          nodes=("b" if victim == "a" else "a",))
