@@ -137,10 +137,17 @@ class SqliteEngine(Engine):
     def describe(self):
         return f"sqlite:{self.path}"
 
-    def default_spool_path(self):
-        """Next to the database file: chatd.sqlite -> chatd-spool.jsonl."""
+    def beside(self, suffix):
+        """A file next to the database's: chatd.sqlite -> chatd<suffix>."""
         path = Path(self.path)
-        return str(path.with_name(path.stem.split(".")[0] + "-spool.jsonl"))
+        return str(path.with_name(path.stem.split(".")[0] + suffix))
+
+    def default_spool_path(self):
+        return self.beside("-spool.jsonl")
+
+    def search_index_path(self):
+        """chatd.searchindex's file: chatd.sqlite -> chatd-search.sqlite."""
+        return self.beside("-search.sqlite")
 
     def make_pool(self, for_messages=False):
         # One connection per pool: the message log's and everything else's. Every

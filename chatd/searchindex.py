@@ -16,8 +16,6 @@ finds what was acknowledged before it. The file holds nothing that cannot be
 rebuilt: delete it and the next start indexes everything again.
 """
 
-from pathlib import Path
-
 from twisted.enterprise import adbapi
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -30,12 +28,6 @@ PASS_BATCHES = 20       # transactions per pass: what a search waits for at most
 INTERVAL = 0.2          # seconds between passes while nothing asks for one
 
 
-def index_path(database_path):
-    """chatd.sqlite -> chatd-search.sqlite (as the spool: next to the database)."""
-    path = Path(database_path)
-    return str(path.with_name(path.stem.split(".")[0] + "-search.sqlite"))
-
-
 class SearchIndex:
     """The index file, its connection (which also reads the chat database, attached as
     `chat`, so a search runs there as one query) and the pass that keeps it current."""
@@ -44,10 +36,9 @@ class SearchIndex:
               "CREATE TABLE IF NOT EXISTS search_marks"
               " (indexed_id INTEGER NOT NULL, pending_seq INTEGER NOT NULL)")
 
-    def __init__(self, engine, clock, path=None):
+    def __init__(self, engine, clock):
         self.engine = engine
-        self.path = path or index_path(engine.path)
-        self.clock = clock
+        self.path = engine.search_index_path()
         self.pool = adbapi.ConnectionPool(
             "sqlite3", self.path, check_same_thread=False, isolation_level=None,
             cp_min=1, cp_max=1, cp_openfun=self._on_connect)
@@ -127,7 +118,9 @@ class SearchIndex:
                 pending = conn.execute("SELECT seq, message_id FROM chat.search_pending"
                                        " WHERE seq > ? ORDER BY seq LIMIT ?",
                                        (seq, BATCH)).fetchall()
-                again = [(i,) for _, i in pending if i <= mark]
+                # Once each (edited twice, a message is pending twice): FTS5 refuses a
+                # second row with the same rowid, and the pass would fail forever.
+                again = [(i,) for i in sorted({i for _, i in pending if i <= mark})]
                 conn.executemany("DELETE FROM messages_fts WHERE rowid = ?", again)
                 conn.executemany("INSERT INTO messages_fts (rowid, body)"
                                  " SELECT id, body FROM chat.messages WHERE id = ?", again)

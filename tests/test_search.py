@@ -8,7 +8,6 @@ from pathlib import Path
 from twisted.internet import defer
 
 from chatd.engines import SqliteEngine
-from chatd.searchindex import index_path
 from chatd.store import Message, Store, utcnow
 from support import LIMITS_LIFTED, error, login, login_admin, ok, start_server, stop_server
 
@@ -101,7 +100,8 @@ def test_sqlite_messages_are_acknowledged_while_the_search_index_is_locked(sqlit
 def search_while_the_index_is_locked(server):
     alice = yield login(server, "alice")
     ok((yield alice.request({"join": "general"})))
-    holder = sqlite3.connect(index_path(server.config.database.split(":", 1)[1]),
+    holder = sqlite3.connect(SqliteEngine(server.config.database.split(":", 1)[1])
+                             .search_index_path(),
                              isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -126,7 +126,7 @@ def found(store, word):
 
 def remove_index(db):
     for suffix in ("", "-wal", "-shm"):
-        Path(index_path(db) + suffix).unlink(missing_ok=True)
+        Path(SqliteEngine(db).search_index_path() + suffix).unlink(missing_ok=True)
 
 
 @defer.inlineCallbacks
@@ -177,5 +177,23 @@ def test_sqlite_a_message_stored_below_what_is_indexed_is_indexed_too(tmp_path):
                         [message("late arrival", id=saved[1].id).row()])
         assert (yield found(store, "arrival")) == ["late arrival"]
         assert (yield found(store, "jam")) == ["cherry jam", "apricot jam"]
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_a_message_edited_twice_between_passes_is_found_by_its_last_text(tmp_path):
+    """Both edits wait in search_pending; the pass indexes the message once, as it is now."""
+    db = str(tmp_path / "chatd.sqlite")
+    store = Store(SqliteEngine(db), max_queued=100)
+    yield store.start()
+    try:
+        sent, _ = yield store.save_message(message("apricot jam"))
+        assert (yield found(store, "apricot")) == ["apricot jam"]      # indexed
+        store.search_index.loop.stop()      # no pass between the two edits
+        for text in ("banana jam", "cherry jam"):
+            assert (yield store.edit_message(sent.id, "alice", text, utcnow()))
+        assert (yield found(store, "cherry")) == ["cherry jam"]
+        assert (yield found(store, "banana")) == [] and (yield found(store, "apricot")) == []
     finally:
         yield store.stop()
