@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.rules import is_mentioned
-from chatd.searchindex import SearchIndex
+from chatd.searchindex import SEARCH_SCAN, search_index_for
 
 log = Logger()
 
@@ -126,22 +126,6 @@ class CommitUncertain(Exception):
 class EarlierCommitFailed(Exception):
     """The commit started before this one failed, so this one was rolled back (ids must
     follow the order the commits were started in); its messages are queued again."""
-
-
-class _Cursor:
-    """A DB-API cursor that takes the engine-neutral (qmark) SQL."""
-
-    def __init__(self, cursor, convert):
-        self._cursor, self._convert = cursor, convert
-
-    def execute(self, sql, params=()):
-        return self._cursor.execute(self._convert(sql), params)
-
-    def executemany(self, sql, rows):
-        return self._cursor.executemany(self._convert(sql), rows)
-
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
 
 
 class Spool:
@@ -782,7 +766,7 @@ class Store:
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
         self.checkpoints = None     # the background log checkpoints, where the engine has them
-        self.search_index = None    # the search index written off the message path (SQLite)
+        self.search_index = None    # the search index, written off the message path
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -799,9 +783,8 @@ class Store:
         self.message_pool = self.engine.make_pool(for_messages=True)
         if self.engine.checkpoint_interval is not None:
             self.checkpoints = Checkpoints(self.engine, self.clock)
-        if self.engine.separate_search_index:
-            self.search_index = SearchIndex(self.engine, self.clock)
-            yield self.search_index.start()
+        self.search_index = search_index_for(self.engine, self.clock, self.pool)
+        yield self.search_index.start()
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -836,7 +819,7 @@ class Store:
 
     def _upgrade(self, connection, migrations):
         """In a pool thread, on one connection (a MySQL lock belongs to its connection)."""
-        cursor = _Cursor(connection.cursor(), self.engine.convert)
+        cursor = self.engine.cursor(connection)
         lock = self.engine.schema_lock()
         if lock is not None:
             cursor.execute("SELECT GET_LOCK(?, ?)", (lock, SCHEMA_LOCK_WAIT))
@@ -925,7 +908,7 @@ class Store:
     def _transaction(self, connection, function, args, committed, ended, readonly):
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
         try:
-            cursor = _Cursor(connection.cursor(), self.engine.convert)
+            cursor = self.engine.cursor(connection)
             self.engine.begin(cursor, readonly)
             result = function(cursor, *args)
             cursor.close()
@@ -1140,15 +1123,16 @@ class Store:
 
     @defer.inlineCallbacks
     def search(self, name, words, channel_ids, place=None, before=None, limit=50):
-        """Messages (not deleted) whose text has every word, newest first: in the channels
-        `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
-        peer_key) as for read markers, which the caller checked `name` may read).
-        Channel names are left to the caller. Where the index is written off the
-        message path, it is brought up to date first, on its own connection."""
-        if self.search_index is not None:
-            yield self.search_index.index()
-        source, match, pattern, order = self.engine.text_search(words)
-        where, params = [match, "m.deleted_at IS NULL"], [pattern]
+        """([Message], more_before): messages (not deleted) whose text has every word,
+        newest first, in the channels `channel_ids` and `name`'s private conversations,
+        or only in `place` ((channel_id, peer_key) as for read markers, which the caller
+        checked `name` may read); more_before is the id to search below for more, or
+        None. Channel names are left to the caller. The index is brought up to date
+        first, and one search looks at SEARCH_SCAN candidates at most (see
+        chatd.searchindex), so a page may be short and still have more_before."""
+        index = self.search_index
+        yield index.index()
+        where, params = ["m.deleted_at IS NULL"], []
         if place is not None:
             channel_id, key = place
             where.append("m.peer_key = ?" if key else "m.channel_id = ?")
@@ -1160,20 +1144,37 @@ class Store:
                 readable += f" OR m.channel_id IN ({', '.join('?' * len(channel_ids))})"
                 params += list(channel_ids)
             where.append(f"({readable})")
-        if before is not None:
-            where.append("m.id < ?")
-            params.append(before)
 
         def select(cursor):
+            scan = index.scan(cursor, words)
+            if scan is None:
+                return [], None
+            table, column, match, match_params, checks, check_params, few = scan
+            if before is not None:
+                match += f" AND {column} < ?"
+                match_params += (before,)
+            lowest = None   # the SEARCH_SCAN-th newest match: this request looks no further
+            if not few:
+                cursor.execute(f"SELECT {column} FROM {table} WHERE {match}"
+                               f" ORDER BY {column} DESC LIMIT 1 OFFSET {SEARCH_SCAN - 1}",
+                               match_params)
+                row = cursor.fetchone()
+                if row is not None:
+                    lowest = row[0]
+                    match += f" AND {column} >= ?"
+                    match_params += (lowest,)
             cursor.execute("SELECT m.id, m.sender, m.channel_id, m.recipient, m.body, m.sent_at,"
-                           f" m.nonce, m.edited_at FROM {source} WHERE {' AND '.join(where)}"
-                           f" ORDER BY {order} DESC LIMIT ?", tuple(params) + (limit,))
-            return [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
+                           f" m.nonce, m.edited_at FROM {table}"
+                           f" JOIN {index.chat}messages m ON m.id = {column}"
+                           f" WHERE {' AND '.join([match] + where + checks)}"
+                           f" ORDER BY {column} DESC LIMIT ?",
+                           match_params + tuple(params) + check_params + (limit,))
+            page = [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
                             recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
                     for id, sender, channel_id, recipient, body, sent_at, nonce, edited
                     in cursor.fetchall()]
-        return (yield self.run("search", select, readonly=True,
-                               pool=self.search_index and self.search_index.pool))
+            return page, (page[-1].id if len(page) == limit else lowest)
+        return (yield self.run("search", select, readonly=True, pool=index.pool))
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
