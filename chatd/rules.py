@@ -152,6 +152,8 @@ def word_key(word):
 
 def indexed_words(text):
     """The distinct word keys under which a message's text is found."""
+    if text.isascii():  # most chat text: word_key is lower() there, and 4x cheaper
+        return {w.lower()[:WORD_KEY_MAX] for w in search_words(text)}
     return {word_key(w) for w in search_words(text)}
 
 
