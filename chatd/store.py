@@ -30,6 +30,7 @@ OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
 UNREAD_COUNTED = 1000       # unread counts stop here, so a login never walks a whole channel
+SUMMARIES_PER_QUERY = 100   # conversations summed up in one query (one UNION ALL branch each)
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 SCHEMA_LOCK_WAIT = 60       # seconds a start waits for another process's schema upgrade
 MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
@@ -1200,13 +1201,8 @@ class Store:
                        " WHERE sender = ? AND peer_key IS NOT NULL", (name,))
         keys.update(row[0] for row in cursor.fetchall())
         places = [(channel_id, "") for channel_id in channel_ids] + [(0, k) for k in sorted(keys)]
-        summaries = []
-        for channel_id, key in places:
-            marker = markers.get((channel_id, key), 0)
-            newest = self._newest(cursor, channel_id, key)
-            summaries.append((channel_id, key) + (newest or (None, None)) + (marker,)
-                             + self._unread(cursor, name, channel_id, key, marker))
-        return summaries
+        return [place + summary for place, summary
+                in zip(places, self._summaries(cursor, name, places, markers))]
 
     def mark_read(self, name, channel_id, key, upto):
         """Move `name`'s marker forward to the newest message at or before `upto`;
@@ -1220,8 +1216,10 @@ class Store:
         cursor.execute("SELECT last_read FROM read_markers WHERE user_name = ?"
                        " AND channel_id = ? AND peer_key = ?", (name, channel_id, key))
         row = cursor.fetchone()
-        marker = row[0] if row else 0
-        return (marker,) + self._unread(cursor, name, channel_id, key, marker)
+        place = (channel_id, key)
+        (_, _, marker, unread, mentions), = self._summaries(
+            cursor, name, [place], {place: row[0] if row else 0})
+        return marker, unread, mentions
 
     def _raise_marker(self, cursor, name, channel_id, key, message_id):
         cursor.execute(self.engine.insert_raising(
@@ -1244,21 +1242,65 @@ class Store:
         row = cursor.fetchone()
         return None if row is None else (row[0], parse_db_time(row[1]))
 
-    def _unread(self, cursor, name, channel_id, key, marker):
-        """(unread, mentions) among the newest UNREAD_COUNTED messages after `marker`."""
-        hint, where, value = self._place(channel_id, key)
-        newest = (f"SELECT body FROM messages {hint}"
-                  f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
-                  f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
-        cursor.execute(f"SELECT COUNT(*) FROM ({newest}) unread", (value, marker, name))
+    def _summaries(self, cursor, name, places, markers):
+        """[(last id, last time, marker, unread, mentions)] of each (channel_id, peer_key)
+        in `places`: unread counts the newest UNREAD_COUNTED messages of others after the
+        marker (`markers`, default 0) that are not deleted, mentions those of them that
+        name @name (chatd.rules.is_mentioned; channels only). The newest ids come
+        SUMMARIES_PER_QUERY places per query, and only a conversation with a message
+        after its marker is counted: a user with hundreds of private conversations, most
+        of them read, logs in with a few round trips, not two per conversation."""
+        newest = {}
+        for start in range(0, len(places), SUMMARIES_PER_QUERY):
+            chunk = places[start:start + SUMMARIES_PER_QUERY]
+            branches, params = [], []
+            for n, place in enumerate(chunk):
+                hint, where, value = self._place(*place)
+                branches.append(f"SELECT {n}, (SELECT MAX(id) FROM messages {hint} WHERE {where})")
+                params.append(value)
+            cursor.execute(" UNION ALL ".join(branches), tuple(params))
+            newest.update((chunk[n], id) for n, id in cursor.fetchall() if id is not None)
+        times = {}
+        ids = list(newest.values())
+        for start in range(0, len(ids), SUMMARIES_PER_QUERY):
+            chunk = ids[start:start + SUMMARIES_PER_QUERY]
+            cursor.execute(f"SELECT id, sent_at FROM messages WHERE id IN"
+                           f" ({', '.join('?' * len(chunk))})", tuple(chunk))
+            times.update((id, parse_db_time(at)) for id, at in cursor.fetchall())
+        summaries = []
+        for place in places:
+            last_id, marker = newest.get(place), markers.get(place, 0)
+            unread, mentions = 0, 0
+            if last_id is not None and last_id > marker:
+                unread, mentions = self._unread(cursor, name, place, marker)
+            summaries.append((last_id, times.get(last_id), marker, unread, mentions))
+        return summaries
+
+    def _unread(self, cursor, name, place, marker):
+        """(unread, mentions) in `place` after `marker`."""
+        value = self._place(*place)[2]
+        cursor.execute(f"SELECT COUNT(*) FROM ({self._unread_sql(place)}) unread",
+                       (value, marker, name))
         unread = cursor.fetchone()[0]
-        if not unread or key:
+        if not unread or place[1]:
             return unread, 0
+        return unread, self._mentions(cursor, name, place, marker)
+
+    def _unread_sql(self, place):
+        """The newest UNREAD_COUNTED messages of others in `place` after a marker
+        (parameters: the place's value, the marker, the user)."""
+        hint, where, _ = self._place(*place)
+        return (f"SELECT body FROM messages {hint}"
+                f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
+                f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
+
+    def _mentions(self, cursor, name, place, marker):
+        """How many of the unread messages of the channel `place` name @name."""
         # LIKE finds the candidates (any case on both engines); the rule decides.
         pattern = "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-        cursor.execute(f"SELECT body FROM ({newest}) unread WHERE body LIKE ? ESCAPE '!'",
-                       (value, marker, name, pattern))
-        return unread, sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
+        cursor.execute(f"SELECT body FROM ({self._unread_sql(place)}) unread"
+                       " WHERE body LIKE ? ESCAPE '!'", (place[0], marker, name, pattern))
+        return sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------
     # (used by chatd/moderation.py; times are written with db_time, read with parse_db_time)
