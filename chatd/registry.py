@@ -272,7 +272,8 @@ PROTOCOL_ACTIONS = (
     Action("search", Field("text", TEXT),
            (Field("channel", TEXT, None, "only this channel", channel=True),
             Field("other_user", TEXT, None, "only this private conversation")) + HISTORY_PAGE,
-           help="messages with every word, newest first, from conversations you may read"),
+           help="messages with every word, newest first, from conversations you may read;"
+                " `more_before` while more may remain"),
     Action("typing", Field("active", (bool,)),
            (Field("channel", TEXT, None, "the channel", channel=True),
             Field("other_user", TEXT, None, "or the private conversation")),
