@@ -13,6 +13,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
+from twisted.logger import Logger
+
+log = Logger()
 
 # How durable a commit is: "crash" survives kill -9 of chatd, "power" a power loss.
 DURABILITY_LEVELS = ("crash", "power")
@@ -33,6 +36,24 @@ def schema_files():
 
 class DatabaseURLError(ValueError):
     """The --database value cannot be understood."""
+
+
+class ConnectionPool(adbapi.ConnectionPool):
+    """adbapi's pool, for functions that end their transaction themselves (chatd.store's
+    Store._transaction commits, then tells the commits that wait for it): adbapi's own
+    commit after them would be a second COMMIT, a round trip on MariaDB. A function
+    that raises is rolled back, as by adbapi."""
+
+    def _runWithConnection(self, func, *args, **kw):
+        conn = self.connectionFactory(self)
+        try:
+            return func(conn, *args, **kw)
+        except BaseException:
+            try:
+                conn.rollback()
+            except BaseException:
+                log.failure("rollback failed")
+            raise
 
 
 class Engine:
@@ -155,7 +176,7 @@ class SqliteEngine(Engine):
         # so the two wait for each other (busy_timeout) instead of failing with
         # "database is locked"; reads begin deferred and, in WAL mode, wait for nobody.
         # isolation_level=None: transactions are opened by begin(), never implicitly.
-        return adbapi.ConnectionPool(
+        return ConnectionPool(
             "sqlite3", self.path, check_same_thread=False, isolation_level=None,
             cp_min=1, cp_max=1, cp_openfun=self.on_connect)
 
@@ -239,7 +260,7 @@ class MysqlEngine(Engine):
 
     def make_pool(self, for_messages=False):
         import MySQLdb  # noqa: F401  (fail early with a clear ImportError)
-        return adbapi.ConnectionPool(
+        return ConnectionPool(
             "MySQLdb", cp_reconnect=True, cp_min=1,
             cp_max=self.commits_in_flight if for_messages else 4,
             cp_openfun=self.on_connect, **self.connect_kwargs())

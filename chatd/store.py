@@ -869,6 +869,7 @@ class Store:
             if lock is not None:
                 cursor.execute("SELECT RELEASE_LOCK(?)", (lock,))
                 cursor.fetchall()
+                connection.commit()     # the pool does not end the SELECT's transaction
             cursor.close()
 
     # -- running statements --------------------------------------------------
@@ -901,18 +902,10 @@ class Store:
     # cyclic collector instead of at once (33 objects per message commit).
 
     def _attempt(self, pool, function, args, ended, readonly, retries):
-        committed = []
-        d = pool.runWithConnection(self._transaction, function, args, committed, ended,
-                                   readonly)
-        # adbapi commits once more after us: if that fails, ours had already succeeded.
-        d.addErrback(self._committed_anyway, committed)
+        d = pool.runWithConnection(self._transaction, function, args, ended, readonly)
         if retries:
             d.addErrback(self._retry, pool, function, args, ended, readonly, retries - 1)
         return d
-
-    @staticmethod
-    def _committed_anyway(failure, committed):
-        return committed[0] if committed else failure
 
     def _retry(self, failure, pool, function, args, ended, readonly, retries):
         if not self._retriable(failure):
@@ -937,8 +930,9 @@ class Store:
                      description=description, error=failure.getErrorMessage())
         return failure
 
-    def _transaction(self, connection, function, args, committed, ended, readonly):
+    def _transaction(self, connection, function, args, ended, readonly):
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
+        committed = False
         try:
             cursor = _Cursor(connection.cursor(), self.engine.convert)
             self.engine.begin(cursor, readonly)
@@ -950,11 +944,11 @@ class Store:
                 if self.engine.is_connection_error(e) and self.engine.name == "mysql":
                     raise CommitUncertain(str(e)) from e
                 raise
-            committed.append(result)
+            committed = True
             return result
         finally:
             if ended is not None:
-                ended(bool(committed))
+                ended(committed)
 
     def _retriable(self, failure):
         return not failure.check(CommitUncertain) and self.is_unavailable(failure)
