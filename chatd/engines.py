@@ -7,13 +7,17 @@ What the engines share lives in `Engine`.
 """
 
 import importlib.resources
+import queue
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -51,6 +55,68 @@ class ConnectionPool(adbapi.ConnectionPool):
         except BaseException:
             try:
                 conn.rollback()
+            except BaseException:
+                log.failure("rollback failed")
+            raise
+
+
+class ConnectionThread:
+    """One connection in one thread of its own, for functions that end their transaction
+    themselves, as ConnectionPool with one connection but lighter: a run is handed
+    over with one queue put and answered with one callFromThread (Twisted's thread
+    pool and Deferred plumbing around a commit of one message on SQLite cost about
+    as much CPU as the commit).
+
+    `runWithConnection(function, *args)` runs function(connection, *args) in the thread,
+    rolls back if it raises, and fires on the reactor with its result or failure. The
+    connection is opened (`connect()`, then `on_connect(connection)`) at the first run,
+    or at the next if that failed.
+    """
+
+    def __init__(self, connect, on_connect, name):
+        from twisted.internet import reactor
+        self._reactor = reactor
+        self._connect, self._on_connect = connect, on_connect
+        self._connection = None
+        self._runs = queue.SimpleQueue()    # (function, args, deferred); None stops
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def runWithConnection(self, function, *args):
+        d = defer.Deferred()
+        self._runs.put((function, args, d))
+        return d
+
+    def close(self):
+        """Finish the runs handed over, then close the connection (blocks until then,
+        as adbapi's close does)."""
+        if self._thread is not None:
+            self._runs.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self):
+        while (run := self._runs.get()) is not None:
+            function, args, d = run
+            try:
+                result = self._run(function, args)
+            except BaseException:
+                self._reactor.callFromThread(d.errback, Failure())
+            else:
+                self._reactor.callFromThread(d.callback, result)
+        if self._connection is not None:
+            self._connection.close()
+
+    def _run(self, function, args):
+        if self._connection is None:
+            connection = self._connect()
+            self._on_connect(connection)
+            self._connection = connection
+        try:
+            return function(self._connection, *args)
+        except BaseException:
+            try:
+                self._connection.rollback()
             except BaseException:
                 log.failure("rollback failed")
             raise
@@ -141,6 +207,7 @@ class SqliteEngine(Engine):
     checkpoint_interval = 0.2
     separate_search_index = True    # FTS5 written in the commit cost a third of its rate
     WAL_BOUND_PAGES = 10000     # 40 MB of 4 KiB pages
+    CONNECT_OPTIONS = dict(check_same_thread=False, isolation_level=None)
     # The OperationalError texts that mean "busy or unreachable" (sqlite3 gives no codes
     # before 3.11's sqlite_errorcode); anything else ("no such table", a syntax error) is a bug.
     UNAVAILABLE = ("database is locked", "database table is locked", "unable to open",
@@ -176,9 +243,14 @@ class SqliteEngine(Engine):
         # so the two wait for each other (busy_timeout) instead of failing with
         # "database is locked"; reads begin deferred and, in WAL mode, wait for nobody.
         # isolation_level=None: transactions are opened by begin(), never implicitly.
-        return ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
-            cp_min=1, cp_max=1, cp_openfun=self.on_connect)
+        # The message log's commits, one at a time, go to a thread of their own.
+        if for_messages:
+            return ConnectionThread(self._connect, self.on_connect, "chatd-message-log")
+        return ConnectionPool("sqlite3", self.path, cp_min=1, cp_max=1,
+                              cp_openfun=self.on_connect, **self.CONNECT_OPTIONS)
+
+    def _connect(self):
+        return sqlite3.connect(self.path, **self.CONNECT_OPTIONS)
 
     def on_connect(self, conn):
         conn.execute("PRAGMA journal_mode=WAL")

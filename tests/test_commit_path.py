@@ -3,8 +3,11 @@ reference cycles left for the collector, one COMMIT per transaction.
 """
 
 import gc
+import sqlite3
+import threading
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from chatd.engines import SqliteEngine, engine_from_url
 from chatd.store import Message, Store, _CommitTurn, utcnow
@@ -61,3 +64,58 @@ def test_mariadb_a_transaction_sends_one_commit(tmp_path):
             assert last - first == 6    # the first count's and the five updates'
         finally:
             yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_message_commits_run_in_a_thread_of_their_own(tmp_path):
+    """The message log's connection is one thread's (chatd.engines.ConnectionThread):
+    a run that raises is rolled back and the connection goes on; close() first
+    finishes the runs handed over."""
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
+    yield store.start()
+    try:
+        def insert(cursor, body, fail):
+            cursor.execute("INSERT INTO messages (sender, channel_id, body, sent_at)"
+                           " VALUES ('alice', 1, ?, '2026-01-01 00:00:00.000')", (body,))
+            if fail:
+                raise ValueError("the transaction fails after its insert")
+            return threading.current_thread().name
+        try:
+            yield store.run("insert", insert, "rolled back", True, pool=store.message_pool)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("the failure was not passed on")
+        thread = yield store.run("insert", insert, "kept", False, pool=store.message_pool)
+        assert thread == "chatd-message-log"
+        last = [store.run("insert", insert, f"queued {i}", False, pool=store.message_pool)
+                for i in range(3)]
+        store.message_pool.close()
+        store.message_pool = None
+        yield defer.gatherResults(last)
+        rows = yield store.query("SELECT body FROM messages ORDER BY id")
+        assert [body for body, in rows] == ["kept", "queued 0", "queued 1", "queued 2"]
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_message_connection_that_cannot_open_is_an_outage_then_opens(tmp_path):
+    """A file that cannot be opened is "unavailable" (the messages go to the spool), and
+    the connection is opened at a later run once it can be."""
+    path = tmp_path / "later" / "chatd.sqlite"
+    pool = SqliteEngine(str(path)).make_pool(for_messages=True)
+    store = Store(SqliteEngine(str(path)), max_queued=1000)
+    try:
+        try:
+            yield pool.runWithConnection(lambda connection: connection.execute("SELECT 1"))
+        except sqlite3.OperationalError as e:
+            assert store.is_unavailable(Failure(e)), e
+        else:
+            raise AssertionError("a file in a missing directory was opened")
+        path.parent.mkdir()
+        rows = yield pool.runWithConnection(
+            lambda connection: connection.execute("PRAGMA journal_mode").fetchall())
+        assert rows == [("wal",)]
+    finally:
+        pool.close()
