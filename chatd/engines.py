@@ -137,8 +137,9 @@ class Engine:
             raise ValueError(f"durability is one of {', '.join(DURABILITY_LEVELS)}")
         self.durability = durability
 
-    def convert(self, sql):
-        return sql
+    def cursor(self, connection):
+        """A cursor that takes the engine-neutral (qmark) SQL: sqlite3's own."""
+        return connection.cursor()
 
     def is_integrity_error(self, failure_or_exc):
         return isinstance(getattr(failure_or_exc, "value", failure_or_exc),
@@ -289,6 +290,22 @@ class SqliteEngine(Engine):
                 f" SET {column} = MAX({column}, excluded.{column})")
 
 
+class _FormatCursor:
+    """A MySQLdb cursor that takes qmark SQL (MySQLdb's placeholders are %s)."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def execute(self, sql, params=()):
+        return self._cursor.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql, rows):
+        return self._cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
 class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
@@ -346,8 +363,8 @@ class MysqlEngine(Engine):
         cursor.close()
         conn.autocommit(False)
 
-    def convert(self, sql):
-        return sql.replace("?", "%s")
+    def cursor(self, connection):
+        return _FormatCursor(connection.cursor())
 
     @staticmethod
     def text_search(words):

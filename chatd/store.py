@@ -128,22 +128,6 @@ class EarlierCommitFailed(Exception):
     follow the order the commits were started in); its messages are queued again."""
 
 
-class _Cursor:
-    """A DB-API cursor that takes the engine-neutral (qmark) SQL."""
-
-    def __init__(self, cursor, convert):
-        self._cursor, self._convert = cursor, convert
-
-    def execute(self, sql, params=()):
-        return self._cursor.execute(self._convert(sql), params)
-
-    def executemany(self, sql, rows):
-        return self._cursor.executemany(self._convert(sql), rows)
-
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
-
-
 class Spool:
     """An append-only JSON-lines file of durable messages waiting for the database.
 
@@ -846,7 +830,7 @@ class Store:
 
     def _upgrade(self, connection, migrations):
         """In a pool thread, on one connection (a MySQL lock belongs to its connection)."""
-        cursor = _Cursor(connection.cursor(), self.engine.convert)
+        cursor = self.engine.cursor(connection)
         lock = self.engine.schema_lock()
         if lock is not None:
             cursor.execute("SELECT GET_LOCK(?, ?)", (lock, SCHEMA_LOCK_WAIT))
@@ -944,7 +928,7 @@ class Store:
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
         committed = False
         try:
-            cursor = _Cursor(connection.cursor(), self.engine.convert)
+            cursor = self.engine.cursor(connection)
             self.engine.begin(cursor, readonly)
             result = function(cursor, *args)
             cursor.close()
