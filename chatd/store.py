@@ -1,4 +1,5 @@
-"""Every SQL statement chatd runs, over twisted.enterprise.adbapi.
+"""Every SQL statement chatd runs, in the engine's pool threads (chatd.engines: adbapi's
+pools, and on SQLite a thread of its own for the message log's commits).
 
 Every public method returns a Deferred; nothing here blocks the reactor, and
 every statement goes through `Store.run`, which applies the reply timeout, the
