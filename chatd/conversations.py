@@ -15,13 +15,12 @@ session checks what it looks at).
 """
 
 import bisect
-import re
 
 from twisted.internet import defer
 
 from chatd.auth import ChatError
 from chatd.bus import channel_topic, user_topic
-from chatd.rules import fold
+from chatd.rules import SEARCH_MIN_WORD, fold, search_words
 from chatd.store import MESSAGE_ID_MAX, peer_key, wire_time
 
 TYPING_INTERVAL = 3.0   # seconds: at most one typing notice per user and place
@@ -30,12 +29,6 @@ SEARCH_WORDS = 16       # words in one search at most
 # one is listed in the directory's order (already sorted), members picked out as it goes:
 # sorting 100,000 names took 0.4 s of the reactor per page.
 SORTED_MEMBERS = 2000
-SEARCH_MIN_WORD = 3     # shorter words are left out (MariaDB's FULLTEXT does not index them)
-
-
-def search_words(text):
-    """The words a search looks for in `text` (the client highlights the same ones)."""
-    return [w for w in re.findall(r"\w+", text) if len(w) >= SEARCH_MIN_WORD]
 
 
 class Conversations:
@@ -153,10 +146,14 @@ class Conversations:
         names = {}
         for name in self.hub.channels_of(session.name):
             names[self.hub.channels[name].id] = name
-        found = yield self.store.search(session.name, words, list(names), place, before, limit)
+        found, more_before = yield self.store.search(session.name, words, list(names), place,
+                                                     before, limit)
         for message in found:
             if message.channel_id is not None:
                 message.channel = names.get(message.channel_id)
         # A channel left meanwhile is not readable any more.
-        return {"messages": [m.to_wire() for m in found
-                             if m.channel_id is None or m.channel is not None]}
+        reply = {"messages": [m.to_wire() for m in found
+                              if m.channel_id is None or m.channel is not None]}
+        if more_before is not None:
+            reply["more_before"] = more_before
+        return reply

@@ -130,7 +130,6 @@ class Engine:
     insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
     commits_in_flight = 1   # message commits that may overlap (one writer unless said)
     checkpoint_interval = None  # seconds between background log checkpoints (None: the engine needs none)
-    separate_search_index = False   # the search index is chatd.searchindex's file, not a table
 
     def __init__(self, durability="crash"):
         if durability not in DURABILITY_LEVELS:
@@ -206,7 +205,6 @@ class SqliteEngine(Engine):
     # stays, at WAL_BOUND_PAGES, as the bound on the WAL's size under a load that
     # never pauses, and finds little left to copy.
     checkpoint_interval = 0.2
-    separate_search_index = True    # FTS5 written in the commit cost a third of its rate
     WAL_BOUND_PAGES = 10000     # 40 MB of 4 KiB pages
     CONNECT_OPTIONS = dict(check_same_thread=False, isolation_level=None)
     # The OperationalError texts that mean "busy or unreachable" (sqlite3 gives no codes
@@ -275,14 +273,6 @@ class SqliteEngine(Engine):
         cursor = connection.cursor()
         cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
         cursor.fetchall()
-
-    @staticmethod
-    def text_search(words):
-        """(FROM clause over messages m, WHERE condition, its parameter, ORDER BY column)
-        for messages whose text has every word: FTS5, newest first along its rowids."""
-        query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
-        return ("messages_fts f JOIN messages m ON m.id = f.rowid", "messages_fts MATCH ?",
-                query, "f.rowid")
 
     @staticmethod
     def _raise_clause(keys, column):
@@ -365,13 +355,6 @@ class MysqlEngine(Engine):
 
     def cursor(self, connection):
         return _FormatCursor(connection.cursor())
-
-    @staticmethod
-    def text_search(words):
-        """As SqliteEngine.text_search, with the FULLTEXT index in boolean mode (each word
-        required; `words` are letters and digits only, so no operator slips in)."""
-        return ("messages m", "MATCH (m.body) AGAINST (? IN BOOLEAN MODE)",
-                " ".join("+" + word for word in words), "m.id")
 
     @staticmethod
     def _raise_clause(keys, column):

@@ -18,6 +18,9 @@ EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 MAX_MESSAGE = 4000      # characters; the server's --max-message default
 MAX_NONCE = 64          # characters in a message's resend key (its "nonce")
+WORD_RULE = re.compile(r"\w+")   # what a search and the search index call a word
+SEARCH_MIN_WORD = 3     # shorter words are not searched for: they would match almost everything
+WORD_KEY_MAX = 64       # characters of a word that MariaDB's word index keeps
 # Unicode categories that print nothing: spaces, separators, controls, format
 # characters (zero-width space U+200B, word joiner U+2060, BOM U+FEFF, ...).
 BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf"}
@@ -133,6 +136,25 @@ def message_problem(text, limit=MAX_MESSAGE):
     if len(text) > limit:
         return f"A message is at most {limit} characters; this one has {len(text)}."
     return None
+
+
+def search_words(text):
+    """The words a search for `text` looks for, as typed (the client highlights them)."""
+    return [w for w in WORD_RULE.findall(text) if len(w) >= SEARCH_MIN_WORD]
+
+
+def word_key(word):
+    """The form in which MariaDB's word index keeps a word and looks it up: any case,
+    accents dropped (as SQLite's FTS5 tokenizer does), at most WORD_KEY_MAX characters."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))[:WORD_KEY_MAX]
+
+
+def indexed_words(text):
+    """The distinct word keys under which a message's text is found."""
+    if text.isascii():  # most chat text: word_key is lower() there, and 4x cheaper
+        return {w.lower()[:WORD_KEY_MAX] for w in search_words(text)}
+    return {word_key(w) for w in search_words(text)}
 
 
 def is_mentioned(text, name):

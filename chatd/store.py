@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.rules import is_mentioned
-from chatd.searchindex import SearchIndex
+from chatd.searchindex import SEARCH_SCAN, search_index_for
 
 log = Logger()
 
@@ -31,6 +31,7 @@ OUTAGE_BLOCK = 10000        # ids reserved for messages spooled during an outage
 OUTAGE_GAP = 1000000        # how far above the next id a block is reserved
 RECENT_NONCES = 50000       # stored (sender, nonce) pairs remembered in memory
 UNREAD_COUNTED = 1000       # unread counts stop here, so a login never walks a whole channel
+SUMMARIES_PER_QUERY = 100   # conversations summed up in one query (one UNION ALL branch each)
 SLOW_QUERY = 1.0            # seconds after which a query is logged as slow
 SCHEMA_LOCK_WAIT = 60       # seconds a start waits for another process's schema upgrade
 MESSAGE_ID_MAX = 2**63 - 1  # a signed 64-bit column: larger ids do not fit in SQL
@@ -777,7 +778,7 @@ class Store:
         self.pool = None            # every statement but the message log's commits
         self.message_pool = None    # the message log's, so commits never queue behind reads
         self.checkpoints = None     # the background log checkpoints, where the engine has them
-        self.search_index = None    # the search index written off the message path (SQLite)
+        self.search_index = None    # the search index, written off the message path
         self.reply_timeout = reply_timeout
         self.shutdown_timeout = shutdown_timeout
         self.spool = None if spool_path is None else Spool(spool_path)
@@ -794,9 +795,8 @@ class Store:
         self.message_pool = self.engine.make_pool(for_messages=True)
         if self.engine.checkpoint_interval is not None:
             self.checkpoints = Checkpoints(self.engine, self.clock)
-        if self.engine.separate_search_index:
-            self.search_index = SearchIndex(self.engine, self.clock)
-            yield self.search_index.start()
+        self.search_index = search_index_for(self.engine, self.clock, self.pool)
+        yield self.search_index.start()
         log.info("database {db} at schema version {version} (durability: {durability})",
                  db=self.engine.describe(), version=version, durability=self.engine.durability)
         self.messages.recover_spool()
@@ -1144,15 +1144,16 @@ class Store:
 
     @defer.inlineCallbacks
     def search(self, name, words, channel_ids, place=None, before=None, limit=50):
-        """Messages (not deleted) whose text has every word, newest first: in the channels
-        `channel_ids` and `name`'s private conversations, or only in `place` ((channel_id,
-        peer_key) as for read markers, which the caller checked `name` may read).
-        Channel names are left to the caller. Where the index is written off the
-        message path, it is brought up to date first, on its own connection."""
-        if self.search_index is not None:
-            yield self.search_index.index()
-        source, match, pattern, order = self.engine.text_search(words)
-        where, params = [match, "m.deleted_at IS NULL"], [pattern]
+        """([Message], more_before): messages (not deleted) whose text has every word,
+        newest first, in the channels `channel_ids` and `name`'s private conversations,
+        or only in `place` ((channel_id, peer_key) as for read markers, which the caller
+        checked `name` may read); more_before is the id to search below for more, or
+        None. Channel names are left to the caller. The index is brought up to date
+        first, and one search looks at SEARCH_SCAN candidates at most (see
+        chatd.searchindex), so a page may be short and still have more_before."""
+        index = self.search_index
+        yield index.index()
+        where, params = ["m.deleted_at IS NULL"], []
         if place is not None:
             channel_id, key = place
             where.append("m.peer_key = ?" if key else "m.channel_id = ?")
@@ -1164,20 +1165,37 @@ class Store:
                 readable += f" OR m.channel_id IN ({', '.join('?' * len(channel_ids))})"
                 params += list(channel_ids)
             where.append(f"({readable})")
-        if before is not None:
-            where.append("m.id < ?")
-            params.append(before)
 
         def select(cursor):
+            scan = index.scan(cursor, words)
+            if scan is None:
+                return [], None
+            table, column, match, match_params, checks, check_params, few = scan
+            if before is not None:
+                match += f" AND {column} < ?"
+                match_params += (before,)
+            lowest = None   # the SEARCH_SCAN-th newest match: this request looks no further
+            if not few:
+                cursor.execute(f"SELECT {column} FROM {table} WHERE {match}"
+                               f" ORDER BY {column} DESC LIMIT 1 OFFSET {SEARCH_SCAN - 1}",
+                               match_params)
+                row = cursor.fetchone()
+                if row is not None:
+                    lowest = row[0]
+                    match += f" AND {column} >= ?"
+                    match_params += (lowest,)
             cursor.execute("SELECT m.id, m.sender, m.channel_id, m.recipient, m.body, m.sent_at,"
-                           f" m.nonce, m.edited_at FROM {source} WHERE {' AND '.join(where)}"
-                           f" ORDER BY {order} DESC LIMIT ?", tuple(params) + (limit,))
-            return [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
+                           f" m.nonce, m.edited_at FROM {table}"
+                           f" JOIN {index.chat}messages m ON m.id = {column}"
+                           f" WHERE {' AND '.join([match] + where + checks)}"
+                           f" ORDER BY {column} DESC LIMIT ?",
+                           match_params + tuple(params) + check_params + (limit,))
+            page = [Message(id, sender, body, parse_db_time(sent_at), channel_id=channel_id,
                             recipient=recipient, nonce=nonce, edited=_time_or_none(edited))
                     for id, sender, channel_id, recipient, body, sent_at, nonce, edited
                     in cursor.fetchall()]
-        return (yield self.run("search", select, readonly=True,
-                               pool=self.search_index and self.search_index.pool))
+            return page, (page[-1].id if len(page) == limit else lowest)
+        return (yield self.run("search", select, readonly=True, pool=index.pool))
 
     # -- conversations and read markers ----------------------------------------
     # A conversation is (channel_id, '') for a channel, (0, peer_key) for a private one.
@@ -1203,13 +1221,8 @@ class Store:
                        " WHERE sender = ? AND peer_key IS NOT NULL", (name,))
         keys.update(row[0] for row in cursor.fetchall())
         places = [(channel_id, "") for channel_id in channel_ids] + [(0, k) for k in sorted(keys)]
-        summaries = []
-        for channel_id, key in places:
-            marker = markers.get((channel_id, key), 0)
-            newest = self._newest(cursor, channel_id, key)
-            summaries.append((channel_id, key) + (newest or (None, None)) + (marker,)
-                             + self._unread(cursor, name, channel_id, key, marker))
-        return summaries
+        return [place + summary for place, summary
+                in zip(places, self._summaries(cursor, name, places, markers))]
 
     def mark_read(self, name, channel_id, key, upto):
         """Move `name`'s marker forward to the newest message at or before `upto`;
@@ -1223,8 +1236,10 @@ class Store:
         cursor.execute("SELECT last_read FROM read_markers WHERE user_name = ?"
                        " AND channel_id = ? AND peer_key = ?", (name, channel_id, key))
         row = cursor.fetchone()
-        marker = row[0] if row else 0
-        return (marker,) + self._unread(cursor, name, channel_id, key, marker)
+        place = (channel_id, key)
+        (_, _, marker, unread, mentions), = self._summaries(
+            cursor, name, [place], {place: row[0] if row else 0})
+        return marker, unread, mentions
 
     def _raise_marker(self, cursor, name, channel_id, key, message_id):
         cursor.execute(self.engine.insert_raising(
@@ -1247,21 +1262,65 @@ class Store:
         row = cursor.fetchone()
         return None if row is None else (row[0], parse_db_time(row[1]))
 
-    def _unread(self, cursor, name, channel_id, key, marker):
-        """(unread, mentions) among the newest UNREAD_COUNTED messages after `marker`."""
-        hint, where, value = self._place(channel_id, key)
-        newest = (f"SELECT body FROM messages {hint}"
-                  f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
-                  f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
-        cursor.execute(f"SELECT COUNT(*) FROM ({newest}) unread", (value, marker, name))
+    def _summaries(self, cursor, name, places, markers):
+        """[(last id, last time, marker, unread, mentions)] of each (channel_id, peer_key)
+        in `places`: unread counts the newest UNREAD_COUNTED messages of others after the
+        marker (`markers`, default 0) that are not deleted, mentions those of them that
+        name @name (chatd.rules.is_mentioned; channels only). The newest ids come
+        SUMMARIES_PER_QUERY places per query, and only a conversation with a message
+        after its marker is counted: a user with hundreds of private conversations, most
+        of them read, logs in with a few round trips, not two per conversation."""
+        newest = {}
+        for start in range(0, len(places), SUMMARIES_PER_QUERY):
+            chunk = places[start:start + SUMMARIES_PER_QUERY]
+            branches, params = [], []
+            for n, place in enumerate(chunk):
+                hint, where, value = self._place(*place)
+                branches.append(f"SELECT {n}, (SELECT MAX(id) FROM messages {hint} WHERE {where})")
+                params.append(value)
+            cursor.execute(" UNION ALL ".join(branches), tuple(params))
+            newest.update((chunk[n], id) for n, id in cursor.fetchall() if id is not None)
+        times = {}
+        ids = list(newest.values())
+        for start in range(0, len(ids), SUMMARIES_PER_QUERY):
+            chunk = ids[start:start + SUMMARIES_PER_QUERY]
+            cursor.execute(f"SELECT id, sent_at FROM messages WHERE id IN"
+                           f" ({', '.join('?' * len(chunk))})", tuple(chunk))
+            times.update((id, parse_db_time(at)) for id, at in cursor.fetchall())
+        summaries = []
+        for place in places:
+            last_id, marker = newest.get(place), markers.get(place, 0)
+            unread, mentions = 0, 0
+            if last_id is not None and last_id > marker:
+                unread, mentions = self._unread(cursor, name, place, marker)
+            summaries.append((last_id, times.get(last_id), marker, unread, mentions))
+        return summaries
+
+    def _unread(self, cursor, name, place, marker):
+        """(unread, mentions) in `place` after `marker`."""
+        value = self._place(*place)[2]
+        cursor.execute(f"SELECT COUNT(*) FROM ({self._unread_sql(place)}) unread",
+                       (value, marker, name))
         unread = cursor.fetchone()[0]
-        if not unread or key:
+        if not unread or place[1]:
             return unread, 0
+        return unread, self._mentions(cursor, name, place, marker)
+
+    def _unread_sql(self, place):
+        """The newest UNREAD_COUNTED messages of others in `place` after a marker
+        (parameters: the place's value, the marker, the user)."""
+        hint, where, _ = self._place(*place)
+        return (f"SELECT body FROM messages {hint}"
+                f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
+                f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
+
+    def _mentions(self, cursor, name, place, marker):
+        """How many of the unread messages of the channel `place` name @name."""
         # LIKE finds the candidates (any case on both engines); the rule decides.
         pattern = "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-        cursor.execute(f"SELECT body FROM ({newest}) unread WHERE body LIKE ? ESCAPE '!'",
-                       (value, marker, name, pattern))
-        return unread, sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
+        cursor.execute(f"SELECT body FROM ({self._unread_sql(place)}) unread"
+                       " WHERE body LIKE ? ESCAPE '!'", (place[0], marker, name, pattern))
+        return sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------
     # (used by chatd/moderation.py; times are written with db_time, read with parse_db_time)

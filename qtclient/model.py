@@ -7,7 +7,6 @@ of idleness with ``twisted.internet.task.Clock`` instead of sleeping.
 """
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QEvent, QObject, QStandardPaths, pyqtSignal
@@ -18,7 +17,6 @@ from twisted.internet.task import LoopingCall, deferLater
 from chatd import rules
 from chatd.auth import BUSY as HASHING_BUSY
 from chatd.cluster import CATCHING_UP
-from chatd.conversations import search_words
 from chatd.limits import TOO_FAST
 from chatd.protocol import BUSY, UNAVAILABLE
 
@@ -44,6 +42,7 @@ RESEND_DELAY = 2.0
 LOGIN_NOT_NOW = frozenset({HASHING_BUSY, CATCHING_UP, UNAVAILABLE})
 MARK_EVERY = 1.0  # seconds between two mark_read of one conversation
 ROSTER_EVERY = 2.0  # seconds: a channel's full member list is asked again at most this often
+SEARCH_TRIES = 10  # requests one search page may take while the server finds nothing readable
 EXCERPT = 140  # characters of a search result's text shown around its first match
 
 
@@ -66,8 +65,8 @@ HELP_FOOTER = ("Enter sends; Shift+Enter starts a new line; Up on an empty line 
 def match_spans(text, query):
     """(start, end) of each word of ``text`` a search for ``query`` matched (whole words, any
     case), in order: what the results list highlights."""
-    words = {w.casefold() for w in search_words(query)}
-    return [m.span() for m in re.finditer(r"\w+", text) if m.group().casefold() in words]
+    words = {rules.word_key(w) for w in rules.search_words(query)}
+    return [m.span() for m in rules.WORD_RULE.finditer(text) if rules.word_key(m.group()) in words]
 
 
 def excerpt(text, query, width=EXCERPT):
@@ -234,9 +233,10 @@ class ChatModel(QObject):
     messageForMe = pyqtSignal(object)  # ChatMessage, live: private to me, or mentioning me
     # channel, [Member] of those looking at it; also when its roster_of changed
     membersChanged = pyqtSignal(str, list)
-    # query, [ChatMessage] matching it (newest first), whether older ones may remain,
-    # whether they follow those shown (a page asked for with search(query, before=...))
-    searchResults = pyqtSignal(str, list, bool, bool)
+    # query, [ChatMessage] matching it (newest first), the id to search below for more
+    # (None: no more), whether they follow those shown (a page asked for with
+    # search(query, before=...))
+    searchResults = pyqtSignal(str, list, object, bool)
     searchFailed = pyqtSignal(str, str)  # query, the server's reason
     jumpedTo = pyqtSignal(object)  # ChatMessage now loaded in the open conversation: show it
     peerStatusChanged = pyqtSignal(str, str)  # user, status
@@ -692,22 +692,30 @@ class ChatModel(QObject):
     @defer.inlineCallbacks
     def search(self, query, before=None):
         """Messages with every word of ``query`` from the conversations I may read, a
-        page of HISTORY_PAGE (older than the id ``before``, for the next page):
-        ``searchResults`` (newest first) or ``searchFailed``."""
+        page of at most HISTORY_PAGE (older than the id ``before``, for the next page):
+        ``searchResults`` (newest first) or ``searchFailed``. The server looks at a
+        bounded number of matches per request, so a page of matches I may not read
+        comes back empty with where to go on: then ask on, up to SEARCH_TRIES times."""
         query = query.strip()
         if self._protocol is None or self.state != State.ONLINE:
             self.searchFailed.emit(query, "Not connected to the server.")
             return
-        older = {} if before is None else {"before": before}
-        try:
-            reply = yield self._protocol.request("search", query, limit=HISTORY_PAGE, **older)
-        except ServerError as error:
-            self.searchFailed.emit(query, error.message)
-            return
-        except Exception:
-            return  # the connection closed
-        found = [ChatMessage.from_line(m, self.user) for m in reply["messages"]]
-        self.searchResults.emit(query, found, len(found) == HISTORY_PAGE, before is not None)
+        appended, found = before is not None, []
+        for _ in range(SEARCH_TRIES):
+            older = {} if before is None else {"before": before}
+            try:
+                reply = yield self._protocol.request("search", query, limit=HISTORY_PAGE,
+                                                     **older)
+            except ServerError as error:
+                self.searchFailed.emit(query, error.message)
+                return
+            except Exception:
+                return  # the connection closed
+            found = [ChatMessage.from_line(m, self.user) for m in reply["messages"]]
+            before = reply.get("more_before")
+            if found or before is None:
+                break
+        self.searchResults.emit(query, found, before, appended)
 
     @defer.inlineCallbacks
     def jump_to(self, message):

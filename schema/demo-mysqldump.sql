@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-02 03:49:28.853');
+(1,'alice','create','random',NULL,'public','2026-12-02 18:28:53.634');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-02 03:49:28.138'),
-(2,'alice','login','127.0.0.1','2026-12-02 03:49:28.285'),
-(3,'bob','register','127.0.0.1','2026-12-02 03:49:28.478'),
-(4,'bob','login','127.0.0.1','2026-12-02 03:49:28.572'),
-(5,'carol','register','127.0.0.1','2026-12-02 03:49:28.757'),
-(6,'carol','login','127.0.0.1','2026-12-02 03:49:28.834');
+(1,'alice','register','127.0.0.1','2026-12-02 18:28:53.331'),
+(2,'alice','login','127.0.0.1','2026-12-02 18:28:53.387'),
+(3,'bob','register','127.0.0.1','2026-12-02 18:28:53.451'),
+(4,'bob','login','127.0.0.1','2026-12-02 18:28:53.509'),
+(5,'carol','register','127.0.0.1','2026-12-02 18:28:53.571'),
+(6,'carol','login','127.0.0.1','2026-12-02 18:28:53.630');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-02 03:49:28.849');
+(2,'random',0,'alice','2026-12-02 18:28:53.633');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -233,12 +233,12 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-02 03:49:28.288'),
-(1,'bob','2026-12-02 03:49:28.578'),
-(1,'carol','2026-12-02 03:49:28.838'),
-(2,'alice','2026-12-02 03:49:28.852'),
-(2,'bob','2026-12-02 03:49:28.857'),
-(2,'carol','2026-12-02 03:49:28.860');
+(1,'alice','2026-12-02 18:28:53.390'),
+(1,'bob','2026-12-02 18:28:53.511'),
+(1,'carol','2026-12-02 18:28:53.632'),
+(2,'alice','2026-12-02 18:28:53.634'),
+(2,'bob','2026-12-02 18:28:53.635'),
+(2,'carol','2026-12-02 18:28:53.636');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -317,6 +317,61 @@ LOCK TABLES `message_versions` WRITE;
 UNLOCK TABLES;
 
 --
+-- Table structure for table `message_words`
+--
+
+DROP TABLE IF EXISTS `message_words`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `message_words` (
+  `word` varchar(64) NOT NULL,
+  `message_id` bigint(20) NOT NULL,
+  PRIMARY KEY (`word`,`message_id`),
+  KEY `message_words_by_message` (`message_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `message_words`
+--
+
+LOCK TABLES `message_words` WRITE;
+/*!40000 ALTER TABLE `message_words` DISABLE KEYS */;
+INSERT INTO `message_words` VALUES
+('after',8),
+('afternoon',4),
+('anyone',5),
+('can',7),
+('channel',1),
+('chatd',1),
+('everyone',2),
+('for',3),
+('for',5),
+('friday',3),
+('friday',4),
+('general',1),
+('glad',2),
+('hello',3),
+('here',2),
+('lunch',5),
+('lunch',8),
+('patch',7),
+('planned',3),
+('release',3),
+('review',7),
+('still',3),
+('sure',6),
+('sure',8),
+('the',1),
+('the',3),
+('this',1),
+('welcome',1),
+('yes',4),
+('you',7);
+/*!40000 ALTER TABLE `message_words` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
 -- Table structure for table `messages`
 --
 
@@ -342,8 +397,7 @@ CREATE TABLE `messages` (
   KEY `messages_by_peers` (`peer_key`,`id`),
   KEY `messages_by_sender` (`sender`,`id`),
   KEY `messages_by_time` (`sent_at`),
-  KEY `messages_by_recipient` (`recipient`,`id`),
-  FULLTEXT KEY `messages_text` (`body`)
+  KEY `messages_by_recipient` (`recipient`,`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 /*!40101 SET character_set_client = @saved_cs_client */;
 
@@ -354,14 +408,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 03:49:28.866',NULL,NULL,NULL,NULL,NULL),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 03:49:28.928',NULL,NULL,NULL,NULL,NULL),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 03:49:28.983',NULL,NULL,NULL,NULL,NULL),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 03:49:29.039',NULL,NULL,NULL,NULL,NULL),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 03:49:29.094',NULL,NULL,NULL,NULL,NULL),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 03:49:29.150',NULL,NULL,NULL,NULL,NULL),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 03:49:29.204',NULL,NULL,NULL,NULL,NULL),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 03:49:29.207',NULL,NULL,NULL,NULL,NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 18:28:53.637',NULL,NULL,NULL,NULL,NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 18:28:53.690',NULL,NULL,NULL,NULL,NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 18:28:53.744',NULL,NULL,NULL,NULL,NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 18:28:53.797',NULL,NULL,NULL,NULL,NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 18:28:53.850',NULL,NULL,NULL,NULL,NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 18:28:53.903',NULL,NULL,NULL,NULL,NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 18:28:53.955',NULL,NULL,NULL,NULL,NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 18:28:53.958',NULL,NULL,NULL,NULL,NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -415,8 +469,56 @@ INSERT INTO `schema_version` VALUES
 (4),
 (5),
 (6),
-(7);
+(7),
+(8);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Table structure for table `search_marks`
+--
+
+DROP TABLE IF EXISTS `search_marks`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `search_marks` (
+  `indexed_id` bigint(20) NOT NULL,
+  `pending_seq` bigint(20) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `search_marks`
+--
+
+LOCK TABLES `search_marks` WRITE;
+/*!40000 ALTER TABLE `search_marks` DISABLE KEYS */;
+INSERT INTO `search_marks` VALUES
+(8,0);
+/*!40000 ALTER TABLE `search_marks` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Table structure for table `search_pending`
+--
+
+DROP TABLE IF EXISTS `search_pending`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `search_pending` (
+  `seq` bigint(20) NOT NULL AUTO_INCREMENT,
+  `message_id` bigint(20) NOT NULL,
+  PRIMARY KEY (`seq`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `search_pending`
+--
+
+LOCK TABLES `search_pending` WRITE;
+/*!40000 ALTER TABLE `search_pending` DISABLE KEYS */;
+/*!40000 ALTER TABLE `search_pending` ENABLE KEYS */;
 UNLOCK TABLES;
 
 --
@@ -443,9 +545,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$0dUvgl5isuc8pupFmbl.mei2JG9Tg755WxwIhMLpgqxfy7D1BqZ3y','admin','2026-12-02 03:49:28.136'),
-('bob','bob@example.org','$2b$10$y0YbRI2wZ9BY2YT3Xu8x7uvxXauOFgcfsiHybphsqUiG6u1tYsTJa','user','2026-12-02 03:49:28.475'),
-('carol','carol@example.org','$2b$10$yLaOF5Xu88po8H7fARZgfOKSteWIlrwXDHfr3Ma5YaAJUEsQDgHPC','user','2026-12-02 03:49:28.752');
+('alice','alice@example.org','$2b$10$BVDR1PvrhODi/rWY/e21SORPPrl6jSBU7Z5sd4HFm7DwcUvI8K/Ie','admin','2026-12-02 18:28:53.330'),
+('bob','bob@example.org','$2b$10$U9pj/LeDr.PPITjDwJHy0uHHiCTBKoPgqmZP/86vdmlLVcJ3t4Eca','user','2026-12-02 18:28:53.450'),
+('carol','carol@example.org','$2b$10$Vsbm0n3YG5UvaEkphevznugOovxRTWdlqijlHDVw3UTYZUBknLgD2','user','2026-12-02 18:28:53.569');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;

@@ -170,11 +170,11 @@ def read_search(port):
             request["before"] = before
         page = yield client.request(request)
         assert page.get("ok"), page
-        if not page["messages"]:
-            break
         for m in page["messages"]:
             found[m["id"]] = m["channel_message"]
-        before = page["messages"][-1]["id"]     # newest first
+        if "more_before" not in page:
+            break
+        before = page["more_before"]
     client.transport.loseConnection()
     return found
 

@@ -54,3 +54,14 @@ def test_register_refuses_common_passwords_and_the_name(server):
                               "email": "alice@example.org"})))
     rows = yield server.store.query("SELECT name FROM users")
     assert [r[0] for r in rows] == ["alice"]
+
+
+def test_search_words_and_the_keys_the_word_index_keeps():
+    """A search and the index agree on what a word is: 3 letters or more, any case, no
+    accents, cut at WORD_KEY_MAX characters."""
+    assert rules.search_words("to be, or NOT to bé — that's it") == ["NOT", "that"]
+    assert rules.indexed_words("Crème BRÛLÉE, crème brulee!") == {"creme", "brulee"}
+    assert rules.indexed_words("Release NOTES, release it") == {"release", "notes"}
+    assert rules.word_key("Straße") == "strasse"
+    long = "x" * (rules.WORD_KEY_MAX + 10)
+    assert rules.indexed_words(long) == {"x" * rules.WORD_KEY_MAX} == {rules.word_key(long)}

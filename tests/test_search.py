@@ -1,15 +1,25 @@
-"""Search on both engines (SQLite FTS5, MariaDB FULLTEXT): every word, newest first, in
+"""Search on both engines (SQLite FTS5, MariaDB's word table): every word, newest first, in
 the relayed shape, never from a conversation the user may not read, never a deleted text.
-SQLite's index is a file of its own written off the message path (chatd/searchindex.py)."""
+Both indexes are written off the message path (chatd/searchindex.py); SQLite's is a
+file of its own."""
 
 import sqlite3
 from pathlib import Path
 
+import pytest
 from twisted.internet import defer
 
-from chatd.engines import SqliteEngine
-from chatd.store import Message, Store, utcnow
-from support import LIMITS_LIFTED, error, login, login_admin, ok, start_server, stop_server
+from chatd.engines import SqliteEngine, engine_from_url
+from chatd.searchindex import SEARCH_SCAN
+from chatd.store import Message, Store, db_time, utcnow
+from support import (LIMITS_LIFTED, error, login, login_admin, mysql_database, ok, start_server,
+                     stop_server)
+
+
+@pytest.fixture
+def mysql_url():
+    with mysql_database() as url:
+        yield url
 
 
 def texts(reply):
@@ -121,7 +131,9 @@ def message(body, id=None):
 
 @defer.inlineCallbacks
 def found(store, word):
-    return [m.body for m in (yield store.search("alice", [word], [1]))]
+    page, more_before = yield store.search("alice", [word], [1])
+    assert more_before is None
+    return [m.body for m in page]
 
 
 def remove_index(db):
@@ -160,18 +172,16 @@ def test_sqlite_the_index_rebuilds_itself_when_gone_or_ahead_of_the_database(tmp
 
 
 @defer.inlineCallbacks
-def test_sqlite_a_message_stored_below_what_is_indexed_is_indexed_too(tmp_path):
+def test_a_message_stored_below_what_is_indexed_is_indexed_too(database):
     """A spool replayed into ids below the index's high-water mark (another process
     committed past its block meanwhile) is found: the replay marks its rows pending."""
-    db = str(tmp_path / "chatd.sqlite")
-    store = Store(SqliteEngine(db), max_queued=100)
+    store = Store(engine_from_url(database), max_queued=100)
     yield store.start()
     try:
         saved = []
         for word in ("apricot", "banana", "cherry"):
             saved.append((yield store.save_message(message(f"{word} jam")))[0])
-        with sqlite3.connect(db) as conn:
-            conn.execute("DELETE FROM messages WHERE id = ?", (saved[1].id,))
+        yield store.execute("DELETE FROM messages WHERE id = ?", (saved[1].id,))
         assert (yield found(store, "jam")) == ["cherry jam", "apricot jam"]
         yield store.run("replay spool", store.messages._insert_spooled,
                         [message("late arrival", id=saved[1].id).row()])
@@ -182,10 +192,9 @@ def test_sqlite_a_message_stored_below_what_is_indexed_is_indexed_too(tmp_path):
 
 
 @defer.inlineCallbacks
-def test_sqlite_a_message_edited_twice_between_passes_is_found_by_its_last_text(tmp_path):
+def test_a_message_edited_twice_between_passes_is_found_by_its_last_text(database):
     """Both edits wait in search_pending; the pass indexes the message once, as it is now."""
-    db = str(tmp_path / "chatd.sqlite")
-    store = Store(SqliteEngine(db), max_queued=100)
+    store = Store(engine_from_url(database), max_queued=100)
     yield store.start()
     try:
         sent, _ = yield store.save_message(message("apricot jam"))
@@ -195,5 +204,97 @@ def test_sqlite_a_message_edited_twice_between_passes_is_found_by_its_last_text(
             assert (yield store.edit_message(sent.id, "alice", text, utcnow()))
         assert (yield found(store, "cherry")) == ["cherry jam"]
         assert (yield found(store, "banana")) == [] and (yield found(store, "apricot")) == []
+    finally:
+        yield store.stop()
+
+
+def fill(store, bodies, channel_id, first_id):
+    """Write messages straight into SQL, as a busy past would have left them."""
+    now = db_time(utcnow())
+    return store.run("fill", lambda cursor: cursor.executemany(
+        "INSERT INTO messages (id, sender, channel_id, body, sent_at) VALUES (?, ?, ?, ?, ?)",
+        [(first_id + i, "bob", channel_id, body, now) for i, body in enumerate(bodies)]))
+
+
+@defer.inlineCallbacks
+def test_a_search_looks_at_a_bounded_number_of_matches_and_says_where_to_go_on(database):
+    """A common word in a channel alice may not read: each request looks at SEARCH_SCAN
+    candidates at most, says where to go on (more_before), and paging finds her own
+    matches, older than all of those, once each. Two words find the rare one's message
+    at once, however common the other."""
+    store = Store(engine_from_url(database), max_queued=100)
+    yield store.start()
+    try:
+        yield store.execute("INSERT INTO channels (name, private, created_at) VALUES"
+                            " ('elsewhere', 0, ?)", (db_time(utcnow()),))
+        elsewhere = (yield store.query("SELECT id FROM channels WHERE name = 'elsewhere'"))[0][0]
+        yield fill(store, ["common zebra", "common word", "common word again"], 1, 1)
+        yield fill(store, [f"common {i}" for i in range(SEARCH_SCAN + 500)], elsewhere, 10)
+        yield store.execute("UPDATE message_ids SET next_id = ?", (SEARCH_SCAN + 1000,))
+
+        pages, seen, before = 0, [], None
+        while True:
+            page, before = yield store.search("alice", ["common"], [1], before=before)
+            pages += 1
+            seen += [m.body for m in page]
+            if before is None:
+                break
+        assert seen == ["common word again", "common word", "common zebra"]
+        assert pages >= 2
+        page, more_before = yield store.search("alice", ["common", "zebra"], [1])
+        assert ([m.body for m in page], more_before) == (["common zebra"], None)
+        # A full page says where the next one starts: below its last message.
+        page, more_before = [], None
+        while not page:
+            page, more_before = yield store.search("alice", ["common"], [1], before=more_before,
+                                                   limit=2)
+        assert [m.body for m in page] == ["common word again", "common word"]
+        assert more_before == page[-1].id
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_mysql_two_nodes_index_each_others_messages_taking_turns(mysql_url):
+    """Every node runs the pass on the one word table: each finds what the other stored,
+    and passes racing for the same rows fail nothing."""
+    database = mysql_url
+    a = Store(engine_from_url(database), max_queued=100, node="a")
+    b = Store(engine_from_url(database), max_queued=100, node="b")
+    yield a.start()
+    yield b.start()
+    try:
+        for i in range(30):
+            yield defer.gatherResults([a.save_message(message(f"apricot from a {i}")),
+                                       b.save_message(message(f"banana from b {i}"))])
+        yield defer.gatherResults([a.search_index.index(), b.search_index.index()])
+        assert len((yield found(a, "banana"))) == 30
+        assert len((yield found(b, "apricot"))) == 30
+        rows = yield a.query("SELECT COUNT(*) FROM message_words WHERE word = 'from'")
+        assert rows[0][0] == 60
+    finally:
+        yield a.stop()
+        yield b.stop()
+
+
+@defer.inlineCallbacks
+def test_mysql_messages_stored_before_the_word_index_are_found_after_the_upgrade(mysql_url):
+    """Schema 008 replaces the FULLTEXT index: what was stored before it is indexed by
+    the first start after the upgrade."""
+    database = mysql_url
+    engine = engine_from_url(database)
+    old = Store(engine, max_queued=100)
+    old.pool = engine.make_pool()
+    try:
+        yield old.upgrade_schema([m for m in engine.migrations() if m[0] <= 7])
+        yield fill(old, ["Crème brûlée for dessert", "dessert first"], 1, 1)
+        yield old.execute("UPDATE message_ids SET next_id = 3")
+    finally:
+        old.pool.close()
+    store = Store(engine_from_url(database), max_queued=100)
+    yield store.start()
+    try:
+        assert (yield found(store, "dessert")) == ["dessert first", "Crème brûlée for dessert"]
+        assert (yield found(store, "CREME")) == ["Crème brûlée for dessert"]
     finally:
         yield store.stop()

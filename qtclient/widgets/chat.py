@@ -253,8 +253,8 @@ class ChatPage(QWidget):
         self.sidebar.search.setFocus()
         self.sidebar.search.selectAll()
 
-    def _search_results(self, query, messages, more, appended):
-        self.people.search.set_results(query, messages, more, appended)
+    def _search_results(self, query, messages, more_before, appended):
+        self.people.search.set_results(query, messages, more_before, appended)
         self.people.show_search()
 
     def _search_failed(self, query, reason):

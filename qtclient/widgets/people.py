@@ -234,11 +234,12 @@ class SearchPanel(QWidget):
     """The results of the last search, newest first; picking one emits ``resultPicked``."""
 
     resultPicked = pyqtSignal(object)  # ChatMessage
-    olderRequested = pyqtSignal(str, int)  # query, the oldest result's id: the next page
+    olderRequested = pyqtSignal(str, object)  # query, the id to search below: the next page
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.query = ""
+        self.more_before = None     # where the next page starts, while there may be one
         outer = QVBoxLayout(self)
         outer.setContentsMargins(12, 10, 12, 10)
         self.caption = QLabel("")
@@ -271,13 +272,16 @@ class SearchPanel(QWidget):
         while self.rows.count() > self._AFTER_ROWS:
             self.rows.takeAt(0).widget().deleteLater()
 
-    def set_results(self, query, messages, more=False, appended=False):
-        """Show a page of results: the first (replacing what is shown) or the next."""
+    def set_results(self, query, messages, more_before=None, appended=False):
+        """Show a page of results: the first (replacing what is shown) or the next;
+        `more_before` is where the page after it starts (None: it is the last)."""
         if not appended:
             self._clear()
             self.query = query
         elif query != self.query:
             return      # a page of an earlier search, answered after a new one began
+        self.more_before = more_before
+        more = more_before is not None
         for message in messages:
             self.rows.insertWidget(self.rows.count() - self._AFTER_ROWS,
                                    SearchResultRow(message, query, self.resultPicked.emit))
@@ -289,10 +293,9 @@ class SearchPanel(QWidget):
         self.older.setEnabled(True)
 
     def _ask_older(self):
-        rows = self.result_rows()
-        if rows:
+        if self.more_before is not None:
             self.older.setEnabled(False)    # until the page is shown
-            self.olderRequested.emit(self.query, rows[-1].message.id)
+            self.olderRequested.emit(self.query, self.more_before)
 
     def show_error(self, reason):
         self._clear()

@@ -3,6 +3,8 @@
 from PyQt6.QtCore import QPoint, Qt
 from twisted.internet import defer
 
+from chatd.searchindex import SEARCH_SCAN
+from chatd.store import db_time, utcnow
 from conftest import PATIENCE
 from qtclient.entities import Conversation
 from qtclient.model import HISTORY_PAGE, excerpt, match_spans
@@ -165,3 +167,30 @@ def test_the_member_list_shows_every_member_those_looking_first(
     qtbot.waitUntil(lambda: members.looking() == {"alice": "online"}, timeout=PATIENCE)
     assert members.statuses()["bob"] == "offline"
     assert members.headings() == ["HERE — 1", "NOT HERE — 3"]
+
+
+def test_a_page_of_matches_she_may_not_read_does_not_end_the_search(
+        qtbot, logged_in_window, chat_server):
+    """More than one request's worth of newer matches in a channel alice is not in: the
+    server answers the first request with no message and where to go on, and the
+    client asks on by itself until it finds hers."""
+    bob = wait(protocol_login(chat_server, "bob"))
+    wait(bob.request({"join": "general"}))
+    wait(bob.request({"channel_message": "a needle for alice", "channel": "general"}))
+    top = wait(chat_server.store.last_message_id())
+    now = db_time(utcnow())
+    wait(chat_server.store.run("fill", lambda cursor: cursor.executemany(
+        "INSERT INTO messages (id, sender, channel_id, body, sent_at) VALUES (?, ?, ?, ?, ?)",
+        [(top + 1 + i, "bob", 999, f"needle elsewhere {i}", now)
+         for i in range(SEARCH_SCAN + 100)])))
+    wait(chat_server.store.execute("UPDATE message_ids SET next_id = ?",
+                                   (top + SEARCH_SCAN + 200,)))
+    alice = logged_in_window("alice")
+    join_general(qtbot, alice)
+    sidebar, panel = alice.chat_page.sidebar, alice.chat_page.people.search
+    sidebar.search.setText("needle")
+    with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
+        qtbot.keyClick(sidebar.search, Qt.Key.Key_Return)
+    assert [row.message.text for row in panel.result_rows()] == ["a needle for alice"]
+    assert panel.caption.text() == "1 RESULT FOR “needle”"
+    assert not panel.older.isVisible()
