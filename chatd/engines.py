@@ -110,7 +110,11 @@ class ConnectionThread:
     def _run(self, function, args):
         if self._connection is None:
             connection = self._connect()
-            self._on_connect(connection)
+            try:
+                self._on_connect(connection)
+            except BaseException:
+                connection.close()
+                raise
             self._connection = connection
         try:
             return function(self._connection, *args)

@@ -1,5 +1,6 @@
 """What a message commit costs besides its SQL (bench.commit_cost measures it): no
-reference cycles left for the collector, one COMMIT per transaction.
+reference cycles left for the collector, one COMMIT per transaction, and on SQLite
+a thread of the message log's own.
 """
 
 import gc
