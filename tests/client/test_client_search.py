@@ -24,6 +24,15 @@ def say_many(clients, count, text):
         assert reply.get("ok"), reply
 
 
+def search_in_general(qtbot, window, text):
+    """Join #general, search for `text` from the sidebar's box; the results panel."""
+    join_general(qtbot, window)
+    window.chat_page.sidebar.search.setText(text)
+    with qtbot.waitSignal(window.model.searchResults, timeout=PATIENCE):
+        qtbot.keyClick(window.chat_page.sidebar.search, Qt.Key.Key_Return)
+    return window.chat_page.people.search
+
+
 def test_the_matched_words_are_found_whole_and_shown_around_the_first_one():
     assert match_spans("Release notes: the releases", "release NOTES") == [(0, 7), (8, 13)]
     shown, spans = excerpt("x " * 200 + "the release notes" + " y" * 200, "release", width=60)
@@ -113,11 +122,7 @@ def test_older_results_come_a_page_at_a_time_without_a_gap_or_a_repeat(
         wait(client.request({"join": "general"}))
     wait(say_many(talkers, HISTORY_PAGE + 10, "banana bread"), timeout=120)
     alice = logged_in_window("alice")
-    join_general(qtbot, alice)
-    sidebar, panel = alice.chat_page.sidebar, alice.chat_page.people.search
-    sidebar.search.setText("banana")
-    with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
-        qtbot.keyClick(sidebar.search, Qt.Key.Key_Return)
+    panel = search_in_general(qtbot, alice, "banana")
     assert panel.caption.text() == f"{HISTORY_PAGE}+ RESULTS FOR “banana”"
     assert len(panel.result_rows()) == HISTORY_PAGE and panel.older.isVisible()
     with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
@@ -185,12 +190,7 @@ def test_a_page_of_matches_she_may_not_read_does_not_end_the_search(
          for i in range(SEARCH_SCAN + 100)])))
     wait(chat_server.store.execute("UPDATE message_ids SET next_id = ?",
                                    (top + SEARCH_SCAN + 200,)))
-    alice = logged_in_window("alice")
-    join_general(qtbot, alice)
-    sidebar, panel = alice.chat_page.sidebar, alice.chat_page.people.search
-    sidebar.search.setText("needle")
-    with qtbot.waitSignal(alice.model.searchResults, timeout=PATIENCE):
-        qtbot.keyClick(sidebar.search, Qt.Key.Key_Return)
+    panel = search_in_general(qtbot, logged_in_window("alice"), "needle")
     assert [row.message.text for row in panel.result_rows()] == ["a needle for alice"]
     assert panel.caption.text() == "1 RESULT FOR “needle”"
     assert not panel.older.isVisible()
