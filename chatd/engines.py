@@ -7,12 +7,19 @@ What the engines share lives in `Engine`.
 """
 
 import importlib.resources
+import queue
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
 
 # How durable a commit is: "crash" survives kill -9 of chatd, "power" a power loss.
 DURABILITY_LEVELS = ("crash", "power")
@@ -35,20 +42,88 @@ class DatabaseURLError(ValueError):
     """The --database value cannot be understood."""
 
 
-class Cursor:
-    """A DB-API cursor that takes the engine-neutral (qmark) SQL."""
+class ConnectionPool(adbapi.ConnectionPool):
+    """adbapi's pool, for functions that end their transaction themselves (chatd.store's
+    Store._transaction commits, then tells the commits that wait for it): adbapi's own
+    commit after them would be a second COMMIT, a round trip on MariaDB. A function
+    that raises is rolled back, as by adbapi."""
 
-    def __init__(self, cursor, convert):
-        self._cursor, self._convert = cursor, convert
+    def _runWithConnection(self, func, *args, **kw):
+        conn = self.connectionFactory(self)
+        try:
+            return func(conn, *args, **kw)
+        except BaseException:
+            try:
+                conn.rollback()
+            except BaseException:
+                log.failure("rollback failed")
+            raise
 
-    def execute(self, sql, params=()):
-        return self._cursor.execute(self._convert(sql), params)
 
-    def executemany(self, sql, rows):
-        return self._cursor.executemany(self._convert(sql), rows)
+class ConnectionThread:
+    """One connection in one thread of its own, for functions that end their transaction
+    themselves, as ConnectionPool with one connection but lighter: a run is handed
+    over with one queue put and answered with one callFromThread (Twisted's thread
+    pool and Deferred plumbing around a commit of one message on SQLite cost about
+    as much CPU as the commit).
 
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
+    `runWithConnection(function, *args)` runs function(connection, *args) in the thread,
+    rolls back if it raises, and fires on the reactor with its result or failure. The
+    connection is opened (`connect()`, then `on_connect(connection)`) at the first run,
+    or at the next if that failed.
+    """
+
+    def __init__(self, connect, on_connect, name):
+        from twisted.internet import reactor
+        self._reactor = reactor
+        self._connect, self._on_connect = connect, on_connect
+        self._connection = None
+        self._runs = queue.SimpleQueue()    # (function, args, deferred); None stops
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def runWithConnection(self, function, *args):
+        d = defer.Deferred()
+        self._runs.put((function, args, d))
+        return d
+
+    def close(self):
+        """Finish the runs handed over, then close the connection (blocks until then,
+        as adbapi's close does)."""
+        if self._thread is not None:
+            self._runs.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self):
+        while (run := self._runs.get()) is not None:
+            function, args, d = run
+            try:
+                result = self._run(function, args)
+            except BaseException:
+                self._reactor.callFromThread(d.errback, Failure())
+            else:
+                self._reactor.callFromThread(d.callback, result)
+        if self._connection is not None:
+            self._connection.close()
+
+    def _run(self, function, args):
+        if self._connection is None:
+            connection = self._connect()
+            try:
+                self._on_connect(connection)
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+        try:
+            return function(self._connection, *args)
+        except BaseException:
+            try:
+                self._connection.rollback()
+            except BaseException:
+                log.failure("rollback failed")
+            raise
 
 
 class Engine:
@@ -65,11 +140,9 @@ class Engine:
             raise ValueError(f"durability is one of {', '.join(DURABILITY_LEVELS)}")
         self.durability = durability
 
-    def convert(self, sql):
-        return sql
-
     def cursor(self, connection):
-        return Cursor(connection.cursor(), self.convert)
+        """A cursor that takes the engine-neutral (qmark) SQL: sqlite3's own."""
+        return connection.cursor()
 
     def is_integrity_error(self, failure_or_exc):
         return isinstance(getattr(failure_or_exc, "value", failure_or_exc),
@@ -137,6 +210,7 @@ class SqliteEngine(Engine):
     # never pauses, and finds little left to copy.
     checkpoint_interval = 0.2
     WAL_BOUND_PAGES = 10000     # 40 MB of 4 KiB pages
+    CONNECT_OPTIONS = dict(check_same_thread=False, isolation_level=None)
     # The OperationalError texts that mean "busy or unreachable" (sqlite3 gives no codes
     # before 3.11's sqlite_errorcode); anything else ("no such table", a syntax error) is a bug.
     UNAVAILABLE = ("database is locked", "database table is locked", "unable to open",
@@ -172,9 +246,14 @@ class SqliteEngine(Engine):
         # so the two wait for each other (busy_timeout) instead of failing with
         # "database is locked"; reads begin deferred and, in WAL mode, wait for nobody.
         # isolation_level=None: transactions are opened by begin(), never implicitly.
-        return adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
-            cp_min=1, cp_max=1, cp_openfun=self.on_connect)
+        # The message log's commits, one at a time, go to a thread of their own.
+        if for_messages:
+            return ConnectionThread(self._connect, self.on_connect, "chatd-message-log")
+        return ConnectionPool("sqlite3", self.path, cp_min=1, cp_max=1,
+                              cp_openfun=self.on_connect, **self.CONNECT_OPTIONS)
+
+    def _connect(self):
+        return sqlite3.connect(self.path, **self.CONNECT_OPTIONS)
 
     def on_connect(self, conn):
         conn.execute("PRAGMA journal_mode=WAL")
@@ -203,6 +282,22 @@ class SqliteEngine(Engine):
     def _raise_clause(keys, column):
         return (f"ON CONFLICT ({', '.join(keys)}) DO UPDATE"
                 f" SET {column} = MAX({column}, excluded.{column})")
+
+
+class _FormatCursor:
+    """A MySQLdb cursor that takes qmark SQL (MySQLdb's placeholders are %s)."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def execute(self, sql, params=()):
+        return self._cursor.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql, rows):
+        return self._cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
 
 
 class MysqlEngine(Engine):
@@ -248,7 +343,7 @@ class MysqlEngine(Engine):
 
     def make_pool(self, for_messages=False):
         import MySQLdb  # noqa: F401  (fail early with a clear ImportError)
-        return adbapi.ConnectionPool(
+        return ConnectionPool(
             "MySQLdb", cp_reconnect=True, cp_min=1,
             cp_max=self.commits_in_flight if for_messages else 4,
             cp_openfun=self.on_connect, **self.connect_kwargs())
@@ -262,8 +357,8 @@ class MysqlEngine(Engine):
         cursor.close()
         conn.autocommit(False)
 
-    def convert(self, sql):
-        return sql.replace("?", "%s")
+    def cursor(self, connection):
+        return _FormatCursor(connection.cursor())
 
     @staticmethod
     def _raise_clause(keys, column):

@@ -1,0 +1,122 @@
+"""What a message commit costs besides its SQL (bench.commit_cost measures it): no
+reference cycles left for the collector, one COMMIT per transaction, and on SQLite
+a thread of the message log's own.
+"""
+
+import gc
+import sqlite3
+import threading
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from chatd.engines import SqliteEngine, engine_from_url
+from chatd.store import Message, Store, _CommitTurn, utcnow
+from support import mysql_database
+
+
+def message(body):
+    return Message(None, "alice", body, utcnow(), channel="general", channel_id=1)
+
+
+@defer.inlineCallbacks
+def test_a_message_commit_is_freed_at_once_not_by_the_cyclic_collector(tmp_path):
+    """Its Deferreds, turn and message are freed as soon as it is answered: a reference
+    cycle (such as a closure that calls itself) would leave them, per message, to
+    the collector, whose passes then ran every few commits."""
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
+    yield store.start()
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(20):
+            yield store.save_message(message(f"message {i}"))
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, (Message, _CommitTurn))]
+        assert left == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_mariadb_a_transaction_sends_one_commit(tmp_path):
+    """Store._transaction commits (and then lets the commits that wait for it go on),
+    so the pool must not send a second COMMIT: a round trip each time."""
+    with mysql_database() as url:
+        engine = engine_from_url(url)
+        engine.commits_in_flight = 1    # a message pool of one connection: its session
+        store = Store(engine, max_queued=1000)  # counts every COMMIT
+        yield store.start()
+        try:
+            def commits(cursor):
+                cursor.execute("SHOW SESSION STATUS LIKE 'Com_commit'")
+                return int(cursor.fetchone()[1])
+
+            def update(cursor, i):
+                cursor.execute("UPDATE users SET role = role WHERE name = ?", (f"u{i}",))
+            first = yield store.run("count commits", commits, pool=store.message_pool)
+            for i in range(5):
+                yield store.run("update", update, i, pool=store.message_pool)
+            last = yield store.run("count commits", commits, pool=store.message_pool)
+            assert last - first == 6    # the first count's and the five updates'
+        finally:
+            yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_message_commits_run_in_a_thread_of_their_own(tmp_path):
+    """The message log's connection is one thread's (chatd.engines.ConnectionThread):
+    a run that raises is rolled back and the connection goes on; close() first
+    finishes the runs handed over."""
+    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
+    yield store.start()
+    try:
+        def insert(cursor, body, fail):
+            cursor.execute("INSERT INTO messages (sender, channel_id, body, sent_at)"
+                           " VALUES ('alice', 1, ?, '2026-01-01 00:00:00.000')", (body,))
+            if fail:
+                raise ValueError("the transaction fails after its insert")
+            return threading.current_thread().name
+        try:
+            yield store.run("insert", insert, "rolled back", True, pool=store.message_pool)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("the failure was not passed on")
+        thread = yield store.run("insert", insert, "kept", False, pool=store.message_pool)
+        assert thread == "chatd-message-log"
+        last = [store.run("insert", insert, f"queued {i}", False, pool=store.message_pool)
+                for i in range(3)]
+        store.message_pool.close()
+        store.message_pool = None
+        yield defer.gatherResults(last)
+        rows = yield store.query("SELECT body FROM messages ORDER BY id")
+        assert [body for body, in rows] == ["kept", "queued 0", "queued 1", "queued 2"]
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_sqlite_message_connection_that_cannot_open_is_an_outage_then_opens(tmp_path):
+    """A file that cannot be opened is "unavailable" (the messages go to the spool), and
+    the connection is opened at a later run once it can be."""
+    path = tmp_path / "later" / "chatd.sqlite"
+    pool = SqliteEngine(str(path)).make_pool(for_messages=True)
+    store = Store(SqliteEngine(str(path)), max_queued=1000)
+    try:
+        try:
+            yield pool.runWithConnection(lambda connection: connection.execute("SELECT 1"))
+        except sqlite3.OperationalError as e:
+            assert store.is_unavailable(Failure(e)), e
+        else:
+            raise AssertionError("a file in a missing directory was opened")
+        path.parent.mkdir()
+        rows = yield pool.runWithConnection(
+            lambda connection: connection.execute("PRAGMA journal_mode").fetchall())
+        assert rows == [("wal",)]
+    finally:
+        pool.close()
