@@ -769,3 +769,100 @@ def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
         changed = ({"mallory": True, "eve": "banned", "dave": True, "dave admin": False},
                    {"general": False})
         yield eventually(lambda: holds(b, changed), 10)
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_reads(tmp_path):
+    """Node b's reload_state with the real store, in this process: a lost node lifted a
+    ban, deleted a channel, removed a member and took a role in SQL without telling;
+    b applies all of it and tells its clients as the bus would. Between the reads,
+    node c commits and tells changes the snapshot cannot have (a role, a ban, a
+    channel deleted, a member added, each after the read of its table): they stand."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+    from chatd.bus import STATE
+    from chatd.cluster import Cluster
+    from chatd.store import db_time, utcnow
+    from support import login, look_at, start_server, stop_server
+    with mysql_database() as url:
+        server = start_server(url, admins=["alice"])
+        try:
+            alice = yield login(server, "alice")
+            for name in ("mallory", "eve", "dave"):
+                yield login(server, name)
+            carol = yield login(server, "carol")
+            dave = yield login(server, "dave", register_first=False)
+            for line in ("ban mallory 1h", "create old", "create fresh", "admin dave"):
+                ok((yield command(alice, line)))
+            yield look_at(carol, "general")
+            yield look_at(carol, "old")
+            hub, store, bans = server.hub, server.store, server.moderation.ban_list
+            node = SimpleNamespace(
+                config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
+                reactor=server.reactor, store=store, accounts=server.accounts, hub=hub,
+                moderation=server.moderation)
+            b = Cluster(node)
+            b.bus.local = hub.bus   # what b tells its clients reaches this server's
+            # What the lost node committed and never told.
+            mallory_ban = bans.name_ban("mallory").id
+            yield store.lift_ban(mallory_ban, "alice", utcnow())
+            yield store.delete_channel(hub.channels["old"].id)
+            yield store.remove_member(hub.channels["general"].id, "carol")
+            yield store.set_role("dave", "user")
+
+            # What node c commits, then tells, while b reads (each after its table's read).
+            @defer.inlineCallbacks
+            def c_makes_eve_admin():
+                yield store.set_role("eve", "admin")
+                b.observe("c", STATE, "control", {"a": "account",
+                                                  "d": {"name": "eve", "role": "admin"}})
+
+            @defer.inlineCallbacks
+            def c_bans_eve():
+                now = utcnow()
+                ban_id = yield store.add_ban("name", "eve", None, "", "alice", now, None)
+                b.observe("c", STATE, "control", {"a": "ban", "d": {"row": [
+                    ban_id, "name", "eve", None, "", "alice", db_time(now), None]}})
+
+            @defer.inlineCallbacks
+            def c_deletes_fresh():
+                yield store.delete_channel(hub.channels["fresh"].id)
+                b.observe("c", STATE, "control", {"a": "channel_deleted",
+                                                  "d": {"name": "fresh"}})
+
+            @defer.inlineCallbacks
+            def c_adds_dave_to_general():
+                yield store.add_member(hub.channels["general"].id, "dave")
+                b.observe("c", ("user", "dave"), "control", {"a": "joined",
+                                                            "d": {"channel": "general"}})
+            for read, event in (("all_users", c_makes_eve_admin), ("active_bans", c_bans_eve),
+                                ("all_channels", c_deletes_fresh),
+                                ("all_memberships", c_adds_dave_to_general)):
+                def then(*args, _real=getattr(store, read), _event=event):
+                    return _real(*args).addCallback(
+                        lambda rows: _event().addCallback(lambda _: rows))
+                setattr(store, read, then)
+            try:
+                yield b.reload_state()
+            finally:
+                for read in ("all_users", "active_bans", "all_channels", "all_memberships"):
+                    delattr(store, read)
+            # The lost node's removals and changes are applied...
+            assert mallory_ban not in bans.active
+            assert "old" not in hub.channels
+            assert "carol" not in hub.channels["general"].members
+            assert server.accounts.role_of("dave") == "user"
+            # ...and told to the clients as the bus tells them.
+            removed = yield carol.event("removed_from_channel", channel="general")
+            deleted = yield carol.event("channel_deleted", channel="old")
+            assert removed["by"] is None and deleted["by"] is None
+            assert "error" in (yield command(dave, "bans"))
+            yield login(server, "mallory", register_first=False)
+            # What c told during the reads is fresher than the snapshot: it stands.
+            assert server.accounts.role_of("eve") == "admin"
+            assert bans.name_ban("eve") is not None
+            assert "fresh" not in hub.channels
+            assert "dave" in hub.channels["general"].members
+        finally:
+            stop_server(server)
