@@ -29,7 +29,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from chatd.auth import ChatError
-from chatd.bus import CONNECTIONS, STATE, channel_topic, members_topic, peer_topic, user_topic
+from chatd.bus import STATE, channel_topic, members_topic, peer_topic, user_topic
 from chatd.moderation.requests import JoinRequest
 from chatd.natsbus import BusError, NatsBus
 from chatd.presence import OFFLINE, STATUSES
@@ -390,7 +390,7 @@ class Cluster:
                     self.hub.role_changed(name, role, bus=self.bus.local)
 
     def _reload_bans(self, rows, now, touched):
-        accounts, bans, local = self.server.accounts, self.server.moderation.ban_list, self.bus.local
+        accounts, bans = self.server.accounts, self.server.moderation.ban_list
         active = {row[0] for row in rows}
         for ban_id in [i for i in bans.active if i not in active and ("ban", i) not in touched]:
             bans.lift(ban_id)
@@ -399,12 +399,8 @@ class Cluster:
                 continue
             bans.restore(row, now)
             ban = bans.active[row[0]]
-            if ban.kind == "name":
-                local.control(user_topic(accounts.name_of(ban.target, must_exist=False)),
-                              "close", {"kind": "banned", "reason": ban.notice()})
-            else:
-                local.control(CONNECTIONS, "close", {"network": str(ban.network),
-                                                     "kind": "banned", "reason": ban.notice()})
+            name = accounts.name_of(ban.target, must_exist=False) if ban.kind == "name" else None
+            bans.close(name, ban.network, "banned", ban.notice(), bus=self.bus.local)
 
     def _reload_channels(self, rows, touched):
         """The channels SQL has, by id (a name deleted and made again has a new id)."""
@@ -420,7 +416,8 @@ class Cluster:
         by_id = {}
         for channel_id, name, private in rows:
             if ("channel", name) not in touched:
-                by_id[channel_id] = hub.channels.setdefault(name, Channel(channel_id, name, private))
+                by_id[channel_id] = hub.channels.setdefault(name,
+                                                            Channel(channel_id, name, private))
         return by_id
 
     def _reload_memberships(self, rows, by_id, touched):
@@ -440,8 +437,7 @@ class Cluster:
         for name, user in stored:
             channel = hub.channels[name]
             if user not in channel.members and not settled(name, user):
-                channel.members.add(user)
-                local.control(user_topic(user), "joined", {"channel": name})
+                hub.add_member(channel, user, bus=local)
 
     def moved(self, user, node):
         """`user`, online on `node`, logged in again on another node (this one, or one

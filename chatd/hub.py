@@ -344,10 +344,12 @@ class Hub:
         yield self.remove_member(channel, session.name)
         return {"channel": channel.name}
 
-    def add_member(self, channel, name):
-        """Add `name` to the in-memory channel; their sessions start receiving it."""
+    def add_member(self, channel, name, bus=None):
+        """Add `name` to the in-memory channel; their sessions start receiving it. `bus`
+        as in role_changed."""
         channel.members.add(name)
-        self.bus.control(user_topic(name), "joined", {"channel": channel.name})
+        (self.bus if bus is None else bus).control(user_topic(name), "joined",
+                                                   {"channel": channel.name})
 
     def remove_member(self, channel, name, notice=None, bus=None):
         """Drop `name` from the in-memory channel and stop showing it there; `notice` (an

@@ -866,3 +866,91 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             assert "dave" in hub.channels["general"].members
         finally:
             stop_server(server)
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_a_node_killed_before_its_removals_left_it_loses_none(tmp_path):
+    """Node a reaches NATS through a proxy that silently drops what a sends, so a does
+    not know it is cut off (nats-py finds out when two pings 5 s apart go unanswered)
+    and takes an unban, a channel deletion, a member removed, a role taken and a leave:
+    committed, answered ok, their events never out. a is killed with SIGKILL; node b
+    takes it as lost after the presence timeout, reads them from SQL and tells its
+    clients as the bus would: b then holds SQL's state."""
+    from twisted.internet import reactor, threads
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, "blackhole") as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
+        proxy.start()
+        try:
+            admins = ("--admin", "alice")
+            a = yield threads.deferToThread(nodes.start, "a", *admins,
+                                            bus=f"nats://127.0.0.1:{proxy.port}/blackhole")
+            b = nodes.start("b", *admins)
+            alice = yield client_on(a, "alice", register=True)
+            yield client_on(b, "mallory", register=True)
+            dave = yield client_on(b, "dave", register=True)
+            carol = yield client_on(b, "carol", register=True)
+            eve = yield client_on(b, "eve", register=True)
+            for client in (alice, carol, eve):
+                yield look(client)
+            for line in ("ban mallory 1h", "create old", "admin dave"):
+                ok((yield command(alice, line)))
+            yield eventually(lambda: carol.request({"join": "old"}).addCallback(
+                lambda reply: reply.get("ok") is True))
+
+            @defer.inlineCallbacks
+            def may_log_in(name):
+                client = yield connect(b)
+                reply = yield client.request({"user:pwd": f"{name}:{PASSWORD}"})
+                client.transport.loseConnection()
+                return reply.get("ok") is True
+
+            @defer.inlineCallbacks
+            def carol_is_in():
+                listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+                return {ch["name"] for ch in listed if ch["member"]}
+
+            @defer.inlineCallbacks
+            def dave_is_admin():
+                return "error" not in (yield command(dave, "bans"))
+            # b knows all of it from the bus.
+            yield eventually(lambda: dave_is_admin())
+            yield eventually(lambda: may_log_in("mallory").addCallback(lambda yes: not yes))
+            assert (yield carol_is_in()) == {"general", "old"}
+
+            proxy.blackhole()
+            blackholed = reactor.seconds()
+            for line in ("unban mallory", "delete old", "remove carol general", "unadmin dave"):
+                ok((yield command(alice, line)))
+            ok((yield alice.request({"leave": "general"})))
+            answered = reactor.seconds() - blackholed
+            nodes.kill("a")
+            killed = reactor.seconds()
+            # carol is told on b as by the bus: out of both channels, and why.
+            yield carol.event("removed_from_channel", channel="general")
+            yield carol.event("channel_deleted", channel="old")
+            told = reactor.seconds() - killed
+            assert (yield carol_is_in()) == set()
+            assert not (yield dave_is_admin())
+            assert (yield may_log_in("mallory"))
+            listed = ok((yield eve.request({"list_channels": ""})))["channels"]
+            assert {ch["name"] for ch in listed} == {"general"}
+            alice = yield client_on(b, "alice")     # her leave on a holds on b too
+            listed = ok((yield alice.request({"list_channels": ""})))["channels"]
+            assert {ch["name"]: ch["member"] for ch in listed} == {"general": False}
+            # carol hears general no more: not even as unread.
+            ok((yield eve.request({"channel_message": "after", "channel": "general"})))
+            yield eve.wait_for(lambda m: m.get("channel_message") == "after"
+                               and "reply_to" not in m)
+            yield carol.barrier()
+            assert not carol.take(lambda m: m.get("channel") == "general" and (
+                "channel_message" in m or m.get("event") == "unread")), carol.inbox
+            print(f"removals from a node killed unknowingly cut off: all answered"
+                  f" {answered:.2f} s after the blackhole; b told carol {told:.1f} s after"
+                  f" the kill (presence timeout 3 s)")
+            assert told < 3 + 3
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()
