@@ -20,9 +20,10 @@ status and member events. Each node sends a heartbeat; a node silent for the
 presence timeout is taken as dead (or sooner, when one of its users logs in on
 another node and NATS says nobody is connected under its name any more:
 Cluster.moved, NatsBus.probe), and every other node takes its users
-offline (telling its own clients, as the dead node cannot) and relays to them,
-from SQL, the messages the dead node stored but never put on the stream (each
-message row names its node; ids increase in store order).
+offline (telling its own clients, as the dead node cannot), applies the state
+the dead node committed but never told (reload_state), and relays to its
+clients, from SQL, the messages the dead node stored but never put on the
+stream (each message row names its node; ids increase in store order).
 """
 
 from twisted.internet import defer, task

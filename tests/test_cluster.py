@@ -707,9 +707,9 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
 @pytest.mark.timeout(120)
 @defer.inlineCallbacks
 def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
-    """A removal or change made on a node cut off from NATS would wait in its memory and
-    die with it (the other nodes cannot tell it from SQL), so the node refuses it with a
-    clear error while additions are taken: NATS cut, alice on node a tries to lift a
+    """A removal or change made on a node that knows it is cut off from NATS would reach
+    the others late (from its queue after their own changes, or from SQL once they take
+    it as lost), so the node refuses it with a clear error while additions are taken: NATS cut, alice on node a tries to lift a
     ban, delete a channel, remove a member, take a role and leave a channel; a is killed
     with SIGKILL, NATS comes back, and node b and a restarted a agree with SQL: nothing
     changed but the ban alice added during the cut."""
