@@ -709,9 +709,9 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
 def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
     """A removal or change made on a node that knows it is cut off from NATS would reach
     the others late (from its queue after their own changes, or from SQL once they take
-    it as lost), so the node refuses it with a clear error while additions are taken: NATS cut, alice on node a tries to lift a
-    ban, delete a channel, remove a member, take a role and leave a channel; a is killed
-    with SIGKILL, NATS comes back, and node b and a restarted a agree with SQL: nothing
+    it as lost), so the node refuses it with a clear error while additions are taken:
+    NATS cut, alice on node a tries to lift a ban, delete a channel, remove a member,
+    take a role and leave a channel; a is killed with SIGKILL, NATS comes back, and node b and a restarted a agree with SQL: nothing
     changed but the ban alice added during the cut."""
     with private_cluster(tmp_path, "refuse") as (nodes, nats):
         admins = ("--admin", "alice")
@@ -778,7 +778,8 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
     ban, deleted a channel, removed a member and took a role in SQL without telling;
     b applies all of it and tells its clients as the bus would. Between the reads,
     node c commits and tells changes the snapshot cannot have (a role, a ban, a
-    channel deleted, a member added, each after the read of its table): they stand."""
+    channel deleted, a member added, each after the read of its table), and so does
+    b itself (a member gone): they stand."""
     from dataclasses import replace
     from types import SimpleNamespace
     from chatd.bus import STATE
@@ -797,6 +798,8 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
                 ok((yield command(alice, line)))
             yield look_at(carol, "general")
             yield look_at(carol, "old")
+            eve = yield login(server, "eve", register_first=False)
+            yield look_at(eve, "general")
             hub, store, bans = server.hub, server.store, server.moderation.ban_list
             node = SimpleNamespace(
                 config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
@@ -832,13 +835,18 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
                                                   "d": {"name": "fresh"}})
 
             @defer.inlineCallbacks
-            def c_adds_dave_to_general():
-                yield store.add_member(hub.channels["general"].id, "dave")
+            def c_adds_dave_b_drops_eve():
+                general = hub.channels["general"]
+                yield store.add_member(general.id, "dave")
                 b.observe("c", ("user", "dave"), "control", {"a": "joined",
                                                             "d": {"channel": "general"}})
+                # b's own change, as its hub makes it: commit, memory, then the bus.
+                yield store.remove_member(general.id, "eve")
+                general.members.discard("eve")
+                b.bus.control(("user", "eve"), "left", {"channel": "general"})
             for read, event in (("all_users", c_makes_eve_admin), ("active_bans", c_bans_eve),
                                 ("all_channels", c_deletes_fresh),
-                                ("all_memberships", c_adds_dave_to_general)):
+                                ("all_memberships", c_adds_dave_b_drops_eve)):
                 def then(*args, _real=getattr(store, read), _event=event):
                     return _real(*args).addCallback(
                         lambda rows: _event().addCallback(lambda _: rows))
@@ -864,6 +872,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             assert bans.name_ban("eve") is not None
             assert "fresh" not in hub.channels
             assert "dave" in hub.channels["general"].members
+            assert "eve" not in hub.channels["general"].members
         finally:
             stop_server(server)
 

@@ -156,7 +156,7 @@ class BanList:
                              if c.session is not None] + elsewhere)
         why = f": {reason}" if reason else "."
         self.close(name, network, "kicked",
-                    f"You were kicked by {actor.name}{why} You may log in again.")
+                   f"You were kicked by {actor.name}{why} You may log in again.")
         yield self.store.add_kick(label, ip, reason, actor.name, utcnow())
         yield self.audit.record(actor, "kick", label, reason,
                                 f"{len(victims)} connection(s) closed")
