@@ -711,8 +711,9 @@ def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
     the others late (from its queue after their own changes, or from SQL once they take
     it as lost), so the node refuses it with a clear error while additions are taken:
     NATS cut, alice on node a tries to lift a ban, delete a channel, remove a member,
-    take a role and leave a channel; a is killed with SIGKILL, NATS comes back, and node b and a restarted a agree with SQL: nothing
-    changed but the ban alice added during the cut."""
+    take a role and leave a channel; a is killed with SIGKILL, NATS comes back, and
+    node b and a restarted a agree with SQL: nothing changed but the ban alice added
+    during the cut."""
     with private_cluster(tmp_path, "refuse") as (nodes, nats):
         admins = ("--admin", "alice")
         a, b = nodes.start("a", *admins), nodes.start("b", *admins)
