@@ -20,19 +20,21 @@ status and member events. Each node sends a heartbeat; a node silent for the
 presence timeout is taken as dead (or sooner, when one of its users logs in on
 another node and NATS says nobody is connected under its name any more:
 Cluster.moved, NatsBus.probe), and every other node takes its users
-offline (telling its own clients, as the dead node cannot) and relays to them,
-from SQL, the messages the dead node stored but never put on the stream (each
-message row names its node; ids increase in store order).
+offline (telling its own clients, as the dead node cannot), applies the state
+the dead node committed but never told (reload_state), and relays to its
+clients, from SQL, the messages the dead node stored but never put on the
+stream (each message row names its node; ids increase in store order).
 """
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from chatd.auth import ChatError
-from chatd.bus import CONNECTIONS, STATE, channel_topic, members_topic, peer_topic, user_topic
+from chatd.bus import STATE, channel_topic, members_topic, peer_topic, user_topic
 from chatd.moderation.requests import JoinRequest
 from chatd.natsbus import BusError, NatsBus
 from chatd.presence import OFFLINE, STATUSES
+from chatd.rules import fold
 from chatd.store import MAX_BATCH as MESSAGE_PAGE, utcnow
 
 log = Logger()
@@ -43,6 +45,23 @@ CATCHING_UP = ("This server is catching up with the others after a network cut;"
 CUT_OFF = ("This server is cut off from the others (a network cut): a removal or a change"
            " made here now could not reach them; try again in a moment, or on another"
            " server.")
+
+
+def state_key(topic, action, data):
+    """The piece of shared state a control event sets (a reload leaves it alone), else None."""
+    if topic == STATE:
+        if action == "account":
+            return ("account", data["name"])
+        if action in ("ban", "unban"):
+            return ("ban", data["row"][0] if action == "ban" else data["id"])
+        if action in ("channel", "channel_deleted"):
+            return ("channel", data["name"])
+        if action == "request":
+            _, channel, user = data["row"][:3]
+            return ("request", fold(user), channel)
+    elif topic[0] == "user" and action in ("joined", "left"):
+        return ("member", data["channel"], topic[1])
+    return None
 
 
 def _message_id(envelope):
@@ -60,6 +79,7 @@ class Cluster:
         self.node = self.config.node_name
         self.bus = NatsBus(self.config.bus, self.node)
         self.bus.observers.append(self.observe)
+        self.bus.sent.append(self._sent)
         self.bus.node_lost = self.node_lost
         self.bus.admit = self._admit
         self.bus.disconnected.append(self._cut_off)
@@ -71,6 +91,7 @@ class Cluster:
         self.recovered = set()  # (topic, id) relayed from SQL after their node was lost
         self._arriving = {}     # lost node -> ids of its messages seen while relaying its others
         self._start_id = 0      # the highest message id when this node loaded its state
+        self._reloads = []      # per reload_state reading SQL: the state_keys set meanwhile
         self._heartbeat = None
         accounts = server.accounts
         accounts.account_created.append(self._tell_account)
@@ -139,9 +160,11 @@ class Cluster:
             raise ChatError(CATCHING_UP)
 
     def _check_connected(self):
-        """A removal or change made while cut off would wait in this node's memory for
-        the bus, and die with it: the other nodes cannot tell it from SQL (see
-        reload_state), so it is refused; additions are taken (they can)."""
+        """A removal or change made while this node knows it is cut off would reach the
+        others late: when it is back, after the changes they made meanwhile (undoing a
+        fresher one), or from SQL only once they take it as lost (reload_state). So it
+        is refused, and the admin can make it on another node. Additions are taken: no
+        other node can change what it has not learnt yet."""
         if not self.serving:
             raise ChatError(CUT_OFF)
 
@@ -172,6 +195,7 @@ class Cluster:
             if node in self._arriving:
                 self._arriving[node].add(message_id)
         if kind == "control":
+            self._touch(topic, body["a"], body["d"])
             if topic == STATE:
                 getattr(self, "apply_" + body["a"])(node, **body["d"])
             elif topic[0] == "user" and body["a"] in ("joined", "left"):
@@ -180,6 +204,17 @@ class Cluster:
             self._status(node, topic[1], body["p"].get("status"))
         elif topic[0] == "channel" and body["p"].get("event") == "member":
             self._looking(node, topic[1], body["p"]["user"], body["p"]["status"])
+
+    def _sent(self, topic, envelope):
+        if "a" in envelope:     # this node's own changes, as it makes them
+            self._touch(topic, envelope["a"], envelope["d"])
+
+    def _touch(self, topic, action, data):
+        if self._reloads:
+            key = state_key(topic, action, data)
+            if key is not None:
+                for touched in self._reloads:
+                    touched.add(key)
 
     def apply_account(self, node, name, role):
         """An account created, or its role changed."""
@@ -315,40 +350,95 @@ class Cluster:
     @defer.inlineCallbacks
     def reload_state(self):
         """After a node was lost: what it wrote to SQL but never told the others (its events
-        queued in its memory during a NATS cut) is read again and applied here: accounts,
-        bans (closing the sessions they cover), channels, memberships, join requests.
-        Only additions: a removal read here could be older than an addition another
-        node just told; so a node refuses removals and changes while it is cut off
-        (`_check_connected`), and a lost node cannot have queued any."""
-        store, hub, local = self.server.store, self.hub, self.bus.local
-        accounts, moderation = self.server.accounts, self.server.moderation
-        for name, role, _ in (yield store.all_users()):
-            if name not in accounts.roles:
-                accounts.add(name, role)
-        bans, now = moderation.ban_list, utcnow()
-        for row in (yield store.active_bans(now)):
-            if row[0] not in bans.active:
-                bans.restore(row, now)
-                ban = bans.active[row[0]]
-                if ban.kind == "name":
-                    local.control(user_topic(accounts.name_of(ban.target, must_exist=False)),
-                                  "close", {"kind": "banned", "reason": ban.notice()})
-                else:
-                    local.control(CONNECTIONS, "close", {"network": str(ban.network),
-                                                         "kind": "banned",
-                                                         "reason": ban.notice()})
+        queued in its memory during a NATS cut, or in flight when it died) is read again
+        and applied here, additions, removals and changes alike: accounts and roles, bans
+        (closing the sessions a new one covers), channels, memberships, join requests;
+        this node's clients are told as by the bus.
+
+        A row read here may be older than an event that arrives while the reads run (the
+        other nodes commit, then tell): the state_keys of every event applied or sent
+        here from the first read to the last are left as they are. An event that came
+        before the first read was committed before it, so SQL has it."""
+        store = self.server.store
+        touched = set()
+        self._reloads.append(touched)
+        try:
+            now = utcnow()
+            users = yield store.all_users()
+            bans = yield store.active_bans(now)
+            channels = yield store.all_channels()
+            memberships = yield store.all_memberships()
+            requests = yield store.latest_join_requests()
+        finally:
+            self._reloads.remove(touched)
+        self._reload_roles(users, touched)
+        self._reload_bans(bans, now, touched)
+        by_id = self._reload_channels(channels, touched)
+        self._reload_memberships(memberships, by_id, touched)
+        for row in requests:
+            request = JoinRequest.from_row(row)
+            if not touched & {("request", fold(request.user), request.channel),
+                              ("channel", request.channel)}:
+                self.server.moderation.join_requests.remember(request)
+
+    def _reload_roles(self, users, touched):
+        accounts = self.server.accounts
+        for name, role, _ in users:
+            if accounts.roles.get(name) != role and ("account", name) not in touched:
+                known = name in accounts.roles
+                self.apply_account(self.node, name, role)
+                if known:
+                    self.hub.role_changed(name, role, bus=self.bus.local)
+
+    def _reload_bans(self, rows, now, touched):
+        accounts, bans = self.server.accounts, self.server.moderation.ban_list
+        active = {row[0] for row in rows}
+        for ban_id in [i for i in bans.active if i not in active and ("ban", i) not in touched]:
+            bans.lift(ban_id)
+        for row in rows:
+            if row[0] in bans.active or ("ban", row[0]) in touched:
+                continue
+            bans.restore(row, now)
+            ban = bans.active[row[0]]
+            name = accounts.name_of(ban.target, must_exist=False) if ban.kind == "name" else None
+            bans.close(name, ban.network, "banned", ban.notice(), bus=self.bus.local)
+
+    def _reload_channels(self, rows, touched):
+        """The channels SQL has, by id (a name deleted and made again has a new id)."""
         from chatd.hub import Channel
+        hub, local = self.hub, self.bus.local
+        stored = {name: channel_id for channel_id, name, _ in rows}
+        for channel in list(hub.channels.values()):
+            if stored.get(channel.name) != channel.id and ("channel", channel.name) not in touched:
+                self.apply_channel_deleted(self.node, channel.name)
+                for member in list(channel.members):
+                    hub.remove_member(channel, member, bus=local,
+                                      notice={"event": "channel_deleted", "by": None})
         by_id = {}
-        for channel_id, name, private in (yield store.all_channels()):
-            by_id[channel_id] = hub.channels.setdefault(name, Channel(channel_id, name, private))
-        for channel_id, user in (yield store.all_memberships()):
-            channel = by_id.get(channel_id)
-            user = accounts.name_of(user, must_exist=False)
-            if channel is not None and channel.id == channel_id and user not in channel.members:
-                channel.members.add(user)
-                local.control(user_topic(user), "joined", {"channel": channel.name})
-        for row in (yield store.latest_join_requests()):
-            moderation.join_requests.remember(JoinRequest.from_row(row))
+        for channel_id, name, private in rows:
+            if ("channel", name) not in touched:
+                by_id[channel_id] = hub.channels.setdefault(name,
+                                                            Channel(channel_id, name, private))
+        return by_id
+
+    def _reload_memberships(self, rows, by_id, touched):
+        hub, local, accounts = self.hub, self.bus.local, self.server.accounts
+        stored = set()
+        for channel_id, user in rows:
+            if channel_id in by_id:
+                stored.add((by_id[channel_id].name, accounts.name_of(user, must_exist=False)))
+
+        def settled(channel, user):
+            return ("member", channel, user) in touched or ("channel", channel) in touched
+        for channel in by_id.values():
+            for user in list(channel.members):
+                if (channel.name, user) not in stored and not settled(channel.name, user):
+                    hub.remove_member(channel, user, bus=local,
+                                      notice={"event": "removed_from_channel", "by": None})
+        for name, user in stored:
+            channel = hub.channels[name]
+            if user not in channel.members and not settled(name, user):
+                hub.add_member(channel, user, bus=local)
 
     def moved(self, user, node):
         """`user`, online on `node`, logged in again on another node (this one, or one

@@ -194,7 +194,7 @@ class Hub:
             from twisted.internet import reactor as clock
         self.store = store
         self.accounts = accounts    # chatd.accounts.Accounts: names and roles
-        accounts.role_changes.append(self._role_changed)
+        accounts.role_changes.append(self.role_changed)
         self.clock = clock
         self.max_message = max_message
         self.id = uuid.uuid4().hex      # this node, as the subscriber to ("connections",)
@@ -222,8 +222,10 @@ class Hub:
 
     # -- accounts ----------------------------------------------------------
 
-    def _role_changed(self, name, role):
-        self.bus.control(user_topic(name), "role", {"role": role})
+    def role_changed(self, name, role, bus=None):
+        """Tell `name`'s sessions their new role. `bus` is the hub's unless given
+        (chatd/cluster.py gives its own subscribers' only, for a change read from SQL)."""
+        (self.bus if bus is None else bus).control(user_topic(name), "role", {"role": role})
 
     def account_name(self, name, must_exist=True):
         """The name as registered, whatever case `name` is given in."""
@@ -342,15 +344,21 @@ class Hub:
         yield self.remove_member(channel, session.name)
         return {"channel": channel.name}
 
-    def add_member(self, channel, name):
-        """Add `name` to the in-memory channel; their sessions start receiving it."""
+    def add_member(self, channel, name, bus=None):
+        """Add `name` to the in-memory channel; their sessions start receiving it. `bus`
+        as in role_changed."""
         channel.members.add(name)
-        self.bus.control(user_topic(name), "joined", {"channel": channel.name})
+        (self.bus if bus is None else bus).control(user_topic(name), "joined",
+                                                   {"channel": channel.name})
 
-    def remove_member(self, channel, name):
-        """Drop `name` from the in-memory channel and stop showing it there."""
+    def remove_member(self, channel, name, notice=None, bus=None):
+        """Drop `name` from the in-memory channel and stop showing it there; `notice` (an
+        event, without its channel) tells their client why. `bus` as in role_changed."""
+        bus = self.bus if bus is None else bus
         channel.members.discard(name)
-        self.bus.control(user_topic(name), "left", {"channel": channel.name})
+        bus.control(user_topic(name), "left", {"channel": channel.name})
+        if notice is not None:
+            bus.publish(user_topic(name), dict(notice, channel=channel.name))
         return defer.succeed(None)
 
     @defer.inlineCallbacks

@@ -104,6 +104,7 @@ class NatsBus:
         self.node = node            # this node's --node-name
         self.local = LocalBus()     # this node's subscribers
         self.observers = []         # callables (node, topic, kind, body) for every event
+        self.sent = []              # callables (topic, envelope) for each event this node sends
         self.disconnected = []      # callables told when the connection to the server drops
         self.reconnected = []       # callables told after a reconnection to the server
         self.node_lost = lambda node: None  # told when another node's heartbeats stop
@@ -143,6 +144,8 @@ class NatsBus:
         return ".".join([self.cluster, "ev", topic[0], *map(subject_token, topic[1:])])
 
     def _send(self, topic, envelope):
+        for told in self.sent:
+            told(topic, envelope)
         self._count += 1
         data = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         self._outbox.append((self.subject(topic), data, self._ids + str(self._count)))

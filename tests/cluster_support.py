@@ -91,11 +91,12 @@ class Cluster:
         self.bus = f"{NATS_URL}/{name}"
         self.nodes = {}
 
-    def start(self, node, *extra):
+    def start(self, node, *extra, bus=None):
+        """Start `node` on the cluster's bus, or on `bus` (the same NATS through a proxy)."""
         directory = self.tmp_path / node
         directory.mkdir(exist_ok=True)
         process, port = run_twistd(directory, "--listen", "tcp:0:interface=127.0.0.1",
-                                   "--database", self.database, "--bus", self.bus,
+                                   "--database", self.database, "--bus", bus or self.bus,
                                    "--node-name", node, "--bcrypt-rounds", "4",
                                    "--presence-timeout", "3", *LIMITS_LIFTED, *extra,
                                    command=NODE)

@@ -8,7 +8,8 @@ import os
 import uuid
 
 import pytest
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints, protocol, task
+from twisted.protocols import portforward
 from twisted.protocols.basic import LineReceiver
 
 from chatd.server import ChatServer, ServerConfig
@@ -305,3 +306,60 @@ def look_at(client, channel):
     client.send({"presence": "online", "channel": channel})
     members = yield client.event("members", channel=channel)
     return members
+
+
+class ProxiedConnection(portforward.ProxyServer):
+    """One connection through a LoopbackProxy; what its client sends is dropped while
+    the proxy is blackholed."""
+
+    def connectionMade(self):
+        self.factory.connections.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason):
+        self.factory.connections.discard(self)
+        super().connectionLost(reason)
+
+    def dataReceived(self, data):
+        if not self.factory.blackholed:
+            super().dataReceived(data)
+
+
+class LoopbackProxy:
+    """A TCP forwarder to host:port on a free loopback port, to cut or to blackhole.
+
+    Cut: every forwarded connection is aborted and new ones are refused (the port is
+    closed), which is what a client sees when the server's host goes away. Blackhole:
+    the connections stay open but what the clients send is dropped, as on a path that
+    silently loses packets: a client notices only when its own pings go unanswered.
+    """
+
+    def __init__(self, host, port):
+        self.factory = portforward.ProxyFactory(host, port)
+        self.factory.protocol = ProxiedConnection
+        self.factory.connections = set()
+        self.factory.blackholed = False
+        self.listening = None
+        self.port = 0
+
+    def start(self):
+        from twisted.internet import reactor
+        self.listening = reactor.listenTCP(self.port, self.factory, interface="127.0.0.1")
+        self.port = self.listening.getHost().port
+
+    @defer.inlineCallbacks
+    def cut(self):
+        from twisted.internet import reactor
+        yield self.listening.stopListening()
+        for connection in list(self.factory.connections):
+            connection.transport.abortConnection()
+        for _ in range(600):
+            if not self.factory.connections:
+                return
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError("the proxied connections did not close")
+
+    restore = start
+
+    def blackhole(self):
+        self.factory.blackholed = True

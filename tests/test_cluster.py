@@ -707,12 +707,13 @@ def test_a_node_killed_during_a_nats_cut_loses_no_acknowledged_message(tmp_path)
 @pytest.mark.timeout(120)
 @defer.inlineCallbacks
 def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
-    """A removal or change made on a node cut off from NATS would wait in its memory and
-    die with it (the other nodes cannot tell it from SQL), so the node refuses it with a
-    clear error while additions are taken: NATS cut, alice on node a tries to lift a
-    ban, delete a channel, remove a member, take a role and leave a channel; a is killed
-    with SIGKILL, NATS comes back, and node b and a restarted a agree with SQL: nothing
-    changed but the ban alice added during the cut."""
+    """A removal or change made on a node that knows it is cut off from NATS would reach
+    the others late (from its queue after their own changes, or from SQL once they take
+    it as lost), so the node refuses it with a clear error while additions are taken:
+    NATS cut, alice on node a tries to lift a ban, delete a channel, remove a member,
+    take a role and leave a channel; a is killed with SIGKILL, NATS comes back, and
+    node b and a restarted a agree with SQL: nothing changed but the ban alice added
+    during the cut."""
     with private_cluster(tmp_path, "refuse") as (nodes, nats):
         admins = ("--admin", "alice")
         a, b = nodes.start("a", *admins), nodes.start("b", *admins)
@@ -769,3 +770,197 @@ def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
         changed = ({"mallory": True, "eve": "banned", "dave": True, "dave admin": False},
                    {"general": False})
         yield eventually(lambda: holds(b, changed), 10)
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_reads(tmp_path):
+    """Node b's reload_state with the real store, in this process: a lost node lifted a
+    ban, deleted a channel, removed a member and took a role in SQL without telling;
+    b applies all of it and tells its clients as the bus would. Between the reads,
+    node c commits and tells changes the snapshot cannot have (a role, a ban, a
+    channel deleted, a member added, each after the read of its table), and so does
+    b itself (a member gone): they stand."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+    from chatd.bus import STATE
+    from chatd.cluster import Cluster
+    from chatd.store import db_time, utcnow
+    from support import login, look_at, start_server, stop_server
+    with mysql_database() as url:
+        server = start_server(url, admins=["alice"])
+        try:
+            alice = yield login(server, "alice")
+            for name in ("mallory", "eve", "dave"):
+                yield login(server, name)
+            carol = yield login(server, "carol")
+            dave = yield login(server, "dave", register_first=False)
+            for line in ("ban mallory 1h", "create old", "create fresh", "admin dave"):
+                ok((yield command(alice, line)))
+            yield look_at(carol, "general")
+            yield look_at(carol, "old")
+            eve = yield login(server, "eve", register_first=False)
+            yield look_at(eve, "general")
+            hub, store, bans = server.hub, server.store, server.moderation.ban_list
+            node = SimpleNamespace(
+                config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
+                reactor=server.reactor, store=store, accounts=server.accounts, hub=hub,
+                moderation=server.moderation)
+            b = Cluster(node)
+            b.bus.local = hub.bus   # what b tells its clients reaches this server's
+            # What the lost node committed and never told.
+            mallory_ban = bans.name_ban("mallory").id
+            yield store.lift_ban(mallory_ban, "alice", utcnow())
+            yield store.delete_channel(hub.channels["old"].id)
+            yield store.remove_member(hub.channels["general"].id, "carol")
+            yield store.set_role("dave", "user")
+
+            # What node c commits, then tells, while b reads (each after its table's read).
+            @defer.inlineCallbacks
+            def c_makes_eve_admin():
+                yield store.set_role("eve", "admin")
+                b.observe("c", STATE, "control", {"a": "account",
+                                                  "d": {"name": "eve", "role": "admin"}})
+
+            @defer.inlineCallbacks
+            def c_bans_eve():
+                now = utcnow()
+                ban_id = yield store.add_ban("name", "eve", None, "", "alice", now, None)
+                b.observe("c", STATE, "control", {"a": "ban", "d": {"row": [
+                    ban_id, "name", "eve", None, "", "alice", db_time(now), None]}})
+
+            @defer.inlineCallbacks
+            def c_deletes_fresh():
+                yield store.delete_channel(hub.channels["fresh"].id)
+                b.observe("c", STATE, "control", {"a": "channel_deleted",
+                                                  "d": {"name": "fresh"}})
+
+            @defer.inlineCallbacks
+            def c_adds_dave_b_drops_eve():
+                general = hub.channels["general"]
+                yield store.add_member(general.id, "dave")
+                b.observe("c", ("user", "dave"), "control", {"a": "joined",
+                                                            "d": {"channel": "general"}})
+                # b's own change, as its hub makes it: commit, memory, then the bus.
+                yield store.remove_member(general.id, "eve")
+                general.members.discard("eve")
+                b.bus.control(("user", "eve"), "left", {"channel": "general"})
+            for read, event in (("all_users", c_makes_eve_admin), ("active_bans", c_bans_eve),
+                                ("all_channels", c_deletes_fresh),
+                                ("all_memberships", c_adds_dave_b_drops_eve)):
+                def then(*args, _real=getattr(store, read), _event=event):
+                    return _real(*args).addCallback(
+                        lambda rows: _event().addCallback(lambda _: rows))
+                setattr(store, read, then)
+            try:
+                yield b.reload_state()
+            finally:
+                for read in ("all_users", "active_bans", "all_channels", "all_memberships"):
+                    delattr(store, read)
+            # The lost node's removals and changes are applied...
+            assert mallory_ban not in bans.active
+            assert "old" not in hub.channels
+            assert "carol" not in hub.channels["general"].members
+            assert server.accounts.role_of("dave") == "user"
+            # ...and told to the clients as the bus tells them.
+            removed = yield carol.event("removed_from_channel", channel="general")
+            deleted = yield carol.event("channel_deleted", channel="old")
+            assert removed["by"] is None and deleted["by"] is None
+            assert "error" in (yield command(dave, "bans"))
+            yield login(server, "mallory", register_first=False)
+            # What c told during the reads is fresher than the snapshot: it stands.
+            assert server.accounts.role_of("eve") == "admin"
+            assert bans.name_ban("eve") is not None
+            assert "fresh" not in hub.channels
+            assert "dave" in hub.channels["general"].members
+            assert "eve" not in hub.channels["general"].members
+        finally:
+            stop_server(server)
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_a_node_killed_before_its_removals_left_it_loses_none(tmp_path):
+    """Node a reaches NATS through a proxy that silently drops what a sends, so a does
+    not know it is cut off (nats-py finds out when two pings 5 s apart go unanswered)
+    and takes an unban, a channel deletion, a member removed, a role taken and a leave:
+    committed, answered ok, their events never out. a is killed with SIGKILL; node b
+    takes it as lost after the presence timeout, reads them from SQL and tells its
+    clients as the bus would: b then holds SQL's state."""
+    from twisted.internet import reactor, threads
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, "blackhole") as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
+        proxy.start()
+        try:
+            admins = ("--admin", "alice")
+            a = yield threads.deferToThread(nodes.start, "a", *admins,
+                                            bus=f"nats://127.0.0.1:{proxy.port}/blackhole")
+            b = nodes.start("b", *admins)
+            alice = yield client_on(a, "alice", register=True)
+            yield client_on(b, "mallory", register=True)
+            dave = yield client_on(b, "dave", register=True)
+            carol = yield client_on(b, "carol", register=True)
+            eve = yield client_on(b, "eve", register=True)
+            for client in (alice, carol, eve):
+                yield look(client)
+            for line in ("ban mallory 1h", "create old", "admin dave"):
+                ok((yield command(alice, line)))
+            yield eventually(lambda: carol.request({"join": "old"}).addCallback(
+                lambda reply: reply.get("ok") is True))
+
+            @defer.inlineCallbacks
+            def may_log_in(name):
+                client = yield connect(b)
+                reply = yield client.request({"user:pwd": f"{name}:{PASSWORD}"})
+                client.transport.loseConnection()
+                return reply.get("ok") is True
+
+            @defer.inlineCallbacks
+            def carol_is_in():
+                listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+                return {ch["name"] for ch in listed if ch["member"]}
+
+            @defer.inlineCallbacks
+            def dave_is_admin():
+                return "error" not in (yield command(dave, "bans"))
+            # b knows all of it from the bus.
+            yield eventually(lambda: dave_is_admin())
+            yield eventually(lambda: may_log_in("mallory").addCallback(lambda yes: not yes))
+            assert (yield carol_is_in()) == {"general", "old"}
+
+            proxy.blackhole()
+            blackholed = reactor.seconds()
+            for line in ("unban mallory", "delete old", "remove carol general", "unadmin dave"):
+                ok((yield command(alice, line)))
+            ok((yield alice.request({"leave": "general"})))
+            answered = reactor.seconds() - blackholed
+            nodes.kill("a")
+            killed = reactor.seconds()
+            # carol is told on b as by the bus: out of both channels, and why.
+            yield carol.event("removed_from_channel", channel="general")
+            yield carol.event("channel_deleted", channel="old")
+            told = reactor.seconds() - killed
+            assert (yield carol_is_in()) == set()
+            assert not (yield dave_is_admin())
+            assert (yield may_log_in("mallory"))
+            listed = ok((yield eve.request({"list_channels": ""})))["channels"]
+            assert {ch["name"] for ch in listed} == {"general"}
+            alice = yield client_on(b, "alice")     # her leave on a holds on b too
+            listed = ok((yield alice.request({"list_channels": ""})))["channels"]
+            assert {ch["name"]: ch["member"] for ch in listed} == {"general": False}
+            # carol hears general no more: not even as unread.
+            ok((yield eve.request({"channel_message": "after", "channel": "general"})))
+            yield eve.wait_for(lambda m: m.get("channel_message") == "after"
+                               and "reply_to" not in m)
+            yield carol.barrier()
+            assert not carol.take(lambda m: m.get("channel") == "general" and (
+                "channel_message" in m or m.get("event") == "unread")), carol.inbox
+            print(f"removals from a node killed unknowingly cut off: all answered"
+                  f" {answered:.2f} s after the blackhole; b told carol {told:.1f} s after"
+                  f" the kill (presence timeout 3 s)")
+            assert told < 3 + 3
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()

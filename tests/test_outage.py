@@ -16,8 +16,8 @@ from chatd.engines import SqliteEngine, engine_from_url
 from chatd.protocol import UNAVAILABLE
 from chatd.store import Message, Store, utcnow
 from twisted.python.failure import Failure
-from support import (LIMITS_LIFTED, PASSWORD, connect, login, look_at, mysql_database,
-                     register, start_server, stop_server)
+from support import (LIMITS_LIFTED, PASSWORD, LoopbackProxy, ProxiedConnection, connect, login,
+                     look_at, mysql_database, register, start_server, stop_server)
 
 
 class Lock:
@@ -180,44 +180,6 @@ def test_nonce_is_remembered_across_a_restart_and_not_stored_twice(tmp_path):
         assert len(sqlite_rows(db)) == 2
     finally:
         yield store.stop()
-
-
-class _Forwarder(portforward.ProxyServer):
-    def connectionMade(self):
-        self.factory.connections.add(self)
-        super().connectionMade()
-
-    def connectionLost(self, reason):
-        self.factory.connections.discard(self)
-        super().connectionLost(reason)
-
-
-class LoopbackProxy:
-    """A TCP forwarder to MariaDB on a free loopback port that can be cut and restored.
-
-    Cut: every forwarded connection is aborted and new ones are refused (the port
-    is closed), which is what chatd sees when the database host goes away.
-    """
-
-    def __init__(self, host, port):
-        self.factory = portforward.ProxyFactory(host, port)
-        self.factory.protocol = _Forwarder
-        self.factory.connections = set()
-        self.listening = None
-        self.port = 0
-
-    def start(self):
-        self.listening = reactor.listenTCP(self.port, self.factory, interface="127.0.0.1")
-        self.port = self.listening.getHost().port
-
-    @defer.inlineCallbacks
-    def cut(self):
-        yield self.listening.stopListening()
-        for connection in list(self.factory.connections):
-            connection.transport.abortConnection()
-        yield wait_until(lambda: not self.factory.connections)
-
-    restore = start
 
 
 def started_proxy(url):
@@ -471,7 +433,7 @@ class _AnswerDropperFactory(portforward.ProxyClientFactory):
     protocol = _AnswerDropper
 
 
-class _CommitTrap(_Forwarder):
+class _CommitTrap(ProxiedConnection):
     """Cuts the connection at the next COMMIT once `factory.trap` is set: "answer"
     lets the COMMIT reach MariaDB and drops its answer, "commit" drops the COMMIT."""
     clientProtocolFactory = _AnswerDropperFactory

@@ -107,13 +107,15 @@ class BanList:
         return sorted(name for name in self.hub.elsewhere
                       if in_network(self.hub.ips.get(name), network))
 
-    def _close(self, name, network, kind, reason):
-        """Close a user's sessions, or the connections from `network`, on every node."""
+    def close(self, name, network, kind, reason, bus=None):
+        """Close a user's sessions, or the connections from `network`, on every node (`bus`
+        as in Hub.role_changed)."""
+        bus = self.hub.bus if bus is None else bus
         if name is not None:
-            self.hub.bus.control(user_topic(name), "close", {"kind": kind, "reason": reason})
+            bus.control(user_topic(name), "close", {"kind": kind, "reason": reason})
         else:
-            self.hub.bus.control(CONNECTIONS, "close", {"network": str(network), "kind": kind,
-                                                        "reason": reason})
+            bus.control(CONNECTIONS, "close", {"network": str(network), "kind": kind,
+                                               "reason": reason})
 
     @staticmethod
     def _refuse_own_address(actor, network, verb):
@@ -153,8 +155,8 @@ class BanList:
             kicked = sorted([c.session.name for c in victims[:len(victims) - len(elsewhere)]
                              if c.session is not None] + elsewhere)
         why = f": {reason}" if reason else "."
-        self._close(name, network, "kicked",
-                    f"You were kicked by {actor.name}{why} You may log in again.")
+        self.close(name, network, "kicked",
+                   f"You were kicked by {actor.name}{why} You may log in again.")
         yield self.store.add_kick(label, ip, reason, actor.name, utcnow())
         yield self.audit.record(actor, "kick", label, reason,
                                 f"{len(victims)} connection(s) closed")
@@ -184,7 +186,7 @@ class BanList:
             victims = [name] if self.hub.is_online(name) else []
         else:
             victims = self._connections_in(network) + self._elsewhere_in(network)
-        self._close(name, network, "banned", ban.notice())
+        self.close(name, network, "banned", ban.notice())
         yield self.audit.record(actor, "ban", label, reason, ban.until)
         return outcome(f"Banned {label} {ban.until} ({len(victims)} connection(s) closed).",
                        ban=ban.to_wire())

@@ -157,9 +157,8 @@ class JoinRequests:
             raise
         self.hub.bus.control(STATE, "channel_deleted", {"name": channel.name})
         for member in list(channel.members):
-            yield self.hub.remove_member(channel, member)
-            self._tell(member, {"event": "channel_deleted", "channel": channel.name,
-                                "by": actor.name})
+            yield self.hub.remove_member(channel, member, notice={"event": "channel_deleted",
+                                                                  "by": actor.name})
         self.forget_channel(channel.name)
         yield self.audit.record(actor, "delete", channel.name)
         return outcome(f"Deleted #{channel.name}; its messages stay in the log.",
@@ -177,8 +176,7 @@ class JoinRequests:
             raise ChatError(f"{name} is not a member of #{channel.name}.")
         self.hub.accounts.check_change()
         yield self.store.remove_member(channel.id, name)
-        yield self.hub.remove_member(channel, name)
-        self._tell(name, {"event": "removed_from_channel", "channel": channel.name,
-                          "by": actor.name})
+        yield self.hub.remove_member(channel, name, notice={"event": "removed_from_channel",
+                                                            "by": actor.name})
         yield self.audit.record(actor, "remove", name, detail=f"#{channel.name}")
         return outcome(f"Removed {name} from #{channel.name}.", channel=channel.name, user=name)
