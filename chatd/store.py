@@ -459,21 +459,16 @@ class MessageLog(Draining):
         return start, start + OUTAGE_BLOCK, start
 
     def _commit(self, cursor, messages, turn):
-        """In one transaction: find nonces already stored, take ids, insert the rest."""
-        stored = {}
-        for m in messages:
-            if m.nonce is not None:
-                cursor.execute("SELECT " + MESSAGE_COLUMNS + " FROM messages"
-                               " WHERE sender = ? AND nonce = ?", (m.sender, m.nonce))
-                row = cursor.fetchone()
-                if row is not None:
-                    stored[(m.sender, m.nonce)] = tuple(row)
+        """In one transaction: find nonces already stored (one query for the batch), take
+        ids, insert the rest."""
+        stored = self._stored(cursor, [m for m in messages if m.nonce is not None])
         new = [m for m in messages if (m.sender, m.nonce) not in stored]
         turn.wait_turn()
         first = self._take_ids(cursor, len(new))
         turn.took_ids()
         node = self.store.node
         rows = [(first + i,) + m.row()[1:] + (node,) for i, m in enumerate(new)]
+        cursor.execute("UPDATE message_ids SET next_id = ?", (first + len(new),))
         if rows:
             cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ", node)"
                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -481,16 +476,31 @@ class MessageLog(Draining):
         turn.wait_previous()
         return first, first + len(new), stored, block
 
+    @staticmethod
+    def _stored(cursor, messages):
+        """The rows already stored under the (sender, nonce) of `messages`, in one query."""
+        if not messages:
+            return {}
+        keys = list(dict.fromkeys((m.sender, m.nonce) for m in messages))
+        cursor.execute("SELECT " + MESSAGE_COLUMNS + " FROM messages WHERE "
+                       + " OR ".join(["(sender = ? AND nonce = ?)"] * len(keys)),
+                       tuple(value for key in keys for value in key))
+        return {(row[1], row[7]): tuple(row) for row in cursor.fetchall()}
+
     def _take_ids(self, cursor, count):
-        """`count` consecutive ids from the next one, skipping every reserved block."""
-        first = self._lock_next_id(cursor)
-        cursor.execute("SELECT start_id, end_id FROM message_id_blocks WHERE end_id > ?"
-                       " ORDER BY start_id", (first,))
-        for start, end in cursor.fetchall():
-            if first + count <= start:
+        """The first of `count` consecutive ids from the next one, skipping every
+        reserved block: read with the blocks in one query, which locks the next id
+        until the commit (so no other process takes the same ones)."""
+        lock = " FOR UPDATE" if self.store.engine.name == "mysql" else ""
+        cursor.execute("SELECT next_id, start_id, end_id FROM message_ids"
+                       " LEFT JOIN message_id_blocks ON end_id > next_id ORDER BY start_id"
+                       + lock)
+        found = cursor.fetchall()
+        first = found[0][0]
+        for _, start, end in found:
+            if start is None or first + count <= start:
                 break
             first = max(first, end)
-        cursor.execute("UPDATE message_ids SET next_id = ?", (first + count,))
         return first
 
     def _committed(self, result, batch):

@@ -120,3 +120,41 @@ def test_sqlite_message_connection_that_cannot_open_is_an_outage_then_opens(tmp_
         assert rows == [("wal",)]
     finally:
         pool.close()
+
+
+@defer.inlineCallbacks
+def test_one_commit_finds_every_stored_nonce_and_stores_any_text_exactly(database):
+    """A batch's nonces are looked up in one query: after a restart (nothing in
+    memory), a batch mixing resends of different senders with new messages gets the
+    original ids back and stores only the new ones, whatever their text holds."""
+    texts = ["50% off; DROP TABLE messages; --", "it's \"quoted\" \\ back", "é 🙂 \u0000 end"]
+
+    def sent(sender, body, nonce):
+        return Message(None, sender, body, utcnow(), channel="general", channel_id=1,
+                       nonce=nonce)
+    store = Store(engine_from_url(database), max_queued=1000)
+    yield store.start()
+    try:
+        first = yield defer.gatherResults([store.save_message(sent(s, f"{s} first", "n-1"))
+                                           for s in ("alice", "bob")])
+    finally:
+        yield store.stop()
+    store = Store(engine_from_url(database), max_queued=1000)
+    yield store.start()
+    try:
+        batch = [sent("bob", "bob again", "n-1"), sent("alice", texts[0], "n-2"),
+                 sent("alice", "alice again", "n-1"), sent("bob", texts[1], "n-2"),
+                 sent("carol", texts[2], None)]
+        results = yield defer.gatherResults([store.save_message(m) for m in batch])
+        assert [(m.id, new) for m, new in results[:3:2]] == [
+            (first[1][0].id, False), (first[0][0].id, False)]
+        assert [m.body for m, _ in results[:3:2]] == ["bob first", "alice first"]
+        new_ids = [m.id for m, new in results if new]
+        assert [new for _, new in results] == [False, True, False, True, True]
+        assert new_ids == sorted(new_ids) and new_ids[0] > first[1][0].id
+        rows = yield store.query("SELECT sender, body, nonce FROM messages ORDER BY id")
+        assert [tuple(r) for r in rows] == [
+            ("alice", "alice first", "n-1"), ("bob", "bob first", "n-1"),
+            ("alice", texts[0], "n-2"), ("bob", texts[1], "n-2"), ("carol", texts[2], None)]
+    finally:
+        yield store.stop()
