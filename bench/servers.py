@@ -7,6 +7,7 @@ Everything listens on 127.0.0.1 only, on a port picked free at start.
 """
 
 import asyncio
+import functools
 import itertools
 import os
 import random
@@ -129,15 +130,18 @@ class ServerProcess:
             self.process.wait()
 
 
+# twistd, run by this interpreter (so the checkout, the working directory, is on sys.path
+# and twistd finds its chatd plugin there).
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+@functools.cache
 def chatd_options():
     """The options this checkout's chatd takes: an older tree (a before/after run with
     today's bench copied into it) lacks some limits, which it then does not have to lift."""
-    if not hasattr(chatd_options, "found"):
-        shown = subprocess.run([sys.executable, "-c", "from twisted.scripts.twistd import run;"
-                                " run()", "chatd", "--help"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout
-        chatd_options.found = set(re.findall(r"--[a-z-]+(?==)", shown))
-    return chatd_options.found
+    shown = subprocess.run(TWISTD + ["chatd", "--help"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout
+    return set(re.findall(r"--[a-z-]+(?==)", shown))
 
 
 class ChatdTarget:
@@ -169,10 +173,8 @@ class ChatdTarget:
         return f"twistd -n chatd --database {self.db.url} " + " ".join(self.lifted_options)
 
     def argv(self, port, reactor=(), options=()):
-        """twistd -n, run by this interpreter with the checkout as working directory
-        (and so on sys.path, where twistd finds the chatd plugin)."""
-        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile", "", "--logfile", "-", *reactor, "chatd",
+        """twistd -n (TWISTD), started with the checkout as its working directory."""
+        return [*TWISTD, "-n", "--pidfile", "", "--logfile", "-", *reactor, "chatd",
                 "--listen", f"tcp:{port}:interface=127.0.0.1",
                 "--database", self.db.url, *self.lifted_options, *options]
 

@@ -443,10 +443,14 @@ class MessageLog(Draining):
 
     _next_id = 0
 
+    @property
+    def _until_commit(self):
+        """What a read of the next id adds to lock it until the commit, so no other process
+        takes the same ones (SQLite's BEGIN IMMEDIATE already holds the write lock)."""
+        return " FOR UPDATE" if self.store.engine.name == "mysql" else ""
+
     def _lock_next_id(self, cursor):
-        """The next id, locked until the commit so no other process takes the same ones."""
-        lock = " FOR UPDATE" if self.store.engine.name == "mysql" else ""
-        cursor.execute("SELECT next_id FROM message_ids" + lock)
+        cursor.execute("SELECT next_id FROM message_ids" + self._until_commit)
         return cursor.fetchone()[0]
 
     def _reserve(self, cursor):
@@ -489,12 +493,10 @@ class MessageLog(Draining):
 
     def _take_ids(self, cursor, count):
         """The first of `count` consecutive ids from the next one, skipping every
-        reserved block: read with the blocks in one query, which locks the next id
-        until the commit (so no other process takes the same ones)."""
-        lock = " FOR UPDATE" if self.store.engine.name == "mysql" else ""
+        reserved block, read with the blocks in one query that locks the next id."""
         cursor.execute("SELECT next_id, start_id, end_id FROM message_ids"
                        " LEFT JOIN message_id_blocks ON end_id > next_id ORDER BY start_id"
-                       + lock)
+                       + self._until_commit)
         found = cursor.fetchall()
         first = found[0][0]
         for _, start, end in found:

@@ -308,6 +308,16 @@ def look_at(client, channel):
     return members
 
 
+@defer.inlineCallbacks
+def until(condition, timeout=30):
+    """Wait (polling the real reactor) until `condition()` holds; fail after `timeout` s."""
+    from twisted.internet import reactor
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        assert reactor.seconds() < deadline, "condition never held"
+        yield task.deferLater(reactor, 0.01, lambda: None)
+
+
 class ProxiedConnection(portforward.ProxyServer):
     """One connection through a LoopbackProxy; what its client sends is dropped while
     the proxy is blackholed."""
@@ -349,15 +359,10 @@ class LoopbackProxy:
 
     @defer.inlineCallbacks
     def cut(self):
-        from twisted.internet import reactor
         yield self.listening.stopListening()
         for connection in list(self.factory.connections):
             connection.transport.abortConnection()
-        for _ in range(600):
-            if not self.factory.connections:
-                return
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        raise AssertionError("the proxied connections did not close")
+        yield until(lambda: not self.factory.connections)
 
     restore = start
 

@@ -253,7 +253,7 @@ def test_past_the_bcrypt_queue_logins_are_busy_and_known_ones_go_first(sqlite_da
             sprayer.send({"user:pwd": f"guess{n}:wrong password"})
             sprayer.wait_for(lambda m: m.get("reply_to") == "user:pwd", timeout=60
                              ).addCallback(lambda m, n=n: answers.append((n, m)))
-        from test_limits import until
+        from support import until
         yield until(lambda: server.hasher.queued == 3)
         newcomer = yield connect(server, source="127.0.0.50")
         assert error((yield newcomer.request({"user:pwd": f"newcomer:{PASSWORD}"}))) == BUSY

@@ -17,7 +17,7 @@ from chatd.auth import ChatError
 from chatd.limits import FLOOD_WINDOW, TOO_FAST, LoginThrottle, TokenBucket
 from chatd.protocol import ChatFactory
 from chatd.tap import Options
-from support import (PASSWORD, connect, error, login, look_at, ok, register, start_server,
+from support import (PASSWORD, connect, error, login, look_at, ok, register, start_server, until,
                      stop_server)
 
 THROTTLED = "Too many failed logins; try again in"
@@ -34,16 +34,6 @@ def log_events():
     globalLogPublisher.addObserver(observe)
     yield events
     globalLogPublisher.removeObserver(observe)
-
-
-@defer.inlineCallbacks
-def until(condition, timeout=30):
-    """Wait (polling the real reactor) until `condition()` holds; fail after `timeout` s."""
-    from twisted.internet import reactor
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        assert reactor.seconds() < deadline, "condition never held"
-        yield task.deferLater(reactor, 0.01, lambda: None)
 
 
 # -- the token bucket and flood control (task.Clock) ---------------------------

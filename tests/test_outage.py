@@ -57,15 +57,6 @@ def sleep(seconds):
     return d
 
 
-@defer.inlineCallbacks
-def wait_until(condition, timeout=30):
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        yield sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def message(body, nonce=None):
     return Message(None, "alice", body, utcnow(), channel="general", channel_id=1, nonce=nonce)
 
