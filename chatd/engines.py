@@ -70,13 +70,14 @@ class ConnectionThread:
     `runWithConnection(function, *args)` runs function(connection, *args) in the thread,
     rolls back if it raises, and fires on the reactor with its result or failure. The
     connection is opened (`connect()`, then `on_connect(connection)`) at the first run,
-    or at the next if that failed.
+    or at the next if that failed or `is_lost(error)` says the last one lost it.
+    Runs handed over while one runs follow it at once, with no wait for the reactor.
     """
 
-    def __init__(self, connect, on_connect, name):
+    def __init__(self, connect, on_connect, name, is_lost=lambda error: False):
         from twisted.internet import reactor
         self._reactor = reactor
-        self._connect, self._on_connect = connect, on_connect
+        self._connect, self._on_connect, self._is_lost = connect, on_connect, is_lost
         self._connection = None
         self._runs = queue.SimpleQueue()    # (function, args, deferred); None stops
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
@@ -118,7 +119,11 @@ class ConnectionThread:
             self._connection = connection
         try:
             return function(self._connection, *args)
-        except BaseException:
+        except BaseException as e:
+            if self._is_lost(e) or self._is_lost(e.__cause__):  # (a CommitUncertain's)
+                self._connection.close()
+                self._connection = None
+                raise
             try:
                 self._connection.rollback()
             except BaseException:
@@ -133,6 +138,9 @@ class Engine:
     module = None           # the DB-API module
     insert_ignore = None    # INSERT that skips a row whose key exists (spool replay)
     commits_in_flight = 1   # message commits that may overlap (one writer unless said)
+    # The message pool's connections take several statements in one round trip, so a
+    # commit sends its id lock, inserts and COMMIT at once (MessageLog._commit_in_one_trip).
+    one_trip_commits = False
     checkpoint_interval = None  # seconds between background log checkpoints (None: the engine needs none)
 
     def __init__(self, durability="crash"):
@@ -303,9 +311,13 @@ class _FormatCursor:
 class MysqlEngine(Engine):
     name = "mysql"
     insert_ignore = "INSERT IGNORE"
-    # Overlapping commits hide the round trips and the log flush (the message log's
-    # pool has one connection for each).
-    commits_in_flight = 3
+    # A commit holds the message_ids row lock from its first statement to its COMMIT;
+    # sent as one round trip, no client thread runs while it is held. The commits run
+    # one after the other in one thread, the next handed over while one runs, so it
+    # follows at once (several pool threads queueing on the lock were slower under
+    # load: each step waited for a core).
+    one_trip_commits = True
+    commits_in_flight = 2
     # Server errors that mean busy or going away (client-side errors are 2000-2999):
     # too many connections, shutdown, lock wait timeout, deadlock, query interrupted, killed.
     UNAVAILABLE_CODES = {1040, 1053, 1205, 1213, 1317, 1927}
@@ -342,11 +354,15 @@ class MysqlEngine(Engine):
                     connect_timeout=5, read_timeout=30, write_timeout=30)
 
     def make_pool(self, for_messages=False):
-        import MySQLdb  # noqa: F401  (fail early with a clear ImportError)
-        return ConnectionPool(
-            "MySQLdb", cp_reconnect=True, cp_min=1,
-            cp_max=self.commits_in_flight if for_messages else 4,
-            cp_openfun=self.on_connect, **self.connect_kwargs())
+        import MySQLdb  # (fails early with a clear ImportError)
+        if for_messages:
+            from MySQLdb.constants import CLIENT
+            return ConnectionThread(
+                lambda: MySQLdb.connect(**self.connect_kwargs(),
+                                        client_flag=CLIENT.MULTI_STATEMENTS),
+                self.on_connect, "chatd-message-log", is_lost=self.is_connection_error)
+        return ConnectionPool("MySQLdb", cp_reconnect=True, cp_min=1, cp_max=4,
+                              cp_openfun=self.on_connect, **self.connect_kwargs())
 
     @staticmethod
     def on_connect(conn):
@@ -363,6 +379,12 @@ class MysqlEngine(Engine):
     @staticmethod
     def _raise_clause(keys, column):
         return f"ON DUPLICATE KEY UPDATE {column} = GREATEST({column}, VALUES({column}))"
+
+    @staticmethod
+    def was_not_sent(exc):
+        """True if `exc` says the statement never reached the server: the client could
+        not send it (CR_SERVER_GONE_ERROR; a reply lost after sending is 2013)."""
+        return getattr(exc, "args", None) and exc.args[0] == 2006
 
     def is_connection_error(self, exc):
         MySQLdb = self.module

@@ -10,7 +10,6 @@ database is unreachable.
 
 import json
 import os
-import threading
 import time
 from collections import Counter, OrderedDict, deque
 from datetime import datetime, timezone
@@ -180,47 +179,29 @@ class Spool:
 
 
 class _CommitTurn:
-    """One started commit. Up to `engine.commits_in_flight` run at once, each on its
-    own pool connection; in the pool threads each waits until the one started before
-    holds the `message_ids` lock before asking for it (so ids are taken in the order
-    the commits started) and commits only if that one committed (so a failure leaves
-    a prefix stored, never a gap). Where commits run one at a time (`overlapping`
-    False) none waits, and the two events it would wait on are not made (4 us a
-    commit)."""
+    """One started commit. Up to `engine.commits_in_flight` are handed at once to the
+    message log's one thread (engines.ConnectionThread), which runs them one after
+    the other in the order they started, so ids are taken in that order; each
+    writes only if the one before it committed, so a failure leaves a prefix
+    stored, never a gap."""
 
-    def __init__(self, batch, previous, reserve, overlapping):
+    def __init__(self, batch, previous, reserve, one_trip):
         self.batch = batch
         self.previous = previous    # the _CommitTurn started just before, until this ends
         self.reserve = reserve      # reserves a fresh outage block in the same transaction
+        self.one_trip = one_trip and not reserve    # MessageLog._commit_in_one_trip
         self.outcome = None         # the commit's result or Failure, once it answered
-        self.locked = threading.Event() if overlapping else None
-        self.ended = threading.Event() if overlapping else None
-        self.over = False           # the transaction is over (as `ended`, for the reactor)
+        self.over = False           # the transaction is over
         self.committed = False
 
-    def wait_turn(self):
-        """Pool thread: before taking ids."""
-        if self.previous is not None:
-            self.previous.locked.wait()
-
-    def took_ids(self):
-        """Pool thread: the message_ids lock is held."""
-        if self.locked is not None:
-            self.locked.set()
-
-    def wait_previous(self):
-        """Pool thread: before COMMIT."""
-        if self.previous is not None:
-            self.previous.ended.wait()
-            if not self.previous.committed:
-                raise EarlierCommitFailed("the commit started before this one failed")
+    def check_previous(self):
+        """Message log thread, before writing (the one before has run by then)."""
+        if self.previous is not None and not self.previous.committed:
+            raise EarlierCommitFailed("the commit started before this one failed")
 
     def end(self, committed):
-        """Pool thread: the transaction is over (committed or not)."""
+        """Message log thread: the transaction is over (committed or not)."""
         self.committed, self.previous, self.over = committed, None, True
-        if self.ended is not None:
-            self.locked.set()
-            self.ended.set()
 
 
 class Draining:
@@ -391,10 +372,10 @@ class MessageLog(Draining):
             return
         previous = self._in_flight[-1] if self._in_flight else None
         turn = _CommitTurn(batch, previous, self._wants_block(),
-                           overlapping=self.store.engine.commits_in_flight > 1)
+                           one_trip=self.store.engine.one_trip_commits)
         self._in_flight.append(turn)
         d = self.store.run("store messages", self._commit, [m for m, _ in batch], turn,
-                           timeout=None, retries=0, ended=turn.end,
+                           timeout=None, retries=0, ended=turn.end, commits=turn.one_trip,
                            pool=self.store.message_pool)
         d.addBoth(self._commit_done, turn)
         self._schedule()
@@ -465,11 +446,12 @@ class MessageLog(Draining):
     def _commit(self, cursor, messages, turn):
         """In one transaction: find nonces already stored (one query for the batch), take
         ids, insert the rest."""
+        turn.check_previous()
+        if turn.one_trip:
+            return self._commit_in_one_trip(cursor, messages)
         stored = self._stored(cursor, [m for m in messages if m.nonce is not None])
         new = [m for m in messages if (m.sender, m.nonce) not in stored]
-        turn.wait_turn()
         first = self._take_ids(cursor, len(new))
-        turn.took_ids()
         node = self.store.node
         rows = [(first + i,) + m.row()[1:] + (node,) for i, m in enumerate(new)]
         cursor.execute("UPDATE message_ids SET next_id = ?", (first + len(new),))
@@ -477,8 +459,56 @@ class MessageLog(Draining):
             cursor.executemany("INSERT INTO messages (" + MESSAGE_COLUMNS + ", node)"
                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         block = self._reserve(cursor) if turn.reserve else None
-        turn.wait_previous()
-        return first, first + len(new), stored, block
+        return (first, first + len(new)), stored, block
+
+    # The first id from the next one where `count` ids fit between the reserved blocks:
+    # the next id itself, or the end of a block.
+    _FIRST_FREE = ("SELECT MIN(c) INTO @first FROM (SELECT @next AS c UNION"
+                   " SELECT end_id FROM message_id_blocks WHERE end_id > @next) AS candidates"
+                   " WHERE NOT EXISTS (SELECT 1 FROM message_id_blocks"
+                   " WHERE start_id < c + ? AND end_id > c)")
+
+    def _commit_in_one_trip(self, cursor, messages):
+        """Look up the resends' nonces, then take ids, insert the rest and COMMIT in one
+        round trip (MariaDB), so the id lock is held only while the server runs it.
+
+        A first send's nonce is new unless its client reused one: then the unique key
+        refuses the insert, and the batch is done again with every nonce looked up."""
+        for may_be_stored in (lambda m: m.resend, lambda m: True):
+            stored = self._stored(cursor, [m for m in messages
+                                           if m.nonce is not None and may_be_stored(m)])
+            new = [m for m in messages if (m.sender, m.nonce) not in stored]
+            try:
+                return self._insert_in_one_trip(cursor, new), stored, None
+            except self.store.engine.module.IntegrityError:
+                cursor.execute("ROLLBACK")
+        raise AssertionError("every stored nonce was looked up, yet one was inserted again")
+
+    def _insert_in_one_trip(self, cursor, new):
+        """(first id, next id) of `new`, committed. A lost connection leaves it in doubt."""
+        if not new:
+            cursor.execute("COMMIT")
+            return self._next_id, self._next_id
+        values = ", ".join(f"(@first + {i}, ?, ?, ?, ?, ?, ?, ?, ?)" for i in range(len(new)))
+        node = self.store.node
+        try:
+            cursor.execute(
+                "SELECT next_id INTO @next FROM message_ids" + self._until_commit + "; "
+                + self._FIRST_FREE + "; "
+                "INSERT INTO messages (" + MESSAGE_COLUMNS + ", node) VALUES " + values + "; "
+                "UPDATE message_ids SET next_id = @first + ?; SELECT @first; COMMIT",
+                (len(new), *(value for m in new for value in m.row()[1:] + (node,)), len(new)))
+            while cursor.description is None:   # the statements before SELECT @first
+                cursor.nextset()
+            first = cursor.fetchone()[0]
+            while cursor.nextset():             # COMMIT's answer
+                pass
+        except Exception as e:
+            engine = self.store.engine
+            if engine.is_connection_error(e) and not engine.was_not_sent(e):
+                raise CommitUncertain(str(e)) from e
+            raise
+        return first, first + len(new)
 
     @staticmethod
     def _stored(cursor, messages):
@@ -507,7 +537,7 @@ class MessageLog(Draining):
 
     def _committed(self, result, batch):
         """The answers [(deferred, result)] to give for a committed batch."""
-        first, self._next_id, stored, block = result
+        (first, self._next_id), stored, block = result
         if block is not None:
             self.block = list(block)
         next_id, answers = first, []
@@ -882,7 +912,7 @@ class Store:
     # -- running statements --------------------------------------------------
 
     def run(self, description, function, *args, timeout=(), retries=1, ended=None,
-            readonly=False, pool=None):
+            commits=False, readonly=False, pool=None):
         """Run function(cursor, *args) in one transaction in `pool` (the general one by
         default), and fire with its result. `readonly` transactions must not write
         (on SQLite they then take no write lock).
@@ -893,11 +923,12 @@ class Store:
         `timeout` seconds (the reply timeout by default; None for background
         writers) and turns into DatabaseUnavailable; slow and failed runs are logged.
         `ended(committed)`, if given, is called in the pool thread once the
-        transaction is over (for commits that wait for each other there).
+        transaction is over (for commits that wait for each other there). A function
+        that `commits` ends the transaction itself, with its last statements.
         """
         timeout = self.reply_timeout if timeout == () else timeout
         started = time.monotonic()
-        d = self._attempt(pool or self.pool, function, args, ended, readonly, retries)
+        d = self._attempt(pool or self.pool, function, args, ended, commits, readonly, retries)
         if timeout is not None:
             d.addTimeout(timeout, self.clock)
         return d.addCallbacks(self._finished, self._failed,
@@ -908,16 +939,17 @@ class Store:
     # retry) is a reference cycle, and its frame and arguments were then freed by the
     # cyclic collector instead of at once (33 objects per message commit).
 
-    def _attempt(self, pool, function, args, ended, readonly, retries):
-        d = pool.runWithConnection(self._transaction, function, args, ended, readonly)
+    def _attempt(self, pool, function, args, ended, commits, readonly, retries):
+        d = pool.runWithConnection(self._transaction, function, args, ended, commits, readonly)
         if retries:
-            d.addErrback(self._retry, pool, function, args, ended, readonly, retries - 1)
+            d.addErrback(self._retry, pool, function, args, ended, commits, readonly,
+                         retries - 1)
         return d
 
-    def _retry(self, failure, pool, function, args, ended, readonly, retries):
+    def _retry(self, failure, pool, function, args, ended, commits, readonly, retries):
         if not self._retriable(failure):
             return failure
-        return self._attempt(pool, function, args, ended, readonly, retries)
+        return self._attempt(pool, function, args, ended, commits, readonly, retries)
 
     @staticmethod
     def _finished(result, description, started):
@@ -937,7 +969,7 @@ class Store:
                      description=description, error=failure.getErrorMessage())
         return failure
 
-    def _transaction(self, connection, function, args, ended, readonly):
+    def _transaction(self, connection, function, args, ended, commits, readonly):
         """In a pool thread: begin, run, commit; a failed COMMIT is CommitUncertain."""
         committed = False
         try:
@@ -946,7 +978,8 @@ class Store:
             result = function(cursor, *args)
             cursor.close()
             try:
-                connection.commit()
+                if not commits:
+                    connection.commit()
             except Exception as e:
                 if self.engine.is_connection_error(e) and self.engine.name == "mysql":
                     raise CommitUncertain(str(e)) from e

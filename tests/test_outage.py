@@ -426,12 +426,14 @@ class _AnswerDropperFactory(portforward.ProxyClientFactory):
 
 class _CommitTrap(ProxiedConnection):
     """Cuts the connection at the next COMMIT once `factory.trap` is set: "answer"
-    lets the COMMIT reach MariaDB and drops its answer, "commit" drops the COMMIT."""
+    lets the COMMIT reach MariaDB and drops its answer, "commit" drops the COMMIT. A
+    COMMIT is a query of its own, or the last of a message commit's statements."""
     clientProtocolFactory = _AnswerDropperFactory
 
     def dataReceived(self, data):
         trap = self.factory.trap
-        if trap is None or b"\x03commit" not in data.lower():
+        query = data.lower()
+        if trap is None or not (b"\x03commit" in query or query.endswith(b"; commit")):
             return super().dataReceived(data)
         self.factory.trap = None
         self.factory.sprung.append(trap)
