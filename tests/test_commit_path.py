@@ -20,11 +20,11 @@ def message(body):
 
 
 @defer.inlineCallbacks
-def test_a_message_commit_is_freed_at_once_not_by_the_cyclic_collector(tmp_path):
+def test_a_message_commit_is_freed_at_once_not_by_the_cyclic_collector(database):
     """Its Deferreds, turn and message are freed as soon as it is answered: a reference
     cycle (such as a closure that calls itself) would leave them, per message, to
     the collector, whose passes then ran every few commits."""
-    store = Store(SqliteEngine(str(tmp_path / "chatd.sqlite")), max_queued=1000)
+    store = Store(engine_from_url(database), max_queued=1000)
     yield store.start()
     gc.collect()
     gc.disable()
@@ -44,13 +44,12 @@ def test_a_message_commit_is_freed_at_once_not_by_the_cyclic_collector(tmp_path)
 
 @defer.inlineCallbacks
 def test_mariadb_a_transaction_sends_one_commit(tmp_path):
-    """Store._transaction commits (and then lets the commits that wait for it go on),
-    so the pool must not send a second COMMIT: a round trip each time."""
+    """Store._transaction commits (and then tells the commit after it), so the pool must
+    not send a second COMMIT, a round trip each time; nor may it after a message
+    commit, which sends its COMMIT with its other statements."""
     with mysql_database() as url:
-        engine = engine_from_url(url)
-        engine.commits_in_flight = 1    # a message pool of one connection: its session
-        store = Store(engine, max_queued=1000)  # counts every COMMIT
-        yield store.start()
+        store = Store(engine_from_url(url), max_queued=1000)    # the message log has
+        yield store.start()                                     # one connection
         try:
             def commits(cursor):
                 cursor.execute("SHOW SESSION STATUS LIKE 'Com_commit'")
@@ -63,6 +62,10 @@ def test_mariadb_a_transaction_sends_one_commit(tmp_path):
                 yield store.run("update", update, i, pool=store.message_pool)
             last = yield store.run("count commits", commits, pool=store.message_pool)
             assert last - first == 6    # the first count's and the five updates'
+            for i in range(5):
+                yield store.save_message(message(f"message {i}"))
+            after = yield store.run("count commits", commits, pool=store.message_pool)
+            assert after - last == 6
         finally:
             yield store.stop()
 
@@ -124,14 +127,15 @@ def test_sqlite_message_connection_that_cannot_open_is_an_outage_then_opens(tmp_
 
 @defer.inlineCallbacks
 def test_one_commit_finds_every_stored_nonce_and_stores_any_text_exactly(database):
-    """A batch's nonces are looked up in one query: after a restart (nothing in
+    """A batch's resends are looked up in one query: after a restart (nothing in
     memory), a batch mixing resends of different senders with new messages gets the
-    original ids back and stores only the new ones, whatever their text holds."""
+    original ids back and stores only the new ones, whatever their text holds. A
+    nonce used again without the resend flag gets the original too."""
     texts = ["50% off; DROP TABLE messages; --", "it's \"quoted\" \\ back", "é 🙂 \u0000 end"]
 
-    def sent(sender, body, nonce):
+    def sent(sender, body, nonce, resend=False):
         return Message(None, sender, body, utcnow(), channel="general", channel_id=1,
-                       nonce=nonce)
+                       nonce=nonce, resend=resend)
     store = Store(engine_from_url(database), max_queued=1000)
     yield store.start()
     try:
@@ -142,8 +146,8 @@ def test_one_commit_finds_every_stored_nonce_and_stores_any_text_exactly(databas
     store = Store(engine_from_url(database), max_queued=1000)
     yield store.start()
     try:
-        batch = [sent("bob", "bob again", "n-1"), sent("alice", texts[0], "n-2"),
-                 sent("alice", "alice again", "n-1"), sent("bob", texts[1], "n-2"),
+        batch = [sent("bob", "bob again", "n-1", True), sent("alice", texts[0], "n-2"),
+                 sent("alice", "alice again", "n-1", True), sent("bob", texts[1], "n-2"),
                  sent("carol", texts[2], None)]
         results = yield defer.gatherResults([store.save_message(m) for m in batch])
         assert [(m.id, new) for m, new in results[:3:2]] == [
@@ -156,5 +160,38 @@ def test_one_commit_finds_every_stored_nonce_and_stores_any_text_exactly(databas
         assert [tuple(r) for r in rows] == [
             ("alice", "alice first", "n-1"), ("bob", "bob first", "n-1"),
             ("alice", texts[0], "n-2"), ("bob", texts[1], "n-2"), ("carol", texts[2], None)]
+    finally:
+        yield store.stop()
+    store = Store(engine_from_url(database), max_queued=1000)
+    yield store.start()
+    try:
+        reused, new = yield defer.gatherResults([store.save_message(sent("bob", "reused", "n-2")),
+                                                 store.save_message(sent("dave", "new", "d-1"))])
+        assert (reused[0].id, reused[0].body, reused[1]) == (results[3][0].id, texts[1], False)
+        assert new[1] and new[0].id > results[4][0].id
+        rows = yield store.query("SELECT COUNT(*) FROM messages")
+        assert rows[0][0] == 6
+    finally:
+        yield store.stop()
+
+
+@defer.inlineCallbacks
+def test_commits_skip_every_reserved_block_in_their_way(database):
+    """Ids reserved for other processes' outages (message_id_blocks) are never taken:
+    a batch that does not fit below a block goes past it, and past the block right
+    after it; one that fits below goes there."""
+    store = Store(engine_from_url(database), max_queued=1000)
+    yield store.start()
+    try:
+        m, _ = yield store.save_message(message("before"))
+        start = m.id + 4    # blocks at [+4, +10) and [+10, +20), as two processes left them
+        yield store.execute("INSERT INTO message_id_blocks (start_id, end_id) VALUES (?, ?), (?, ?)",
+                            (start, start + 6, start + 6, start + 16))
+        fits = yield defer.gatherResults([store.save_message(message(f"fits {i}"))
+                                          for i in range(3)])
+        past = yield defer.gatherResults([store.save_message(message(f"past {i}"))
+                                          for i in range(2)])
+        assert [m.id for m, _ in fits] == [start - 3, start - 2, start - 1]
+        assert [m.id for m, _ in past] == [start + 16, start + 17]
     finally:
         yield store.stop()
