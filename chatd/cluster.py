@@ -357,7 +357,8 @@ class Cluster:
 
         A row read here may be older than an event that arrives while the reads run (the
         other nodes commit, then tell): the state_keys of every event applied or sent
-        here from the first read to the last are left as they are. An event that came
+        here from the first read to the last are left as they are, and so is what this
+        node changed in memory and is still writing (Hub.deciding). An event that came
         before the first read was committed before it, so SQL has it."""
         store = self.server.store
         touched = set()
@@ -371,6 +372,8 @@ class Cluster:
             requests = yield store.latest_join_requests()
         finally:
             self._reloads.remove(touched)
+        # What this node changed in memory and is still writing: the reads may predate it.
+        touched.update(state_key(*change) for change in self.hub.writing)
         self._reload_roles(users, touched)
         self._reload_bans(bans, now, touched)
         by_id = self._reload_channels(channels, touched)

@@ -772,6 +772,21 @@ def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
         yield eventually(lambda: holds(b, changed), 10)
 
 
+def reloading_node(server):
+    """Node b's Cluster over the in-process `server` (its store, hub and moderation), not
+    connected to NATS: what b tells its clients reaches the server's."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+    from chatd.cluster import Cluster
+    node = SimpleNamespace(
+        config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
+        reactor=server.reactor, store=server.store, accounts=server.accounts, hub=server.hub,
+        moderation=server.moderation)
+    b = Cluster(node)
+    b.bus.local = server.hub.bus
+    return b
+
+
 @pytest.mark.timeout(60)
 @defer.inlineCallbacks
 def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_reads(tmp_path):
@@ -781,10 +796,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
     node c commits and tells changes the snapshot cannot have (a role, a ban, a
     channel deleted, a member added, each after the read of its table), and so does
     b itself (a member gone): they stand."""
-    from dataclasses import replace
-    from types import SimpleNamespace
     from chatd.bus import STATE
-    from chatd.cluster import Cluster
     from chatd.store import db_time, utcnow
     from support import login, look_at, start_server, stop_server
     with mysql_database() as url:
@@ -802,12 +814,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             eve = yield login(server, "eve", register_first=False)
             yield look_at(eve, "general")
             hub, store, bans = server.hub, server.store, server.moderation.ban_list
-            node = SimpleNamespace(
-                config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
-                reactor=server.reactor, store=store, accounts=server.accounts, hub=hub,
-                moderation=server.moderation)
-            b = Cluster(node)
-            b.bus.local = hub.bus   # what b tells its clients reaches this server's
+            b = reloading_node(server)
             # What the lost node committed and never told.
             mallory_ban = bans.name_ban("mallory").id
             yield store.lift_ban(mallory_ban, "alice", utcnow())
@@ -874,6 +881,58 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             assert "fresh" not in hub.channels
             assert "dave" in hub.channels["general"].members
             assert "eve" not in hub.channels["general"].members
+        finally:
+            stop_server(server)
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_a_reload_leaves_alone_what_this_node_decided_and_is_writing(tmp_path):
+    """Deleting a channel and deciding a join request change memory at once (so a second
+    admin meanwhile is refused), then write to SQL. A reload from SQL on the same node (b
+    takes another node as lost) whose reads come during those writes reads the channel and
+    the pending request as they were: it leaves them as b decided."""
+    from support import login, start_server, stop_server, until
+    with mysql_database() as url:
+        server = start_server(url, admins=["alice", "dave"])
+        try:
+            alice = yield login(server, "alice")
+            dave = yield login(server, "dave")
+            carol = yield login(server, "carol")
+            for line in ("create old", "create secret private"):
+                ok((yield command(alice, line)))
+            assert ok((yield carol.request({"join": "secret"})))["status"] == "pending"
+            hub, store = server.hub, server.store
+            b = reloading_node(server)
+            writing, released = [], []
+
+            def held(real):
+                @defer.inlineCallbacks
+                def write(*args):
+                    writing.append(real)
+                    yield until(lambda: released)
+                    return (yield real(*args))
+                return write
+            for name in ("delete_channel", "decide_join_request"):
+                setattr(store, name, held(getattr(store, name)))
+            try:
+                deleting = command(alice, "delete old")
+                deciding = command(dave, "accept carol secret")
+                yield until(lambda: len(writing) == 2)
+                yield b.reload_state()
+                released.append(True)
+                ok((yield deleting))
+                ok((yield deciding))
+            finally:
+                for name in ("delete_channel", "decide_join_request"):
+                    delattr(store, name)
+            assert "old" not in hub.channels
+            request = server.moderation.join_requests.latest["carol"]["secret"]
+            assert request.status == "accepted" and request.decided_by == "dave"
+            assert "carol" in hub.channels["secret"].members
+            # What memory holds is what SQL holds.
+            assert "old" not in {name for _, name, _ in (yield store.all_channels())}
+            assert "accepted" in {row[3] for row in (yield store.latest_join_requests())}
         finally:
             stop_server(server)
 
