@@ -369,6 +369,7 @@ class Cluster:
             bans = yield store.active_bans(now)
             channels = yield store.all_channels()
             memberships = yield store.all_memberships()
+            ends = yield store.membership_ends()    # after: a membership gone is in it
             requests = yield store.latest_join_requests()
         finally:
             self._reloads.remove(touched)
@@ -377,7 +378,7 @@ class Cluster:
         self._reload_roles(users, touched)
         self._reload_bans(bans, now, touched)
         by_id = self._reload_channels(channels, touched)
-        self._reload_memberships(memberships, by_id, touched)
+        self._reload_memberships(memberships, ends, by_id, touched)
         for row in requests:
             request = JoinRequest.from_row(row)
             if not touched & {("request", fold(request.user), request.channel),
@@ -424,20 +425,29 @@ class Cluster:
                                                             Channel(channel_id, name, private))
         return by_id
 
-    def _reload_memberships(self, rows, by_id, touched):
+    def _reload_memberships(self, rows, ends, by_id, touched):
         hub, local, accounts = self.hub, self.bus.local, self.server.accounts
         stored = set()
         for channel_id, user in rows:
             if channel_id in by_id:
                 stored.add((by_id[channel_id].name, accounts.name_of(user, must_exist=False)))
+        removed_by = {(channel_id, accounts.name_of(user, must_exist=False)): by
+                      for (channel_id, user), by in ends.items()}
 
         def settled(channel, user):
             return ("member", channel, user) in touched or ("channel", channel) in touched
+
+        def notice(channel, user):
+            """As the live path tells it: a removal with its admin, a user's own leave with
+            nothing more than the "left" control."""
+            key = (channel.id, user)
+            if key in removed_by and removed_by[key] is None:
+                return None
+            return {"event": "removed_from_channel", "by": removed_by.get(key)}
         for channel in by_id.values():
             for user in list(channel.members):
                 if (channel.name, user) not in stored and not settled(channel.name, user):
-                    hub.remove_member(channel, user, bus=local,
-                                      notice={"event": "removed_from_channel", "by": None})
+                    hub.remove_member(channel, user, bus=local, notice=notice(channel, user))
         for name, user in stored:
             channel = hub.channels[name]
             if user not in channel.members and not settled(name, user):

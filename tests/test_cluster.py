@@ -819,7 +819,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             mallory_ban = bans.name_ban("mallory").id
             yield store.lift_ban(mallory_ban, "alice", utcnow())
             yield store.delete_channel(hub.channels["old"].id)
-            yield store.remove_member(hub.channels["general"].id, "carol")
+            yield store.remove_member(hub.channels["general"].id, "carol", removed_by="alice")
             yield store.set_role("dave", "user")
 
             # What node c commits, then tells, while b reads (each after its table's read).
@@ -872,7 +872,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             # ...and told to the clients as the bus tells them.
             removed = yield carol.event("removed_from_channel", channel="general")
             deleted = yield carol.event("channel_deleted", channel="old")
-            assert removed["by"] is None and deleted["by"] is None
+            assert removed["by"] == "alice" and deleted["by"] is None
             assert "error" in (yield command(dave, "bans"))
             yield login(server, "mallory", register_first=False)
             # What c told during the reads is fresher than the snapshot: it stands.
@@ -996,25 +996,31 @@ def test_a_node_killed_before_its_removals_left_it_loses_none(tmp_path):
             answered = reactor.seconds() - blackholed
             nodes.kill("a")
             killed = reactor.seconds()
+            # alice is back on b before b reads SQL, where b still has her in general.
+            alice = yield client_on(b, "alice")
             # carol is told on b as by the bus: out of both channels, and why.
-            yield carol.event("removed_from_channel", channel="general")
+            removed = yield carol.event("removed_from_channel", channel="general")
             yield carol.event("channel_deleted", channel="old")
             told = reactor.seconds() - killed
+            assert removed["by"] == "alice"
+            # alice's leave reaches her session here as a leave does: no removal.
+            yield alice.barrier()
+            assert not alice.take(lambda m: m.get("event") == "removed_from_channel"), \
+                alice.inbox
             assert (yield carol_is_in()) == set()
             assert not (yield dave_is_admin())
             assert (yield may_log_in("mallory"))
             listed = ok((yield eve.request({"list_channels": ""})))["channels"]
             assert {ch["name"] for ch in listed} == {"general"}
-            alice = yield client_on(b, "alice")     # her leave on a holds on b too
             listed = ok((yield alice.request({"list_channels": ""})))["channels"]
             assert {ch["name"]: ch["member"] for ch in listed} == {"general": False}
-            # carol hears general no more: not even as unread.
             ok((yield eve.request({"channel_message": "after", "channel": "general"})))
             yield eve.wait_for(lambda m: m.get("channel_message") == "after"
                                and "reply_to" not in m)
-            yield carol.barrier()
-            assert not carol.take(lambda m: m.get("channel") == "general" and (
-                "channel_message" in m or m.get("event") == "unread")), carol.inbox
+            for client in (carol, alice):   # neither hears general any more: not even unread
+                yield client.barrier()
+                assert not client.take(lambda m: m.get("channel") == "general" and (
+                    "channel_message" in m or m.get("event") == "unread")), client.inbox
             print(f"removals from a node killed unknowingly cut off: all answered"
                   f" {answered:.2f} s after the blackhole; b told carol {told:.1f} s after"
                   f" the kill (presence timeout 3 s)")

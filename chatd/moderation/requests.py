@@ -178,7 +178,7 @@ class JoinRequests:
         if name not in channel.members:
             raise ChatError(f"{name} is not a member of #{channel.name}.")
         self.hub.accounts.check_change()
-        yield self.store.remove_member(channel.id, name)
+        yield self.store.remove_member(channel.id, name, removed_by=actor.name)
         yield self.hub.remove_member(channel, name, notice={"event": "removed_from_channel",
                                                             "by": actor.name})
         yield self.audit.record(actor, "remove", name, detail=f"#{channel.name}")
