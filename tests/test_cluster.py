@@ -1029,3 +1029,84 @@ def test_a_node_killed_before_its_removals_left_it_loses_none(tmp_path):
             proxy.listening.stopListening()
             for connection in list(proxy.factory.connections):
                 connection.transport.abortConnection()
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_a_node_back_from_a_cut_it_did_not_notice_does_not_undo_newer_changes(tmp_path):
+    """Node a reaches NATS through a proxy that drops what a sends, so a does not know it is
+    cut off: it deletes a channel, removes a member, takes a role and bans a user (committed,
+    answered, their events queued). Node b takes a as lost and applies them from SQL; then
+    an admin on b makes the channel again, gives the role back and lifts the ban, and the
+    member joins again. The proxy lets a through again: a's queued events reach the stream
+    after b's changes, and b reads SQL for them rather than undo its own; a's users are
+    shown online on b again."""
+    from twisted.internet import reactor, threads
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, "late") as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
+        proxy.start()
+        try:
+            admins = ("--admin", "alice", "--admin", "dave")
+            a = yield threads.deferToThread(nodes.start, "a", *admins,
+                                            bus=f"nats://127.0.0.1:{proxy.port}/late")
+            b = nodes.start("b", *admins)
+            alice = yield client_on(a, "alice", register=True)
+            keep_alive(alice, channel="general")
+            dave = yield client_on(b, "dave", register=True)
+            carol = yield client_on(b, "carol", register=True)
+            eve = yield client_on(b, "eve", register=True)
+            yield client_on(b, "mallory", register=True)
+            for client in (alice, carol, dave):
+                yield look(client)
+            for client in (carol, dave):
+                keep_alive(client, channel="general")
+            ok((yield command(alice, "create old")))
+            ok((yield command(alice, "admin eve")))
+            yield eventually(lambda: carol.request({"join": "old"}).addCallback(
+                lambda reply: reply.get("ok") is True))
+
+            @defer.inlineCallbacks
+            def state_on_b():
+                """carol's channels, whether eve is an admin, whether mallory may log in."""
+                listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+                client = yield connect(b)
+                reply = yield client.request({"user:pwd": f"mallory:{PASSWORD}"})
+                client.transport.loseConnection()
+                return ({ch["name"]: ch["member"] for ch in listed},
+                        "error" not in (yield command(eve, "bans")), reply.get("ok") is True)
+            before = ({"general": True, "old": True}, True, True)
+            yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
+
+            proxy.blackhole()
+            for line in ("delete old", "remove carol general", "unadmin eve", "ban mallory 1h"):
+                ok((yield command(alice, line)))
+            # b takes a as lost after the presence timeout and reads all of it from SQL.
+            yield carol.event("removed_from_channel", channel="general")
+            yield carol.event("channel_deleted", channel="old")
+            lost = ({"general": False}, False, False)
+            yield eventually(lambda: state_on_b().addCallback(lambda s: s == lost))
+            # Newer changes, on b.
+            for line in ("create old", "admin eve", "unban mallory"):
+                ok((yield command(dave, line)))
+            for channel in ("general", "old"):
+                ok((yield carol.request({"join": channel})))
+            proxy.end_blackhole()
+            back = reactor.seconds()
+            # a's queued events reach the stream, then this message, sent after them.
+            ok((yield alice.request({"channel_message": "after the cut", "channel": "general"})))
+            yield dave.wait_for(lambda m: m.get("channel_message") == "after the cut"
+                                and "reply_to" not in m, timeout=20)
+            arrived = reactor.seconds() - back
+            yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
+            listed = ok((yield dave.request({"list_channels": ""})))["channels"]
+            assert {ch["name"] for ch in listed} == {"general", "old"}
+            # carol still hears general, and alice is online there again.
+            ok((yield dave.request({"channel_message": "still here", "channel": "general"})))
+            yield carol.wait_for(lambda m: m.get("channel_message") == "still here")
+            yield until_online(dave, "alice", timeout=10)
+            print(f"a's queued events reached b {arrived:.1f} s after the cut ended")
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()
