@@ -61,6 +61,8 @@ def state_key(topic, action, data):
             return ("request", fold(user), channel)
     elif topic[0] == "user" and action in ("joined", "left"):
         return ("member", data["channel"], topic[1])
+    elif topic[0] == "user" and action == "role":    # to the sessions, with "account"
+        return ("account", topic[1])
     return None
 
 
@@ -92,6 +94,9 @@ class Cluster:
         self._arriving = {}     # lost node -> ids of its messages seen while relaying its others
         self._start_id = 0      # the highest message id when this node loaded its state
         self._reloads = []      # per reload_state reading SQL: the state_keys set meanwhile
+        # Nodes taken as lost whose state events are read from SQL until they say "back".
+        self.late = set()
+        self._rereading = self._read_more = False   # _read_again running, asked again
         self._heartbeat = None
         accounts = server.accounts
         accounts.account_created.append(self._tell_account)
@@ -130,8 +135,10 @@ class Cluster:
 
     @defer.inlineCallbacks
     def catch_up(self):
-        """After the load: apply what the stream got since, then follow it."""
+        """After the load: apply what the stream got since, then follow it (and say so to
+        nodes that took an earlier process of this name as lost: apply_lost)."""
         yield self.bus.consume(self._first)
+        self.bus.control(STATE, "back", {})
         timeout = self.config.presence_timeout
         self.bus.watch_nodes(timeout)
         self._heartbeat = task.LoopingCall(self.bus.heartbeat)
@@ -186,7 +193,13 @@ class Cluster:
     def observe(self, node, topic, kind, body):
         if kind == "control" and topic == STATE and body["a"] == "login":
             self._logged_in(node, body["d"]["user"])    # this node's own logins too
+        if kind == "control" and topic == STATE and body["a"] == "lost":
+            self.apply_lost(node, **body["d"])          # this node's own too
+            return
         if node == self.node:
+            return
+        if self._is_late(node, topic, body):
+            self._read_again()
             return
         message_id = _message_id(body) if kind == "publish" else None
         if message_id is not None:
@@ -215,6 +228,45 @@ class Cluster:
             if key is not None:
                 for touched in self._reloads:
                     touched.add(key)
+
+    def apply_lost(self, node, name):
+        """`node` took `name` as lost (node_lost) and read its state from SQL. Events that
+        `name` sent earlier and that reach the stream only now (queued during a cut it did
+        not notice: it took changes meanwhile) come after what the others changed since;
+        applied, they would undo it. So every node reads SQL for them instead (_read_again),
+        until `name` says "back": once the stream has acknowledged all it sent before it
+        heard of this, what it sends comes in time again."""
+        if name != self.node:
+            self.late.add(name)
+            return
+        self.announce_sessions()    # the others took this node's users offline
+        self.bus.sent_all().addCallback(lambda _: self.bus.control(STATE, "back", {}))
+
+    def apply_back(self, node):
+        self.late.discard(node)
+
+    def _is_late(self, node, topic, envelope):
+        """A state event of a node taken as lost and not back yet (apply_lost)."""
+        return node in self.late and "a" in envelope and \
+            state_key(topic, envelope["a"], envelope["d"]) is not None
+
+    @defer.inlineCallbacks
+    def _read_again(self):
+        """A late state event: what its node changed is in SQL (it commits, then tells),
+        with what the others changed after, so the state is read again from SQL rather
+        than the event applied; late events arriving meanwhile make one more reading."""
+        self._read_more = True
+        if self._rereading:
+            return
+        self._rereading = True
+        try:
+            while self._read_more:
+                self._read_more = False
+                yield self.reload_state()
+        except Exception:
+            log.failure("reading the state again from SQL for a late event")
+        finally:
+            self._rereading = False
 
     def apply_account(self, node, name, role):
         """An account created, or its role changed."""
@@ -295,7 +347,10 @@ class Cluster:
 
     def _admit(self, node, topic, envelope):
         """A message relayed here from SQL (its node was taken as lost) is not shown again
-        when its own copy reaches the stream after all."""
+        when its own copy reaches the stream after all, and a late state event
+        (apply_lost) does not reach the sessions: the reading of SQL tells them."""
+        if self._is_late(node, topic, envelope):
+            return False
         if not self.recovered or "p" not in envelope:
             return True
         key = (topic, _message_id(envelope))
@@ -357,7 +412,8 @@ class Cluster:
 
         A row read here may be older than an event that arrives while the reads run (the
         other nodes commit, then tell): the state_keys of every event applied or sent
-        here from the first read to the last are left as they are. An event that came
+        here from the first read to the last are left as they are, and so is what this
+        node changed in memory and is still writing (Hub.deciding). An event that came
         before the first read was committed before it, so SQL has it."""
         store = self.server.store
         touched = set()
@@ -368,13 +424,16 @@ class Cluster:
             bans = yield store.active_bans(now)
             channels = yield store.all_channels()
             memberships = yield store.all_memberships()
+            ends = yield store.membership_ends()    # after: a membership gone is in it
             requests = yield store.latest_join_requests()
         finally:
             self._reloads.remove(touched)
+        # What this node changed in memory and is still writing: the reads may predate it.
+        touched.update(state_key(*change) for change in self.hub.writing)
         self._reload_roles(users, touched)
         self._reload_bans(bans, now, touched)
         by_id = self._reload_channels(channels, touched)
-        self._reload_memberships(memberships, by_id, touched)
+        self._reload_memberships(memberships, ends, by_id, touched)
         for row in requests:
             request = JoinRequest.from_row(row)
             if not touched & {("request", fold(request.user), request.channel),
@@ -421,20 +480,29 @@ class Cluster:
                                                             Channel(channel_id, name, private))
         return by_id
 
-    def _reload_memberships(self, rows, by_id, touched):
+    def _reload_memberships(self, rows, ends, by_id, touched):
         hub, local, accounts = self.hub, self.bus.local, self.server.accounts
         stored = set()
         for channel_id, user in rows:
             if channel_id in by_id:
                 stored.add((by_id[channel_id].name, accounts.name_of(user, must_exist=False)))
+        removed_by = {(channel_id, accounts.name_of(user, must_exist=False)): by
+                      for (channel_id, user), by in ends.items()}
 
         def settled(channel, user):
             return ("member", channel, user) in touched or ("channel", channel) in touched
+
+        def notice(channel, user):
+            """As the live path tells it: a removal with its admin, a user's own leave with
+            nothing more than the "left" control."""
+            key = (channel.id, user)
+            if key in removed_by and removed_by[key] is None:
+                return None
+            return {"event": "removed_from_channel", "by": removed_by.get(key)}
         for channel in by_id.values():
             for user in list(channel.members):
                 if (channel.name, user) not in stored and not settled(channel.name, user):
-                    hub.remove_member(channel, user, bus=local,
-                                      notice={"event": "removed_from_channel", "by": None})
+                    hub.remove_member(channel, user, bus=local, notice=notice(channel, user))
         for name, user in stored:
             channel = hub.channels[name]
             if user not in channel.members and not settled(name, user):
@@ -451,7 +519,8 @@ class Cluster:
     def node_lost(self, node):
         """`node` sent no heartbeat for the presence timeout: its users are offline. Its
         own events cannot say so, so this node tells its clients itself, and relays the
-        messages it may not have put on the stream."""
+        messages it may not have put on the stream; and it tells every node (apply_lost)."""
+        self.bus.control(STATE, "lost", {"name": node})
         self.relay_lost_messages(node).addErrback(
             lambda f: log.failure("relaying the messages of lost node {node}", f, node=node))
         gone = [user for user, (where, _) in self.hub.elsewhere.items() if where == node]

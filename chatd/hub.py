@@ -6,6 +6,7 @@ account directory and channel membership in memory (loaded at start, written
 through to SQL), so nothing on the message path waits for the database.
 """
 
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -207,6 +208,9 @@ class Hub:
         # Callables (name, node) told when a user online on another node logs in here.
         self.moved_here = []
         self.channels = {}      # channel name -> Channel
+        # (topic, action, data) of the control of each change made here in memory and
+        # being written to SQL (see deciding).
+        self.writing = []
         self.connections = set()
         self.moderation = None  # chatd.moderation.Moderation, set by ChatServer
 
@@ -219,6 +223,19 @@ class Hub:
         for channel_id, user_name in (yield self.store.all_memberships()):
             if channel_id in by_id:
                 by_id[channel_id].members.add(self.account_name(user_name, must_exist=False))
+
+    @contextlib.contextmanager
+    def deciding(self, topic, action, data):
+        """Around a change made in memory before its SQL write (so that a second admin
+        meanwhile is refused), up to its control (`topic`, `action`, `data`) once written:
+        a reload from SQL meanwhile (chatd/cluster.py) reads it as it was before, so it
+        leaves alone what this node decided."""
+        change = (topic, action, data)
+        self.writing.append(change)
+        try:
+            yield
+        finally:
+            self.writing.remove(change)
 
     # -- accounts ----------------------------------------------------------
 

@@ -119,7 +119,8 @@ class NatsBus:
         self.incarnation = uuid.uuid4().hex[:12]    # this process: a restart is a new one
         self._ids = f"{node}-{self.incarnation}-"
         self._count = 0
-        self._outbox = deque()      # (subject, data, msg id) not yet acknowledged, in order
+        self._outbox = deque()      # (count, subject, data, msg id) not yet acknowledged, in order
+        self._flushing = []         # (count, asyncio future) of sent_all callers
         self._wake = None
         self._nc = self._js = None
         self._sender = self._subscription = self._watcher = None
@@ -148,9 +149,23 @@ class NatsBus:
             told(topic, envelope)
         self._count += 1
         data = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
-        self._outbox.append((self.subject(topic), data, self._ids + str(self._count)))
+        self._outbox.append((self._count, self.subject(topic), data, self._ids + str(self._count)))
         if self._wake is not None:
             self._wake.set()
+
+    def sent_all(self):
+        """Deferred firing once the stream has acknowledged every event sent so far."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._flushing.append((self._count, waiter))
+        self._check_flushed()
+        return defer.Deferred.fromFuture(waiter)
+
+    def _check_flushed(self):
+        oldest = self._outbox[0][0] if self._outbox else self._count + 1
+        for entry in [f for f in self._flushing if f[0] < oldest]:
+            self._flushing.remove(entry)
+            if not entry[1].done():
+                entry[1].set_result(None)
 
     # -- start, catch up, stop ---------------------------------------------------------
 
@@ -361,7 +376,7 @@ class NatsBus:
             batch = [self._outbox[i] for i in range(min(BATCH, len(self._outbox)))]
             try:
                 acks = [await self._js.publish_async(subject, data, headers={Header.MSG_ID: mid})
-                        for subject, data, mid in batch]
+                        for _, subject, data, mid in batch]
                 await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
             except asyncio.CancelledError:
                 raise
@@ -373,6 +388,7 @@ class NatsBus:
                 continue
             for _ in batch:
                 self._outbox.popleft()
+            self._check_flushed()
 
     # -- receiving ---------------------------------------------------------------------
 

@@ -1044,6 +1044,13 @@ class Store:
         return self.query("SELECT channel_id, user_name FROM memberships")
 
     @defer.inlineCallbacks
+    def membership_ends(self):
+        """{(channel id, user name): the admin who removed them, None if they left} for
+        the latest end of every membership that ended."""
+        rows = yield self.query("SELECT channel_id, user_name, removed_by FROM membership_ends")
+        return {(channel_id, user): removed_by for channel_id, user, removed_by in rows}
+
+    @defer.inlineCallbacks
     def create_channel(self, name, private, created_by):
         yield self.execute(
             "INSERT INTO channels (name, private, created_by, created_at) VALUES (?, ?, ?, ?)",
@@ -1054,6 +1061,7 @@ class Store:
     def delete_channel(self, channel_id):
         def delete(cursor):
             cursor.execute("DELETE FROM memberships WHERE channel_id = ?", (channel_id,))
+            cursor.execute("DELETE FROM membership_ends WHERE channel_id = ?", (channel_id,))
             cursor.execute("DELETE FROM channels WHERE id = ?", (channel_id,))
         return self.run("delete channel", delete)
 
@@ -1068,9 +1076,15 @@ class Store:
                 self._raise_marker(cursor, name, channel_id, "", newest[0])
         return self.run("add member", add)
 
-    def remove_member(self, channel_id, name):
-        return self.execute(
-            "DELETE FROM memberships WHERE channel_id = ? AND user_name = ?", (channel_id, name))
+    def remove_member(self, channel_id, name, removed_by=None):
+        """`name` leaves the channel (removed by the admin `removed_by`, or of their own
+        accord if None), and the end is recorded (membership_ends)."""
+        def remove(cursor):
+            cursor.execute("DELETE FROM memberships WHERE channel_id = ? AND user_name = ?",
+                           (channel_id, name))
+            cursor.execute("REPLACE INTO membership_ends (channel_id, user_name, removed_by)"
+                           " VALUES (?, ?, ?)", (channel_id, name, removed_by))
+        return self.run("remove member", remove)
 
     # -- messages ----------------------------------------------------------
 

@@ -51,7 +51,7 @@ CREATE TABLE `audit_log` (
 LOCK TABLES `audit_log` WRITE;
 /*!40000 ALTER TABLE `audit_log` DISABLE KEYS */;
 INSERT INTO `audit_log` VALUES
-(1,'alice','create','random',NULL,'public','2026-12-02 18:28:53.634');
+(1,'alice','create','random',NULL,'public','2026-12-03 14:22:49.765');
 /*!40000 ALTER TABLE `audit_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -80,12 +80,12 @@ CREATE TABLE `auth_log` (
 LOCK TABLES `auth_log` WRITE;
 /*!40000 ALTER TABLE `auth_log` DISABLE KEYS */;
 INSERT INTO `auth_log` VALUES
-(1,'alice','register','127.0.0.1','2026-12-02 18:28:53.331'),
-(2,'alice','login','127.0.0.1','2026-12-02 18:28:53.387'),
-(3,'bob','register','127.0.0.1','2026-12-02 18:28:53.451'),
-(4,'bob','login','127.0.0.1','2026-12-02 18:28:53.509'),
-(5,'carol','register','127.0.0.1','2026-12-02 18:28:53.571'),
-(6,'carol','login','127.0.0.1','2026-12-02 18:28:53.630');
+(1,'alice','register','127.0.0.1','2026-12-03 14:22:49.370'),
+(2,'alice','login','127.0.0.1','2026-12-03 14:22:49.452'),
+(3,'bob','register','127.0.0.1','2026-12-03 14:22:49.532'),
+(4,'bob','login','127.0.0.1','2026-12-03 14:22:49.605'),
+(5,'carol','register','127.0.0.1','2026-12-03 14:22:49.682'),
+(6,'carol','login','127.0.0.1','2026-12-03 14:22:49.754');
 /*!40000 ALTER TABLE `auth_log` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -147,7 +147,7 @@ LOCK TABLES `channels` WRITE;
 /*!40000 ALTER TABLE `channels` DISABLE KEYS */;
 INSERT INTO `channels` VALUES
 (1,'general',0,NULL,'2026-01-01 00:00:00.000'),
-(2,'random',0,'alice','2026-12-02 18:28:53.633');
+(2,'random',0,'alice','2026-12-03 14:22:49.760');
 /*!40000 ALTER TABLE `channels` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -211,6 +211,31 @@ LOCK TABLES `kicks` WRITE;
 UNLOCK TABLES;
 
 --
+-- Table structure for table `membership_ends`
+--
+
+DROP TABLE IF EXISTS `membership_ends`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `membership_ends` (
+  `channel_id` int(11) NOT NULL,
+  `user_name` varchar(32) NOT NULL,
+  `removed_by` varchar(32) DEFAULT NULL,
+  PRIMARY KEY (`channel_id`,`user_name`),
+  CONSTRAINT `membership_ends_ibfk_1` FOREIGN KEY (`channel_id`) REFERENCES `channels` (`id`) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+--
+-- Dumping data for table `membership_ends`
+--
+
+LOCK TABLES `membership_ends` WRITE;
+/*!40000 ALTER TABLE `membership_ends` DISABLE KEYS */;
+/*!40000 ALTER TABLE `membership_ends` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
 -- Table structure for table `memberships`
 --
 
@@ -233,12 +258,12 @@ CREATE TABLE `memberships` (
 LOCK TABLES `memberships` WRITE;
 /*!40000 ALTER TABLE `memberships` DISABLE KEYS */;
 INSERT INTO `memberships` VALUES
-(1,'alice','2026-12-02 18:28:53.390'),
-(1,'bob','2026-12-02 18:28:53.511'),
-(1,'carol','2026-12-02 18:28:53.632'),
-(2,'alice','2026-12-02 18:28:53.634'),
-(2,'bob','2026-12-02 18:28:53.635'),
-(2,'carol','2026-12-02 18:28:53.636');
+(1,'alice','2026-12-03 14:22:49.456'),
+(1,'bob','2026-12-03 14:22:49.609'),
+(1,'carol','2026-12-03 14:22:49.758'),
+(2,'alice','2026-12-03 14:22:49.763'),
+(2,'bob','2026-12-03 14:22:49.767'),
+(2,'carol','2026-12-03 14:22:49.774');
 /*!40000 ALTER TABLE `memberships` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -338,10 +363,8 @@ CREATE TABLE `message_words` (
 LOCK TABLES `message_words` WRITE;
 /*!40000 ALTER TABLE `message_words` DISABLE KEYS */;
 INSERT INTO `message_words` VALUES
-('after',8),
 ('afternoon',4),
 ('anyone',5),
-('can',7),
 ('channel',1),
 ('chatd',1),
 ('everyone',2),
@@ -354,20 +377,14 @@ INSERT INTO `message_words` VALUES
 ('hello',3),
 ('here',2),
 ('lunch',5),
-('lunch',8),
-('patch',7),
 ('planned',3),
 ('release',3),
-('review',7),
 ('still',3),
-('sure',6),
-('sure',8),
 ('the',1),
 ('the',3),
 ('this',1),
 ('welcome',1),
-('yes',4),
-('you',7);
+('yes',4);
 /*!40000 ALTER TABLE `message_words` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -408,14 +425,14 @@ CREATE TABLE `messages` (
 LOCK TABLES `messages` WRITE;
 /*!40000 ALTER TABLE `messages` DISABLE KEYS */;
 INSERT INTO `messages` VALUES
-(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-02 18:28:53.637',NULL,NULL,NULL,NULL,NULL),
-(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-02 18:28:53.690',NULL,NULL,NULL,NULL,NULL),
-(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-02 18:28:53.744',NULL,NULL,NULL,NULL,NULL),
-(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-02 18:28:53.797',NULL,NULL,NULL,NULL,NULL),
-(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-02 18:28:53.850',NULL,NULL,NULL,NULL,NULL),
-(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-02 18:28:53.903',NULL,NULL,NULL,NULL,NULL),
-(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-02 18:28:53.955',NULL,NULL,NULL,NULL,NULL),
-(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-02 18:28:53.958',NULL,NULL,NULL,NULL,NULL);
+(1,'alice',1,NULL,NULL,'Welcome to chatd! This is the general channel.','2026-12-03 14:22:49.776',NULL,NULL,NULL,NULL,NULL),
+(2,'bob',1,NULL,NULL,'Hi everyone, glad to be here.','2026-12-03 14:22:49.830',NULL,NULL,NULL,NULL,NULL),
+(3,'carol',1,NULL,NULL,'Hello! Is the release still planned for Friday?','2026-12-03 14:22:49.884',NULL,NULL,NULL,NULL,NULL),
+(4,'alice',1,NULL,NULL,'Yes, Friday afternoon.','2026-12-03 14:22:49.938',NULL,NULL,NULL,NULL,NULL),
+(5,'bob',2,NULL,NULL,'Anyone up for lunch?','2026-12-03 14:22:49.993',NULL,NULL,NULL,NULL,NULL),
+(6,'carol',2,NULL,NULL,'Sure, 12:30?','2026-12-03 14:22:50.046',NULL,NULL,NULL,NULL,NULL),
+(7,'bob',NULL,'alice','alice|bob','Can you review my patch?','2026-12-03 14:22:50.100',NULL,NULL,NULL,NULL,NULL),
+(8,'alice',NULL,'bob','alice|bob','Sure, after lunch.','2026-12-03 14:22:50.106',NULL,NULL,NULL,NULL,NULL);
 /*!40000 ALTER TABLE `messages` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -470,7 +487,8 @@ INSERT INTO `schema_version` VALUES
 (5),
 (6),
 (7),
-(8);
+(8),
+(9);
 /*!40000 ALTER TABLE `schema_version` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -494,7 +512,7 @@ CREATE TABLE `search_marks` (
 LOCK TABLES `search_marks` WRITE;
 /*!40000 ALTER TABLE `search_marks` DISABLE KEYS */;
 INSERT INTO `search_marks` VALUES
-(8,0);
+(5,0);
 /*!40000 ALTER TABLE `search_marks` ENABLE KEYS */;
 UNLOCK TABLES;
 
@@ -545,9 +563,9 @@ CREATE TABLE `users` (
 LOCK TABLES `users` WRITE;
 /*!40000 ALTER TABLE `users` DISABLE KEYS */;
 INSERT INTO `users` VALUES
-('alice','alice@example.org','$2b$10$BVDR1PvrhODi/rWY/e21SORPPrl6jSBU7Z5sd4HFm7DwcUvI8K/Ie','admin','2026-12-02 18:28:53.330'),
-('bob','bob@example.org','$2b$10$U9pj/LeDr.PPITjDwJHy0uHHiCTBKoPgqmZP/86vdmlLVcJ3t4Eca','user','2026-12-02 18:28:53.450'),
-('carol','carol@example.org','$2b$10$Vsbm0n3YG5UvaEkphevznugOovxRTWdlqijlHDVw3UTYZUBknLgD2','user','2026-12-02 18:28:53.569');
+('alice','alice@example.org','$2b$10$2OWYQdEpf7aZDUzAH3t0GeEos/ZCn6CrI2Ic2KUsLdCZpgXEfL9Di','admin','2026-12-03 14:22:49.366'),
+('bob','bob@example.org','$2b$10$CLwoKj2uOKnHWcUQqEkiiuMqXTYAtOcQZ/7tNny.mPfsJEdJxMMfe','user','2026-12-03 14:22:49.529'),
+('carol','carol@example.org','$2b$10$WBpHOt5vNd6.HAyXDebQPOiW1XlT7MvS77ntQUKe9pPDhUhl0iokS','user','2026-12-03 14:22:49.681');
 /*!40000 ALTER TABLE `users` ENABLE KEYS */;
 UNLOCK TABLES;
 /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;

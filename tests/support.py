@@ -368,3 +368,7 @@ class LoopbackProxy:
 
     def blackhole(self):
         self.factory.blackholed = True
+
+    def end_blackhole(self):
+        """What the clients send goes through again (what was dropped stays lost)."""
+        self.factory.blackholed = False

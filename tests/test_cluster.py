@@ -772,6 +772,21 @@ def test_a_cut_off_node_refuses_removals_so_a_kill_loses_none(tmp_path):
         yield eventually(lambda: holds(b, changed), 10)
 
 
+def reloading_node(server):
+    """Node b's Cluster over the in-process `server` (its store, hub and moderation), not
+    connected to NATS: what b tells its clients reaches the server's."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+    from chatd.cluster import Cluster
+    node = SimpleNamespace(
+        config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
+        reactor=server.reactor, store=server.store, accounts=server.accounts, hub=server.hub,
+        moderation=server.moderation)
+    b = Cluster(node)
+    b.bus.local = server.hub.bus
+    return b
+
+
 @pytest.mark.timeout(60)
 @defer.inlineCallbacks
 def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_reads(tmp_path):
@@ -781,10 +796,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
     node c commits and tells changes the snapshot cannot have (a role, a ban, a
     channel deleted, a member added, each after the read of its table), and so does
     b itself (a member gone): they stand."""
-    from dataclasses import replace
-    from types import SimpleNamespace
     from chatd.bus import STATE
-    from chatd.cluster import Cluster
     from chatd.store import db_time, utcnow
     from support import login, look_at, start_server, stop_server
     with mysql_database() as url:
@@ -802,17 +814,12 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             eve = yield login(server, "eve", register_first=False)
             yield look_at(eve, "general")
             hub, store, bans = server.hub, server.store, server.moderation.ban_list
-            node = SimpleNamespace(
-                config=replace(server.config, bus="nats://127.0.0.1:4222/unit", node_name="b"),
-                reactor=server.reactor, store=store, accounts=server.accounts, hub=hub,
-                moderation=server.moderation)
-            b = Cluster(node)
-            b.bus.local = hub.bus   # what b tells its clients reaches this server's
+            b = reloading_node(server)
             # What the lost node committed and never told.
             mallory_ban = bans.name_ban("mallory").id
             yield store.lift_ban(mallory_ban, "alice", utcnow())
             yield store.delete_channel(hub.channels["old"].id)
-            yield store.remove_member(hub.channels["general"].id, "carol")
+            yield store.remove_member(hub.channels["general"].id, "carol", removed_by="alice")
             yield store.set_role("dave", "user")
 
             # What node c commits, then tells, while b reads (each after its table's read).
@@ -865,7 +872,7 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             # ...and told to the clients as the bus tells them.
             removed = yield carol.event("removed_from_channel", channel="general")
             deleted = yield carol.event("channel_deleted", channel="old")
-            assert removed["by"] is None and deleted["by"] is None
+            assert removed["by"] == "alice" and deleted["by"] is None
             assert "error" in (yield command(dave, "bans"))
             yield login(server, "mallory", register_first=False)
             # What c told during the reads is fresher than the snapshot: it stands.
@@ -874,6 +881,58 @@ def test_a_reload_applies_what_sql_lost_but_leaves_what_an_event_set_during_its_
             assert "fresh" not in hub.channels
             assert "dave" in hub.channels["general"].members
             assert "eve" not in hub.channels["general"].members
+        finally:
+            stop_server(server)
+
+
+@pytest.mark.timeout(60)
+@defer.inlineCallbacks
+def test_a_reload_leaves_alone_what_this_node_decided_and_is_writing(tmp_path):
+    """Deleting a channel and deciding a join request change memory at once (so a second
+    admin meanwhile is refused), then write to SQL. A reload from SQL on the same node (b
+    takes another node as lost) whose reads come during those writes reads the channel and
+    the pending request as they were: it leaves them as b decided."""
+    from support import login, start_server, stop_server, until
+    with mysql_database() as url:
+        server = start_server(url, admins=["alice", "dave"])
+        try:
+            alice = yield login(server, "alice")
+            dave = yield login(server, "dave")
+            carol = yield login(server, "carol")
+            for line in ("create old", "create secret private"):
+                ok((yield command(alice, line)))
+            assert ok((yield carol.request({"join": "secret"})))["status"] == "pending"
+            hub, store = server.hub, server.store
+            b = reloading_node(server)
+            writing, released = [], []
+
+            def held(real):
+                @defer.inlineCallbacks
+                def write(*args):
+                    writing.append(real)
+                    yield until(lambda: released)
+                    return (yield real(*args))
+                return write
+            for name in ("delete_channel", "decide_join_request"):
+                setattr(store, name, held(getattr(store, name)))
+            try:
+                deleting = command(alice, "delete old")
+                deciding = command(dave, "accept carol secret")
+                yield until(lambda: len(writing) == 2)
+                yield b.reload_state()
+                released.append(True)
+                ok((yield deleting))
+                ok((yield deciding))
+            finally:
+                for name in ("delete_channel", "decide_join_request"):
+                    delattr(store, name)
+            assert "old" not in hub.channels
+            request = server.moderation.join_requests.latest["carol"]["secret"]
+            assert request.status == "accepted" and request.decided_by == "dave"
+            assert "carol" in hub.channels["secret"].members
+            # What memory holds is what SQL holds.
+            assert "old" not in {name for _, name, _ in (yield store.all_channels())}
+            assert "accepted" in {row[3] for row in (yield store.latest_join_requests())}
         finally:
             stop_server(server)
 
@@ -937,29 +996,116 @@ def test_a_node_killed_before_its_removals_left_it_loses_none(tmp_path):
             answered = reactor.seconds() - blackholed
             nodes.kill("a")
             killed = reactor.seconds()
+            # alice is back on b before b reads SQL, where b still has her in general.
+            alice = yield client_on(b, "alice")
             # carol is told on b as by the bus: out of both channels, and why.
-            yield carol.event("removed_from_channel", channel="general")
+            removed = yield carol.event("removed_from_channel", channel="general")
             yield carol.event("channel_deleted", channel="old")
             told = reactor.seconds() - killed
+            assert removed["by"] == "alice"
+            # alice's leave reaches her session here as a leave does: no removal.
+            yield alice.barrier()
+            assert not alice.take(lambda m: m.get("event") == "removed_from_channel"), \
+                alice.inbox
             assert (yield carol_is_in()) == set()
             assert not (yield dave_is_admin())
             assert (yield may_log_in("mallory"))
             listed = ok((yield eve.request({"list_channels": ""})))["channels"]
             assert {ch["name"] for ch in listed} == {"general"}
-            alice = yield client_on(b, "alice")     # her leave on a holds on b too
             listed = ok((yield alice.request({"list_channels": ""})))["channels"]
             assert {ch["name"]: ch["member"] for ch in listed} == {"general": False}
-            # carol hears general no more: not even as unread.
             ok((yield eve.request({"channel_message": "after", "channel": "general"})))
             yield eve.wait_for(lambda m: m.get("channel_message") == "after"
                                and "reply_to" not in m)
-            yield carol.barrier()
-            assert not carol.take(lambda m: m.get("channel") == "general" and (
-                "channel_message" in m or m.get("event") == "unread")), carol.inbox
+            for client in (carol, alice):   # neither hears general any more: not even unread
+                yield client.barrier()
+                assert not client.take(lambda m: m.get("channel") == "general" and (
+                    "channel_message" in m or m.get("event") == "unread")), client.inbox
             print(f"removals from a node killed unknowingly cut off: all answered"
                   f" {answered:.2f} s after the blackhole; b told carol {told:.1f} s after"
                   f" the kill (presence timeout 3 s)")
             assert told < 3 + 3
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_a_node_back_from_a_cut_it_did_not_notice_does_not_undo_newer_changes(tmp_path):
+    """Node a reaches NATS through a proxy that drops what a sends, so a does not know it is
+    cut off: it deletes a channel, removes a member, takes a role and bans a user (committed,
+    answered, their events queued). Node b takes a as lost and applies them from SQL; then
+    an admin on b makes the channel again, gives the role back and lifts the ban, and the
+    member joins again. The proxy lets a through again: a's queued events reach the stream
+    after b's changes, and b reads SQL for them rather than undo its own; a's users are
+    shown online on b again."""
+    from twisted.internet import reactor, threads
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, "late") as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
+        proxy.start()
+        try:
+            admins = ("--admin", "alice", "--admin", "dave")
+            a = yield threads.deferToThread(nodes.start, "a", *admins,
+                                            bus=f"nats://127.0.0.1:{proxy.port}/late")
+            b = nodes.start("b", *admins)
+            alice = yield client_on(a, "alice", register=True)
+            keep_alive(alice, channel="general")
+            dave = yield client_on(b, "dave", register=True)
+            carol = yield client_on(b, "carol", register=True)
+            eve = yield client_on(b, "eve", register=True)
+            yield client_on(b, "mallory", register=True)
+            for client in (alice, carol, dave):
+                yield look(client)
+            for client in (carol, dave):
+                keep_alive(client, channel="general")
+            ok((yield command(alice, "create old")))
+            ok((yield command(alice, "admin eve")))
+            yield eventually(lambda: carol.request({"join": "old"}).addCallback(
+                lambda reply: reply.get("ok") is True))
+
+            @defer.inlineCallbacks
+            def state_on_b():
+                """carol's channels, whether eve is an admin, whether mallory may log in."""
+                listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+                client = yield connect(b)
+                reply = yield client.request({"user:pwd": f"mallory:{PASSWORD}"})
+                client.transport.loseConnection()
+                return ({ch["name"]: ch["member"] for ch in listed},
+                        "error" not in (yield command(eve, "bans")), reply.get("ok") is True)
+            before = ({"general": True, "old": True}, True, True)
+            yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
+
+            proxy.blackhole()
+            for line in ("delete old", "remove carol general", "unadmin eve", "ban mallory 1h"):
+                ok((yield command(alice, line)))
+            # b takes a as lost after the presence timeout and reads all of it from SQL.
+            yield carol.event("removed_from_channel", channel="general")
+            yield carol.event("channel_deleted", channel="old")
+            lost = ({"general": False}, False, False)
+            yield eventually(lambda: state_on_b().addCallback(lambda s: s == lost))
+            # Newer changes, on b.
+            for line in ("create old", "admin eve", "unban mallory"):
+                ok((yield command(dave, line)))
+            for channel in ("general", "old"):
+                ok((yield carol.request({"join": channel})))
+            proxy.end_blackhole()
+            back = reactor.seconds()
+            # a's queued events reach the stream, then this message, sent after them.
+            ok((yield alice.request({"channel_message": "after the cut", "channel": "general"})))
+            yield dave.wait_for(lambda m: m.get("channel_message") == "after the cut"
+                                and "reply_to" not in m, timeout=20)
+            arrived = reactor.seconds() - back
+            yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
+            listed = ok((yield dave.request({"list_channels": ""})))["channels"]
+            assert {ch["name"] for ch in listed} == {"general", "old"}
+            # carol still hears general, and alice is online there again.
+            ok((yield dave.request({"channel_message": "still here", "channel": "general"})))
+            yield carol.wait_for(lambda m: m.get("channel_message") == "still here")
+            yield until_online(dave, "alice", timeout=10)
+            print(f"a's queued events reached b {arrived:.1f} s after the cut ended")
         finally:
             proxy.listening.stopListening()
             for connection in list(proxy.factory.connections):

@@ -105,17 +105,18 @@ class JoinRequests:
             raise ChatError(f"{name} has no pending request for #{channel.name}; "
                             "'requests' lists the pending ones.")
         status = "accepted" if accept else "rejected"
-        request.status = status     # at once, so a second admin deciding meanwhile is refused
-        try:
-            now = utcnow()
-            yield self.store.decide_join_request(request.id, status, actor.name, now)
-            if accept:
-                yield self.store.add_member(channel.id, name)
-        except Exception:
-            request.status = "pending"
-            raise
-        request.decided_by, request.decided_at = actor.name, now
-        self.hub.bus.control(STATE, "request", {"row": request.row()})
+        with self.hub.deciding(STATE, "request", {"row": request.row()}):
+            request.status = status     # at once, so a second admin deciding meanwhile is refused
+            try:
+                now = utcnow()
+                yield self.store.decide_join_request(request.id, status, actor.name, now)
+                if accept:
+                    yield self.store.add_member(channel.id, name)
+            except Exception:
+                request.status = "pending"
+                raise
+            request.decided_by, request.decided_at = actor.name, now
+            self.hub.bus.control(STATE, "request", {"row": request.row()})
         if accept:
             self.hub.add_member(channel, name)
         self._tell(name, {"event": "request_decided", "channel": channel.name,
@@ -148,14 +149,16 @@ class JoinRequests:
     def delete_channel(self, actor, name):
         channel = self.hub.channel(name)
         self.hub.accounts.check_change()
-        # Out of the directory at once, so a second delete meanwhile finds nothing to delete.
-        del self.hub.channels[channel.name]
-        try:
-            yield self.store.delete_channel(channel.id)
-        except Exception:
-            self.hub.channels[channel.name] = channel
-            raise
-        self.hub.bus.control(STATE, "channel_deleted", {"name": channel.name})
+        deleted = {"name": channel.name}
+        with self.hub.deciding(STATE, "channel_deleted", deleted):
+            # Out of the directory at once, so a second delete meanwhile finds nothing to delete.
+            del self.hub.channels[channel.name]
+            try:
+                yield self.store.delete_channel(channel.id)
+            except Exception:
+                self.hub.channels[channel.name] = channel
+                raise
+            self.hub.bus.control(STATE, "channel_deleted", deleted)
         for member in list(channel.members):
             yield self.hub.remove_member(channel, member, notice={"event": "channel_deleted",
                                                                   "by": actor.name})
@@ -175,7 +178,7 @@ class JoinRequests:
         if name not in channel.members:
             raise ChatError(f"{name} is not a member of #{channel.name}.")
         self.hub.accounts.check_change()
-        yield self.store.remove_member(channel.id, name)
+        yield self.store.remove_member(channel.id, name, removed_by=actor.name)
         yield self.hub.remove_member(channel, name, notice={"event": "removed_from_channel",
                                                             "by": actor.name})
         yield self.audit.record(actor, "remove", name, detail=f"#{channel.name}")
