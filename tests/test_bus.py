@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from chatd.accounts import Accounts
-from chatd.bus import ADMINS, CONNECTIONS, LocalBus, encode, members_topic, user_topic
+from chatd.bus import ADMINS, CONNECTIONS, LocalBus, encode, user_topic
 from chatd.hub import Channel, Hub
 from chatd.store import Message
 from test_presence import RecordingConnection

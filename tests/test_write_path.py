@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor, task, threads
 from chatd.bus import encode
 from chatd.hub import unread_line
 from chatd.limits import unsent_bytes
-from support import PASSWORD, login, look_at, register, start_server, stop_server
+from support import login, look_at, register, start_server, stop_server
 from test_slow_reader import Transport, stalled_client
 
 TEXT = "y" * 2000
