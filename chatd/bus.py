@@ -49,9 +49,14 @@ What an implementation must provide:
 import json
 
 
+# Made once: json.dumps given any option builds a new JSONEncoder per call, and this
+# runs for every line sent. Payloads are plain data built here, never circular.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
 def encode(payload):
     """One protocol line: compact JSON, UTF-8, newline-terminated."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return _ENCODER.encode(payload).encode() + b"\n"
 
 
 def members_topic(channel):

@@ -71,6 +71,15 @@ def _refuse_duplicates(pairs):
     return request
 
 
+# Made once: json.loads given a hook builds a new JSONDecoder (and its scanner) per line.
+_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates)
+
+
+def _decode(line):
+    """json.loads(line, object_pairs_hook=_refuse_duplicates), with the one decoder."""
+    return _DECODER.decode(line.decode(json.detect_encoding(line), "surrogatepass"))
+
+
 class ChatProtocol(Protocol):
     """One client connection: lines in (split in one pass per read), JSON lines out."""
 
@@ -345,9 +354,8 @@ class ChatProtocol(Protocol):
             slot[:] = [payload, True]
             self._session_changed()
             self._send_replies()
-        result.addCallbacks(lambda r: self._payload(action, ref, result=r),
-                            lambda f: self._failure_payload(action, ref, f))
-        result.addCallback(settle)
+        result.addCallbacks(lambda r: settle(self._payload(action, ref, result=r)),
+                            lambda f: settle(self._failure_payload(action, ref, f)))
         if action not in PIPELINED and not slot[1]:
             self.pauseProducing()
             result.addBoth(lambda _: self.resumeProducing()
@@ -368,7 +376,7 @@ class ChatProtocol(Protocol):
     def _parse(line):
         """(action, ref, request, None), or (None, ref if known, None, error sentence)."""
         try:
-            request = json.loads(line, object_pairs_hook=_refuse_duplicates)
+            request = _decode(line)
         except RecursionError:
             return (None, None, None,
                     "That line nests too deeply; a request is one flat JSON object.")

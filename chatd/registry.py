@@ -20,6 +20,7 @@ the same name to its handler; to add a command, add a `Command` and its
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from chatd.auth import ChatError
 from chatd.limits import HEARTBEAT_COST
@@ -106,6 +107,15 @@ class Action:
     silent: bool = False
     command: "Command | None" = None    # set on the structured form of an admin command
 
+    # Worked out once, not per request (cached_property writes past the frozen dataclass).
+    @cached_property
+    def _fields_by_name(self):
+        return {f.name: f for f in self.fields}
+
+    @cached_property
+    def _required(self):
+        return [f.name for f in self.fields if f.required]
+
     @property
     def handler_name(self):
         return "do_" + (self.handler or self.key)
@@ -116,11 +126,11 @@ class Action:
         The unexpected fields are reported first, then the missing ones, then
         the mistyped ones (the main value first).
         """
-        named = {f.name: f for f in self.fields}
-        unexpected = sorted(set(given) - set(named))
-        if unexpected:
+        named = self._fields_by_name
+        if not given.keys() <= named.keys():
+            unexpected = sorted(given.keys() - named.keys())
             raise ChatError(f"Unexpected field {unexpected[0]!r} for {self.key!r}.")
-        missing = [f.name for f in self.fields if f.required and f.name not in given]
+        missing = [name for name in self._required if name not in given]
         if missing:
             raise ChatError(f"Missing field {missing[0]!r}.")
         arguments = {self.value.name: self.value.check(value, label=self.key)}

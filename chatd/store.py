@@ -351,8 +351,10 @@ class MessageLog(Draining):
             and len(self._in_flight) < self.store.engine.commits_in_flight
 
     def _schedule(self):
-        """Commit at the end of this reactor turn what it accepted (one commit for all)."""
-        if self._scheduled is None and self._can_start():
+        """Commit at the end of this reactor turn what it accepted (one commit for all).
+        Nothing queued, nothing scheduled: a callLater(0) per commit answered costs the
+        reactor's heap (one deadline per connection) for nothing."""
+        if self._scheduled is None and self.queue and self._can_start():
             self._scheduled = self.store.clock.callLater(0, self._flush)
 
     # -- writing -----------------------------------------------------------
@@ -405,6 +407,7 @@ class MessageLog(Draining):
             self._flush()
         self._answer(answers)
         self._schedule()
+        self._check_drained()
 
     @staticmethod
     def _answer(answers):
