@@ -116,7 +116,7 @@ class Action:
     def _required(self):
         return [f.name for f in self.fields if f.required]
 
-    @property
+    @cached_property
     def handler_name(self):
         return "do_" + (self.handler or self.key)
 
