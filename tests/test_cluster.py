@@ -1177,10 +1177,11 @@ def test_late_closes_of_a_node_back_from_a_cut_it_did_not_notice_spare_newer_ses
 @defer.inlineCallbacks
 def test_member_lists_are_repaired_when_a_node_cut_off_for_long_comes_back(tmp_path):
     """Node a is cut off from NATS for longer than the presence timeout: node b takes it as
-    lost and shows its user offline to dave, looking at #general, and erin starts looking
-    there meanwhile (her list has no alice). a comes back and says again who is online on
-    it: dave and erin get alice online again, and alice gets erin."""
-    from twisted.internet import threads
+    lost and shows its user offline to dave, looking at #general, and to frank, in a private
+    conversation with her; erin starts looking at #general meanwhile (her list has no
+    alice). a comes back and says again who is online on it: dave and erin get alice
+    online again, frank gets her status, and alice gets erin."""
+    from twisted.internet import reactor, threads
     from support import LoopbackProxy
     with private_cluster(tmp_path, "repair") as (nodes, nats):
         proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
@@ -1196,15 +1197,23 @@ def test_member_lists_are_repaired_when_a_node_cut_off_for_long_comes_back(tmp_p
             keep_alive(alice, channel="general")
             yield sees_looking(dave, (yield look(dave)), {"alice"})
             keep_alive(dave, channel="general")
+            frank = yield client_on(b, "frank", register=True)
+            ok((yield frank.request({"get_private": "alice"})))
+            keep_alive(frank, other_user="alice")
+            yield frank.event("peer", other_user="alice", status="online")
             yield proxy.cut()
             yield dave.event("member", user="alice", status="offline")
+            yield frank.event("peer", other_user="alice", status="offline")
             seen = yield look(erin)
             keep_alive(erin, channel="general")
             assert "alice" not in {m["user"] for m in seen["members"]}
             yield task_sleep(1)
             yield proxy.restore()
+            restored = reactor.seconds()
             for viewer in (dave, erin):
                 yield viewer.event("member", user="alice", status="online")
+            yield frank.event("peer", other_user="alice", status="online")
+            print(f"member lists repaired {reactor.seconds() - restored:.2f} s after the cut")
             yield alice.event("member", user="erin", status="online")
             yield until_online(dave, "alice", timeout=10)
             for viewer in (alice, dave, erin):
