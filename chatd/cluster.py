@@ -26,6 +26,8 @@ clients, from SQL, the messages the dead node stored but never put on the
 stream (each message row names its node; ids increase in store order).
 """
 
+import ipaddress
+
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
@@ -185,14 +187,15 @@ class Cluster:
         offline, so say again who is online here and what they look at."""
         presence = self.hub.presence
         for session in list(self.hub.sessions.values()):
-            self.bus.control(STATE, "login", {"user": session.name, "ip": session.ip})
+            self.bus.control(STATE, "login", {"user": session.name, "ip": session.ip,
+                                              "session": session.id})
             presence.announce(session)
 
     # -- what the other nodes did -------------------------------------------------------
 
     def observe(self, node, topic, kind, body):
         if kind == "control" and topic == STATE and body["a"] == "login":
-            self._logged_in(node, body["d"]["user"])    # this node's own logins too
+            self._logged_in(node, **body["d"])          # this node's own logins too
         if kind == "control" and topic == STATE and body["a"] == "lost":
             self.apply_lost(node, **body["d"])          # this node's own too
             return
@@ -245,6 +248,30 @@ class Cluster:
     def apply_back(self, node):
         self.late.discard(node)
 
+    def late_close(self, topic, seen, kind, reason, keep=None, network=None, ban=None):
+        """A `close` control of a node taken as lost, sent when it had applied the stream
+        up to `seen`: it may come long after it was made. A kick or a newer login there
+        closes only the sessions here whose login was on the stream by then (it knew of
+        them; a session that logged in since is newer than the kick, or than the login
+        it is about); a ban's close acts only while that ban is still active here (lifted
+        meanwhile, it covers nobody; not known here yet, the reading of SQL for its late
+        state event closes what it covers)."""
+        if ban is not None and ban not in self.server.moderation.ban_list.active:
+            return
+
+        def covered(session):
+            return ban is not None or (session is not None and session.login_seq is not None
+                                       and session.login_seq <= seen)
+        data = {"kind": kind, "reason": reason}
+        if topic[0] == "user":
+            session = self.hub.sessions.get(topic[1])
+            if covered(session):
+                session.control_close(**data, keep=keep)
+        else:   # CONNECTIONS
+            for connection in self.hub.connections_in(ipaddress.ip_network(network)):
+                if covered(connection.session):
+                    connection.disconnect(kind, reason)
+
     def _is_late(self, node, topic, envelope):
         """A state event of a node taken as lost and not back yet (apply_lost)."""
         return node in self.late and "a" in envelope and \
@@ -272,8 +299,9 @@ class Cluster:
         """An account created, or its role changed."""
         self.server.accounts.add(name, role)
 
-    def apply_login(self, node, user, ip):
-        """The newest login of `user` is on `node` (its older sessions close by the bus)."""
+    def apply_login(self, node, user, ip, session):
+        """The newest login of `user` is on `node` (its older sessions close by the bus;
+        `session` is its id, for that node: _logged_in)."""
         self.hub.ips[user] = ip
         if user not in self.hub.sessions:
             before = self.hub.elsewhere.get(user, (node,))[0]
@@ -324,11 +352,15 @@ class Cluster:
             del self.remote_looking[channel, user]
             self._forget_looking(channel, user)
 
-    def _logged_in(self, node, user):
+    def _logged_in(self, node, user, ip, session):
         """The newest login of `user` is on `node`: where their sessions on other nodes
         looked, they look no more (those nodes publish nothing for a replaced session,
-        as it would come after the new session's events)."""
+        as it would come after the new session's events). A session of this node notes
+        where its login is on the stream (late_close)."""
         local = self.hub.sessions.get(user)
+        if node == self.node and local is not None and local.id == session \
+                and local.login_seq is None:
+            local.login_seq = self.bus.applied
         for (channel, name), where in list(self.remote_looking.items()):
             if name == user and where != node:
                 del self.remote_looking[channel, name]
@@ -350,6 +382,9 @@ class Cluster:
         when its own copy reaches the stream after all, and a late state event
         (apply_lost) does not reach the sessions: the reading of SQL tells them."""
         if self._is_late(node, topic, envelope):
+            return False
+        if node in self.late and envelope.get("a") == "close":
+            self.late_close(topic, envelope["s"], **envelope["d"])
             return False
         if not self.recovered or "p" not in envelope:
             return True

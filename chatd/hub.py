@@ -80,6 +80,7 @@ class Session:
         self.typing = {}        # ("channel", c) or ("other_user", n) -> when last announced
         self.topics = set()
         self.replaced = None    # closed by a newer login: "here", or "elsewhere" (another node)
+        self.login_seq = None   # in a cluster: the stream sequence of its login event
 
     def write(self, line):
         self.connection.write_line(line)
@@ -134,10 +135,11 @@ class Session:
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
 
-    def control_close(self, kind, reason, keep=None, here=False):
+    def control_close(self, kind, reason, keep=None, here=False, ban=None):
         """Say why and close this session's connection; `keep` names a session spared
         (the newest login, which closes the older ones of the same user; `here` when it
-        is on this node)."""
+        is on this node); `ban` is the id of the ban it enforces (a late close of a ban
+        lifted since does not act: chatd/cluster.py)."""
         if self.id != keep:
             # The newer session announces the status: this one goes without "offline".
             self.replaced = None if keep is None else "here" if here else "elsewhere"
@@ -281,10 +283,13 @@ class Hub:
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
 
-    def control_close(self, network, kind, reason):
-        """("connections",): say why and close this node's connections from `network`."""
-        network = ipaddress.ip_network(network)
-        for connection in [c for c in self.connections if in_network(c.ip, network)]:
+    def connections_in(self, network):
+        return [c for c in list(self.connections) if in_network(c.ip, network)]
+
+    def control_close(self, network, kind, reason, ban=None):
+        """("connections",): say why and close this node's connections from `network`
+        (`ban` as in Session.control_close)."""
+        for connection in self.connections_in(ipaddress.ip_network(network)):
             connection.disconnect(kind, reason)
 
     def start_session(self, connection, name, ip):
@@ -302,7 +307,7 @@ class Hub:
             for told in self.moved_here:
                 told(name, where[0])
         self.ips[name] = ip
-        self.bus.control(STATE, "login", {"user": name, "ip": ip})
+        self.bus.control(STATE, "login", {"user": name, "ip": ip, "session": session.id})
         session.listen(user_topic(name))
         if session.is_admin:
             session.listen(ADMINS)

@@ -139,7 +139,10 @@ class NatsBus:
         self._send(topic, {"n": self.node, "t": topic, "p": payload, "x": exclude})
 
     def control(self, topic, action, data):
-        self._send(topic, {"n": self.node, "t": topic, "a": action, "d": data})
+        """`s`: the stream sequence this node had applied when it sent it (a late `close`
+        acts only on sessions whose login it knew of: chatd/cluster.py)."""
+        self._send(topic, {"n": self.node, "t": topic, "a": action, "d": data,
+                           "s": self.applied})
 
     def subject(self, topic):
         return ".".join([self.cluster, "ev", topic[0], *map(subject_token, topic[1:])])

@@ -1110,3 +1110,119 @@ def test_a_node_back_from_a_cut_it_did_not_notice_does_not_undo_newer_changes(tm
             proxy.listening.stopListening()
             for connection in list(proxy.factory.connections):
                 connection.transport.abortConnection()
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_late_closes_of_a_node_back_from_a_cut_it_did_not_notice_spare_newer_sessions(tmp_path):
+    """Node a reaches NATS through a proxy that drops what a sends, so a does not know it
+    is cut off: alice kicks bob, bans mallory and lifts the ban, and carol logs in on a
+    (the `close` controls of all three queued). Node b takes a as lost; bob and carol log
+    in again on b. The proxy lets a through again: a's late closes reach b, and close
+    none of bob's and carol's newer sessions, nor mallory's, whom no ban covers now."""
+    from twisted.internet import threads
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, "closes") as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
+        proxy.start()
+        try:
+            admins = ("--admin", "alice", "--admin", "dave")
+            a = yield threads.deferToThread(nodes.start, "a", *admins,
+                                            bus=f"nats://127.0.0.1:{proxy.port}/closes")
+            b = nodes.start("b", *admins)
+            alice = yield client_on(a, "alice", register=True)
+            dave = yield client_on(b, "dave", register=True)
+            for client in (alice, dave):
+                yield look(client)
+                keep_alive(client, channel="general")
+            bob = yield client_on(b, "bob", register=True)
+            mallory = yield client_on(b, "mallory", register=True)
+            carol = yield client_on(b, "carol", register=True)
+            carol.transport.loseConnection()
+            for name in ("bob", "mallory"):
+                yield until_online(alice, name)
+
+            proxy.blackhole()
+            ok((yield command(alice, "kick bob late")))
+            ok((yield command(alice, "ban mallory 1h")))
+            ok((yield command(alice, "unban mallory")))
+            carol_on_a = yield client_on(a, "carol")
+            # b takes a as lost after the presence timeout; then the newer logins, on b.
+            yield dave.event("member", user="alice", status="offline")
+            old_bob = bob
+            bob = yield client_on(b, "bob")
+            keep_alive(bob)     # online, so that a may kick him after the cut
+            assert (yield old_bob.event("disconnect"))["kind"] == "replaced"
+            carol = yield client_on(b, "carol")
+            # a hears the stream: its carol is replaced by the newer login at once.
+            assert (yield carol_on_a.event("disconnect"))["kind"] == "replaced"
+            dave.take(lambda m: m.get("event") == "member")
+            proxy.end_blackhole()
+            # a's queued closes reach the stream, then what a says on hearing it was lost.
+            yield dave.wait_for(lambda m: m.get("event") == "member" and m["user"] == "alice"
+                                and m["status"] == "online", timeout=30)
+            yield task_sleep(1)     # what b wrote before that has reached its clients
+            closed = {client.name: [m["kind"] for m in client.take(
+                lambda m: m.get("event") == "disconnect")] for client in (bob, carol, mallory)}
+            assert closed == {"bob": [], "carol": [], "mallory": []}
+            # A kick made on a after the cut still closes.
+            yield until_online(alice, "bob", timeout=15)
+            ok((yield command(alice, "kick bob now")))
+            assert (yield bob.event("disconnect"))["kind"] == "kicked"
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()
+
+
+@pytest.mark.timeout(120)
+@defer.inlineCallbacks
+def test_member_lists_are_repaired_when_a_node_cut_off_for_long_comes_back(tmp_path):
+    """Node a is cut off from NATS for longer than the presence timeout: node b takes it as
+    lost and shows its user offline to dave, looking at #general, and to frank, in a private
+    conversation with her; erin starts looking at #general meanwhile (her list has no
+    alice). a comes back and says again who is online on it: dave and erin get alice
+    online again, frank gets her status, and alice gets erin."""
+    from twisted.internet import reactor, threads
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, "repair") as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
+        proxy.start()
+        try:
+            a = yield threads.deferToThread(nodes.start, "a",
+                                            bus=f"nats://127.0.0.1:{proxy.port}/repair")
+            b = nodes.start("b")
+            alice = yield client_on(a, "alice", register=True)
+            dave = yield client_on(b, "dave", register=True)
+            erin = yield client_on(b, "erin", register=True)
+            yield look(alice)
+            keep_alive(alice, channel="general")
+            yield sees_looking(dave, (yield look(dave)), {"alice"})
+            keep_alive(dave, channel="general")
+            frank = yield client_on(b, "frank", register=True)
+            ok((yield frank.request({"get_private": "alice"})))
+            keep_alive(frank, other_user="alice")
+            yield frank.event("peer", other_user="alice", status="online")
+            yield proxy.cut()
+            yield dave.event("member", user="alice", status="offline")
+            yield frank.event("peer", other_user="alice", status="offline")
+            seen = yield look(erin)
+            keep_alive(erin, channel="general")
+            assert "alice" not in {m["user"] for m in seen["members"]}
+            yield task_sleep(1)
+            yield proxy.restore()
+            restored = reactor.seconds()
+            for viewer in (dave, erin):
+                yield viewer.event("member", user="alice", status="online")
+            yield frank.event("peer", other_user="alice", status="online")
+            print(f"member lists repaired {reactor.seconds() - restored:.2f} s after the cut")
+            yield alice.event("member", user="erin", status="online")
+            yield until_online(dave, "alice", timeout=10)
+            for viewer in (alice, dave, erin):
+                yield eventually(lambda: members_of(viewer).addCallback(
+                    lambda members: members == [("alice", "online"), ("dave", "online"),
+                                                ("erin", "online")]))
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()

@@ -98,24 +98,23 @@ class BanList:
     def ip_ban(self, ip):
         return next((b for b in self.active.values() if b.matches_ip(ip)), None)
 
-    def _connections_in(self, network):
-        return [c for c in list(self.hub.connections) if in_network(c.ip, network)]
-
     def _elsewhere_in(self, network):
         """Users logged in on other nodes of a cluster from `network` (their newest address;
         the close reaches every node's connections)."""
         return sorted(name for name in self.hub.elsewhere
                       if in_network(self.hub.ips.get(name), network))
 
-    def close(self, name, network, kind, reason, bus=None):
+    def close(self, name, network, kind, reason, bus=None, ban=None):
         """Close a user's sessions, or the connections from `network`, on every node (`bus`
-        as in Hub.role_changed)."""
+        as in Hub.role_changed); `ban` is the id of the ban that closes them, if one does."""
         bus = self.hub.bus if bus is None else bus
+        data = {"kind": kind, "reason": reason}
+        if ban is not None:
+            data["ban"] = ban
         if name is not None:
-            bus.control(user_topic(name), "close", {"kind": kind, "reason": reason})
+            bus.control(user_topic(name), "close", data)
         else:
-            bus.control(CONNECTIONS, "close", {"network": str(network), "kind": kind,
-                                               "reason": reason})
+            bus.control(CONNECTIONS, "close", dict(data, network=str(network)))
 
     @staticmethod
     def _refuse_own_address(actor, network, verb):
@@ -148,7 +147,7 @@ class BanList:
             victims, label, ip, kicked = [name], name, self.hub.ips.get(name), [name]
         else:
             elsewhere = self._elsewhere_in(network)
-            victims = self._connections_in(network) + elsewhere
+            victims = self.hub.connections_in(network) + elsewhere
             label, ip = network_label(network), None
             if not victims:
                 raise ChatError(f"Nobody is connected from {label}.")
@@ -185,8 +184,8 @@ class BanList:
         if name is not None:
             victims = [name] if self.hub.is_online(name) else []
         else:
-            victims = self._connections_in(network) + self._elsewhere_in(network)
-        self.close(name, network, "banned", ban.notice())
+            victims = self.hub.connections_in(network) + self._elsewhere_in(network)
+        self.close(name, network, "banned", ban.notice(), ban=ban.id)
         yield self.audit.record(actor, "ban", label, reason, ban.until)
         return outcome(f"Banned {label} {ban.until} ({len(victims)} connection(s) closed).",
                        ban=ban.to_wire())
