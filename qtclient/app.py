@@ -24,14 +24,13 @@ def main(argv=None):
     if args.ca_file and not os.path.isfile(args.ca_file):
         parser.error(f"--ca-file: no such file: {args.ca_file}")
 
-    os.environ.setdefault("QT_API", "pyqt6")  # qreactor reaches Qt through qtpy
     from PyQt6.QtWidgets import QApplication
 
     app = QApplication(sys.argv[:1])
     app.setOrganizationName("chatd")
     app.setApplicationName("chatd-client")
-    import qreactor
-    qreactor.install()
+    from .qtreactor import install
+    install()
     from twisted.internet import reactor
 
     from .model import ChatModel

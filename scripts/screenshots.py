@@ -38,9 +38,9 @@ from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 APP = QApplication(sys.argv[:1])
 APP.setStyle("Fusion")
-import qreactor  # noqa: E402
+from qtclient.qtreactor import install  # noqa: E402
 
-qreactor.install()
+install()
 from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol  # noqa: E402
 

@@ -1,6 +1,7 @@
 """Test setup shared by the server and the GUI tests.
 
-The whole suite runs in one process on the Qt reactor (qreactor), so
+The whole suite runs in one process on the Qt reactor (qreactor, as
+qtclient.qtreactor fixes it), so
 end-to-end tests (real servers, real TCP clients) and GUI tests (pytest-qt)
 share one event loop. The reactor is hooked into Qt with runReturn(); a test
 that returns a Deferred (an `inlineCallbacks` test) is run by spinning a Qt
@@ -22,9 +23,9 @@ import pytest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 _app = QApplication.instance() or QApplication([])
-import qreactor  # noqa: E402
+from qtclient.qtreactor import install  # noqa: E402
 
-qreactor.install()
+install()
 from twisted.internet import defer, reactor  # noqa: E402
 
 reactor.runReturn(installSignalHandlers=False)
