@@ -17,6 +17,7 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+from twisted.internet import defer
 
 from support import REQUIRE_MYSQL, mysql_database
 from test_twistd import TWISTD, free_port, run_twistd
@@ -191,3 +192,30 @@ def private_cluster(tmp_path, name="private"):
                 nodes.stop_all()
     finally:
         nats.stop()
+
+
+
+@contextlib.contextmanager
+def cluster_with_a_behind_a_proxy(tmp_path, name):
+    """private_cluster, with a LoopbackProxy on this reactor for node a to reach NATS
+    through (so that a test can cut or blackhole a): (nodes, proxy). Start the two
+    nodes with start_a_and_b."""
+    from support import LoopbackProxy
+    with private_cluster(tmp_path, name) as (nodes, nats):
+        proxy = LoopbackProxy("127.0.0.1", nats.port)
+        proxy.start()
+        nodes.proxied_bus = f"nats://127.0.0.1:{proxy.port}/{name}"
+        try:
+            yield nodes, proxy
+        finally:
+            proxy.listening.stopListening()
+            for connection in list(proxy.factory.connections):
+                connection.transport.abortConnection()
+
+
+@defer.inlineCallbacks
+def start_a_and_b(nodes, *options):
+    """Nodes a, through the proxy (started aside: the proxy runs on this reactor), and b."""
+    from twisted.internet import threads
+    a = yield threads.deferToThread(nodes.start, "a", *options, bus=nodes.proxied_bus)
+    return a, nodes.start("b", *options)

@@ -9,7 +9,8 @@ import pytest
 from twisted.internet import defer
 
 from chatd.natsbus import parse_bus_url, subject_token
-from cluster_support import NODE, cluster, private_cluster, require_nats
+from cluster_support import (NODE, cluster, cluster_with_a_behind_a_proxy, private_cluster,
+                             require_nats, start_a_and_b)
 from support import PASSWORD, connect, mysql_database, ok
 from test_twistd import free_port, twistd_failure
 
@@ -946,89 +947,79 @@ def test_a_node_killed_before_its_removals_left_it_loses_none(tmp_path):
     committed, answered ok, their events never out. a is killed with SIGKILL; node b
     takes it as lost after the presence timeout, reads them from SQL and tells its
     clients as the bus would: b then holds SQL's state."""
-    from twisted.internet import reactor, threads
-    from support import LoopbackProxy
-    with private_cluster(tmp_path, "blackhole") as (nodes, nats):
-        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
-        proxy.start()
-        try:
-            admins = ("--admin", "alice")
-            a = yield threads.deferToThread(nodes.start, "a", *admins,
-                                            bus=f"nats://127.0.0.1:{proxy.port}/blackhole")
-            b = nodes.start("b", *admins)
-            alice = yield client_on(a, "alice", register=True)
-            yield client_on(b, "mallory", register=True)
-            dave = yield client_on(b, "dave", register=True)
-            carol = yield client_on(b, "carol", register=True)
-            eve = yield client_on(b, "eve", register=True)
-            for client in (alice, carol, eve):
-                yield look(client)
-            for line in ("ban mallory 1h", "create old", "admin dave"):
-                ok((yield command(alice, line)))
-            yield eventually(lambda: carol.request({"join": "old"}).addCallback(
-                lambda reply: reply.get("ok") is True))
+    from twisted.internet import reactor
+    with cluster_with_a_behind_a_proxy(tmp_path, "blackhole") as (nodes, proxy):
+        admins = ("--admin", "alice")
+        a, b = yield start_a_and_b(nodes, *admins)
+        alice = yield client_on(a, "alice", register=True)
+        yield client_on(b, "mallory", register=True)
+        dave = yield client_on(b, "dave", register=True)
+        carol = yield client_on(b, "carol", register=True)
+        eve = yield client_on(b, "eve", register=True)
+        for client in (alice, carol, eve):
+            yield look(client)
+        for line in ("ban mallory 1h", "create old", "admin dave"):
+            ok((yield command(alice, line)))
+        yield eventually(lambda: carol.request({"join": "old"}).addCallback(
+            lambda reply: reply.get("ok") is True))
 
-            @defer.inlineCallbacks
-            def may_log_in(name):
-                client = yield connect(b)
-                reply = yield client.request({"user:pwd": f"{name}:{PASSWORD}"})
-                client.transport.loseConnection()
-                return reply.get("ok") is True
+        @defer.inlineCallbacks
+        def may_log_in(name):
+            client = yield connect(b)
+            reply = yield client.request({"user:pwd": f"{name}:{PASSWORD}"})
+            client.transport.loseConnection()
+            return reply.get("ok") is True
 
-            @defer.inlineCallbacks
-            def carol_is_in():
-                listed = ok((yield carol.request({"list_channels": ""})))["channels"]
-                return {ch["name"] for ch in listed if ch["member"]}
+        @defer.inlineCallbacks
+        def carol_is_in():
+            listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+            return {ch["name"] for ch in listed if ch["member"]}
 
-            @defer.inlineCallbacks
-            def dave_is_admin():
-                return "error" not in (yield command(dave, "bans"))
-            # b knows all of it from the bus.
-            yield eventually(lambda: dave_is_admin())
-            yield eventually(lambda: may_log_in("mallory").addCallback(lambda yes: not yes))
-            assert (yield carol_is_in()) == {"general", "old"}
+        @defer.inlineCallbacks
+        def dave_is_admin():
+            return "error" not in (yield command(dave, "bans"))
+        # b knows all of it from the bus.
+        yield eventually(lambda: dave_is_admin())
+        yield eventually(lambda: may_log_in("mallory").addCallback(lambda yes: not yes))
+        assert (yield carol_is_in()) == {"general", "old"}
 
-            proxy.blackhole()
-            blackholed = reactor.seconds()
-            for line in ("unban mallory", "delete old", "remove carol general", "unadmin dave"):
-                ok((yield command(alice, line)))
-            ok((yield alice.request({"leave": "general"})))
-            answered = reactor.seconds() - blackholed
-            nodes.kill("a")
-            killed = reactor.seconds()
-            # alice is back on b before b reads SQL, where b still has her in general.
-            alice = yield client_on(b, "alice")
-            # carol is told on b as by the bus: out of both channels, and why.
-            removed = yield carol.event("removed_from_channel", channel="general")
-            yield carol.event("channel_deleted", channel="old")
-            told = reactor.seconds() - killed
-            assert removed["by"] == "alice"
-            # alice's leave reaches her session here as a leave does: no removal.
-            yield alice.barrier()
-            assert not alice.take(lambda m: m.get("event") == "removed_from_channel"), \
-                alice.inbox
-            assert (yield carol_is_in()) == set()
-            assert not (yield dave_is_admin())
-            assert (yield may_log_in("mallory"))
-            listed = ok((yield eve.request({"list_channels": ""})))["channels"]
-            assert {ch["name"] for ch in listed} == {"general"}
-            listed = ok((yield alice.request({"list_channels": ""})))["channels"]
-            assert {ch["name"]: ch["member"] for ch in listed} == {"general": False}
-            ok((yield eve.request({"channel_message": "after", "channel": "general"})))
-            yield eve.wait_for(lambda m: m.get("channel_message") == "after"
-                               and "reply_to" not in m)
-            for client in (carol, alice):   # neither hears general any more: not even unread
-                yield client.barrier()
-                assert not client.take(lambda m: m.get("channel") == "general" and (
-                    "channel_message" in m or m.get("event") == "unread")), client.inbox
-            print(f"removals from a node killed unknowingly cut off: all answered"
-                  f" {answered:.2f} s after the blackhole; b told carol {told:.1f} s after"
-                  f" the kill (presence timeout 3 s)")
-            assert told < 3 + 3
-        finally:
-            proxy.listening.stopListening()
-            for connection in list(proxy.factory.connections):
-                connection.transport.abortConnection()
+        proxy.blackhole()
+        blackholed = reactor.seconds()
+        for line in ("unban mallory", "delete old", "remove carol general", "unadmin dave"):
+            ok((yield command(alice, line)))
+        ok((yield alice.request({"leave": "general"})))
+        answered = reactor.seconds() - blackholed
+        nodes.kill("a")
+        killed = reactor.seconds()
+        # alice is back on b before b reads SQL, where b still has her in general.
+        alice = yield client_on(b, "alice")
+        # carol is told on b as by the bus: out of both channels, and why.
+        removed = yield carol.event("removed_from_channel", channel="general")
+        yield carol.event("channel_deleted", channel="old")
+        told = reactor.seconds() - killed
+        assert removed["by"] == "alice"
+        # alice's leave reaches her session here as a leave does: no removal.
+        yield alice.barrier()
+        assert not alice.take(lambda m: m.get("event") == "removed_from_channel"), \
+            alice.inbox
+        assert (yield carol_is_in()) == set()
+        assert not (yield dave_is_admin())
+        assert (yield may_log_in("mallory"))
+        listed = ok((yield eve.request({"list_channels": ""})))["channels"]
+        assert {ch["name"] for ch in listed} == {"general"}
+        listed = ok((yield alice.request({"list_channels": ""})))["channels"]
+        assert {ch["name"]: ch["member"] for ch in listed} == {"general": False}
+        ok((yield eve.request({"channel_message": "after", "channel": "general"})))
+        yield eve.wait_for(lambda m: m.get("channel_message") == "after"
+                           and "reply_to" not in m)
+        for client in (carol, alice):   # neither hears general any more: not even unread
+            yield client.barrier()
+            assert not client.take(lambda m: m.get("channel") == "general" and (
+                "channel_message" in m or m.get("event") == "unread")), client.inbox
+        print(f"removals from a node killed unknowingly cut off: all answered"
+              f" {answered:.2f} s after the blackhole; b told carol {told:.1f} s after"
+              f" the kill (presence timeout 3 s)")
+        assert told < 3 + 3
 
 
 @pytest.mark.timeout(120)
@@ -1041,75 +1032,65 @@ def test_a_node_back_from_a_cut_it_did_not_notice_does_not_undo_newer_changes(tm
     member joins again. The proxy lets a through again: a's queued events reach the stream
     after b's changes, and b reads SQL for them rather than undo its own; a's users are
     shown online on b again."""
-    from twisted.internet import reactor, threads
-    from support import LoopbackProxy
-    with private_cluster(tmp_path, "late") as (nodes, nats):
-        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
-        proxy.start()
-        try:
-            admins = ("--admin", "alice", "--admin", "dave")
-            a = yield threads.deferToThread(nodes.start, "a", *admins,
-                                            bus=f"nats://127.0.0.1:{proxy.port}/late")
-            b = nodes.start("b", *admins)
-            alice = yield client_on(a, "alice", register=True)
-            keep_alive(alice, channel="general")
-            dave = yield client_on(b, "dave", register=True)
-            carol = yield client_on(b, "carol", register=True)
-            eve = yield client_on(b, "eve", register=True)
-            yield client_on(b, "mallory", register=True)
-            for client in (alice, carol, dave):
-                yield look(client)
-            for client in (carol, dave):
-                keep_alive(client, channel="general")
-            ok((yield command(alice, "create old")))
-            ok((yield command(alice, "admin eve")))
-            yield eventually(lambda: carol.request({"join": "old"}).addCallback(
-                lambda reply: reply.get("ok") is True))
+    from twisted.internet import reactor
+    with cluster_with_a_behind_a_proxy(tmp_path, "late") as (nodes, proxy):
+        admins = ("--admin", "alice", "--admin", "dave")
+        a, b = yield start_a_and_b(nodes, *admins)
+        alice = yield client_on(a, "alice", register=True)
+        keep_alive(alice, channel="general")
+        dave = yield client_on(b, "dave", register=True)
+        carol = yield client_on(b, "carol", register=True)
+        eve = yield client_on(b, "eve", register=True)
+        yield client_on(b, "mallory", register=True)
+        for client in (alice, carol, dave):
+            yield look(client)
+        for client in (carol, dave):
+            keep_alive(client, channel="general")
+        ok((yield command(alice, "create old")))
+        ok((yield command(alice, "admin eve")))
+        yield eventually(lambda: carol.request({"join": "old"}).addCallback(
+            lambda reply: reply.get("ok") is True))
 
-            @defer.inlineCallbacks
-            def state_on_b():
-                """carol's channels, whether eve is an admin, whether mallory may log in."""
-                listed = ok((yield carol.request({"list_channels": ""})))["channels"]
-                client = yield connect(b)
-                reply = yield client.request({"user:pwd": f"mallory:{PASSWORD}"})
-                client.transport.loseConnection()
-                return ({ch["name"]: ch["member"] for ch in listed},
-                        "error" not in (yield command(eve, "bans")), reply.get("ok") is True)
-            before = ({"general": True, "old": True}, True, True)
-            yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
+        @defer.inlineCallbacks
+        def state_on_b():
+            """carol's channels, whether eve is an admin, whether mallory may log in."""
+            listed = ok((yield carol.request({"list_channels": ""})))["channels"]
+            client = yield connect(b)
+            reply = yield client.request({"user:pwd": f"mallory:{PASSWORD}"})
+            client.transport.loseConnection()
+            return ({ch["name"]: ch["member"] for ch in listed},
+                    "error" not in (yield command(eve, "bans")), reply.get("ok") is True)
+        before = ({"general": True, "old": True}, True, True)
+        yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
 
-            proxy.blackhole()
-            for line in ("delete old", "remove carol general", "unadmin eve", "ban mallory 1h"):
-                ok((yield command(alice, line)))
-            # b takes a as lost after the presence timeout and reads all of it from SQL.
-            yield carol.event("removed_from_channel", channel="general")
-            yield carol.event("channel_deleted", channel="old")
-            lost = ({"general": False}, False, False)
-            yield eventually(lambda: state_on_b().addCallback(lambda s: s == lost))
-            # Newer changes, on b.
-            for line in ("create old", "admin eve", "unban mallory"):
-                ok((yield command(dave, line)))
-            for channel in ("general", "old"):
-                ok((yield carol.request({"join": channel})))
-            proxy.end_blackhole()
-            back = reactor.seconds()
-            # a's queued events reach the stream, then this message, sent after them.
-            ok((yield alice.request({"channel_message": "after the cut", "channel": "general"})))
-            yield dave.wait_for(lambda m: m.get("channel_message") == "after the cut"
-                                and "reply_to" not in m, timeout=20)
-            arrived = reactor.seconds() - back
-            yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
-            listed = ok((yield dave.request({"list_channels": ""})))["channels"]
-            assert {ch["name"] for ch in listed} == {"general", "old"}
-            # carol still hears general, and alice is online there again.
-            ok((yield dave.request({"channel_message": "still here", "channel": "general"})))
-            yield carol.wait_for(lambda m: m.get("channel_message") == "still here")
-            yield until_online(dave, "alice", timeout=10)
-            print(f"a's queued events reached b {arrived:.1f} s after the cut ended")
-        finally:
-            proxy.listening.stopListening()
-            for connection in list(proxy.factory.connections):
-                connection.transport.abortConnection()
+        proxy.blackhole()
+        for line in ("delete old", "remove carol general", "unadmin eve", "ban mallory 1h"):
+            ok((yield command(alice, line)))
+        # b takes a as lost after the presence timeout and reads all of it from SQL.
+        yield carol.event("removed_from_channel", channel="general")
+        yield carol.event("channel_deleted", channel="old")
+        lost = ({"general": False}, False, False)
+        yield eventually(lambda: state_on_b().addCallback(lambda s: s == lost))
+        # Newer changes, on b.
+        for line in ("create old", "admin eve", "unban mallory"):
+            ok((yield command(dave, line)))
+        for channel in ("general", "old"):
+            ok((yield carol.request({"join": channel})))
+        proxy.end_blackhole()
+        back = reactor.seconds()
+        # a's queued events reach the stream, then this message, sent after them.
+        ok((yield alice.request({"channel_message": "after the cut", "channel": "general"})))
+        yield dave.wait_for(lambda m: m.get("channel_message") == "after the cut"
+                            and "reply_to" not in m, timeout=20)
+        arrived = reactor.seconds() - back
+        yield eventually(lambda: state_on_b().addCallback(lambda s: s == before))
+        listed = ok((yield dave.request({"list_channels": ""})))["channels"]
+        assert {ch["name"] for ch in listed} == {"general", "old"}
+        # carol still hears general, and alice is online there again.
+        ok((yield dave.request({"channel_message": "still here", "channel": "general"})))
+        yield carol.wait_for(lambda m: m.get("channel_message") == "still here")
+        yield until_online(dave, "alice", timeout=10)
+        print(f"a's queued events reached b {arrived:.1f} s after the cut ended")
 
 
 @pytest.mark.timeout(120)
@@ -1120,59 +1101,48 @@ def test_late_closes_of_a_node_back_from_a_cut_it_did_not_notice_spare_newer_ses
     (the `close` controls of all three queued). Node b takes a as lost; bob and carol log
     in again on b. The proxy lets a through again: a's late closes reach b, and close
     none of bob's and carol's newer sessions, nor mallory's, whom no ban covers now."""
-    from twisted.internet import threads
-    from support import LoopbackProxy
-    with private_cluster(tmp_path, "closes") as (nodes, nats):
-        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
-        proxy.start()
-        try:
-            admins = ("--admin", "alice", "--admin", "dave")
-            a = yield threads.deferToThread(nodes.start, "a", *admins,
-                                            bus=f"nats://127.0.0.1:{proxy.port}/closes")
-            b = nodes.start("b", *admins)
-            alice = yield client_on(a, "alice", register=True)
-            dave = yield client_on(b, "dave", register=True)
-            for client in (alice, dave):
-                yield look(client)
-                keep_alive(client, channel="general")
-            bob = yield client_on(b, "bob", register=True)
-            mallory = yield client_on(b, "mallory", register=True)
-            carol = yield client_on(b, "carol", register=True)
-            carol.transport.loseConnection()
-            for name in ("bob", "mallory"):
-                yield until_online(alice, name)
+    with cluster_with_a_behind_a_proxy(tmp_path, "closes") as (nodes, proxy):
+        admins = ("--admin", "alice", "--admin", "dave")
+        a, b = yield start_a_and_b(nodes, *admins)
+        alice = yield client_on(a, "alice", register=True)
+        dave = yield client_on(b, "dave", register=True)
+        for client in (alice, dave):
+            yield look(client)
+            keep_alive(client, channel="general")
+        bob = yield client_on(b, "bob", register=True)
+        mallory = yield client_on(b, "mallory", register=True)
+        carol = yield client_on(b, "carol", register=True)
+        carol.transport.loseConnection()
+        for name in ("bob", "mallory"):
+            yield until_online(alice, name)
 
-            proxy.blackhole()
-            ok((yield command(alice, "kick bob late")))
-            ok((yield command(alice, "ban mallory 1h")))
-            ok((yield command(alice, "unban mallory")))
-            carol_on_a = yield client_on(a, "carol")
-            # b takes a as lost after the presence timeout; then the newer logins, on b.
-            yield dave.event("member", user="alice", status="offline")
-            old_bob = bob
-            bob = yield client_on(b, "bob")
-            keep_alive(bob)     # online, so that a may kick him after the cut
-            assert (yield old_bob.event("disconnect"))["kind"] == "replaced"
-            carol = yield client_on(b, "carol")
-            # a hears the stream: its carol is replaced by the newer login at once.
-            assert (yield carol_on_a.event("disconnect"))["kind"] == "replaced"
-            dave.take(lambda m: m.get("event") == "member")
-            proxy.end_blackhole()
-            # a's queued closes reach the stream, then what a says on hearing it was lost.
-            yield dave.wait_for(lambda m: m.get("event") == "member" and m["user"] == "alice"
-                                and m["status"] == "online", timeout=30)
-            yield task_sleep(1)     # what b wrote before that has reached its clients
-            closed = {client.name: [m["kind"] for m in client.take(
-                lambda m: m.get("event") == "disconnect")] for client in (bob, carol, mallory)}
-            assert closed == {"bob": [], "carol": [], "mallory": []}
-            # A kick made on a after the cut still closes.
-            yield until_online(alice, "bob", timeout=15)
-            ok((yield command(alice, "kick bob now")))
-            assert (yield bob.event("disconnect"))["kind"] == "kicked"
-        finally:
-            proxy.listening.stopListening()
-            for connection in list(proxy.factory.connections):
-                connection.transport.abortConnection()
+        proxy.blackhole()
+        ok((yield command(alice, "kick bob late")))
+        ok((yield command(alice, "ban mallory 1h")))
+        ok((yield command(alice, "unban mallory")))
+        carol_on_a = yield client_on(a, "carol")
+        # b takes a as lost after the presence timeout; then the newer logins, on b.
+        yield dave.event("member", user="alice", status="offline")
+        old_bob = bob
+        bob = yield client_on(b, "bob")
+        keep_alive(bob)     # online, so that a may kick him after the cut
+        assert (yield old_bob.event("disconnect"))["kind"] == "replaced"
+        carol = yield client_on(b, "carol")
+        # a hears the stream: its carol is replaced by the newer login at once.
+        assert (yield carol_on_a.event("disconnect"))["kind"] == "replaced"
+        dave.take(lambda m: m.get("event") == "member")
+        proxy.end_blackhole()
+        # a's queued closes reach the stream, then what a says on hearing it was lost.
+        yield dave.wait_for(lambda m: m.get("event") == "member" and m["user"] == "alice"
+                            and m["status"] == "online", timeout=30)
+        yield task_sleep(1)     # what b wrote before that has reached its clients
+        closed = {client.name: [m["kind"] for m in client.take(
+            lambda m: m.get("event") == "disconnect")] for client in (bob, carol, mallory)}
+        assert closed == {"bob": [], "carol": [], "mallory": []}
+        # A kick made on a after the cut still closes.
+        yield until_online(alice, "bob", timeout=15)
+        ok((yield command(alice, "kick bob now")))
+        assert (yield bob.event("disconnect"))["kind"] == "kicked"
 
 
 @pytest.mark.timeout(120)
@@ -1183,46 +1153,36 @@ def test_member_lists_are_repaired_when_a_node_cut_off_for_long_comes_back(tmp_p
     conversation with her; erin starts looking at #general meanwhile (her list has no
     alice). a comes back and says again who is online on it: dave and erin get alice
     online again, frank gets her status, and alice gets erin."""
-    from twisted.internet import reactor, threads
-    from support import LoopbackProxy
-    with private_cluster(tmp_path, "repair") as (nodes, nats):
-        proxy = LoopbackProxy("127.0.0.1", nats.port)   # on this reactor: a starts aside
-        proxy.start()
-        try:
-            a = yield threads.deferToThread(nodes.start, "a",
-                                            bus=f"nats://127.0.0.1:{proxy.port}/repair")
-            b = nodes.start("b")
-            alice = yield client_on(a, "alice", register=True)
-            dave = yield client_on(b, "dave", register=True)
-            erin = yield client_on(b, "erin", register=True)
-            yield look(alice)
-            keep_alive(alice, channel="general")
-            yield sees_looking(dave, (yield look(dave)), {"alice"})
-            keep_alive(dave, channel="general")
-            frank = yield client_on(b, "frank", register=True)
-            ok((yield frank.request({"get_private": "alice"})))
-            keep_alive(frank, other_user="alice")
-            yield frank.event("peer", other_user="alice", status="online")
-            yield proxy.cut()
-            yield dave.event("member", user="alice", status="offline")
-            yield frank.event("peer", other_user="alice", status="offline")
-            seen = yield look(erin)
-            keep_alive(erin, channel="general")
-            assert "alice" not in {m["user"] for m in seen["members"]}
-            yield task_sleep(1)
-            yield proxy.restore()
-            restored = reactor.seconds()
-            for viewer in (dave, erin):
-                yield viewer.event("member", user="alice", status="online")
-            yield frank.event("peer", other_user="alice", status="online")
-            print(f"member lists repaired {reactor.seconds() - restored:.2f} s after the cut")
-            yield alice.event("member", user="erin", status="online")
-            yield until_online(dave, "alice", timeout=10)
-            for viewer in (alice, dave, erin):
-                yield eventually(lambda: members_of(viewer).addCallback(
-                    lambda members: members == [("alice", "online"), ("dave", "online"),
-                                                ("erin", "online")]))
-        finally:
-            proxy.listening.stopListening()
-            for connection in list(proxy.factory.connections):
-                connection.transport.abortConnection()
+    from twisted.internet import reactor
+    with cluster_with_a_behind_a_proxy(tmp_path, "repair") as (nodes, proxy):
+        a, b = yield start_a_and_b(nodes)
+        alice = yield client_on(a, "alice", register=True)
+        dave = yield client_on(b, "dave", register=True)
+        erin = yield client_on(b, "erin", register=True)
+        yield look(alice)
+        keep_alive(alice, channel="general")
+        yield sees_looking(dave, (yield look(dave)), {"alice"})
+        keep_alive(dave, channel="general")
+        frank = yield client_on(b, "frank", register=True)
+        ok((yield frank.request({"get_private": "alice"})))
+        keep_alive(frank, other_user="alice")
+        yield frank.event("peer", other_user="alice", status="online")
+        yield proxy.cut()
+        yield dave.event("member", user="alice", status="offline")
+        yield frank.event("peer", other_user="alice", status="offline")
+        seen = yield look(erin)
+        keep_alive(erin, channel="general")
+        assert "alice" not in {m["user"] for m in seen["members"]}
+        yield task_sleep(1)
+        yield proxy.restore()
+        restored = reactor.seconds()
+        for viewer in (dave, erin):
+            yield viewer.event("member", user="alice", status="online")
+        yield frank.event("peer", other_user="alice", status="online")
+        print(f"member lists repaired {reactor.seconds() - restored:.2f} s after the cut")
+        yield alice.event("member", user="erin", status="online")
+        yield until_online(dave, "alice", timeout=10)
+        for viewer in (alice, dave, erin):
+            yield eventually(lambda: members_of(viewer).addCallback(
+                lambda members: members == [("alice", "online"), ("dave", "online"),
+                                            ("erin", "online")]))
