@@ -121,8 +121,11 @@ class ConnectionThread:
             return function(self._connection, *args)
         except BaseException as e:
             if self._is_lost(e) or self._is_lost(e.__cause__):  # (a CommitUncertain's)
-                self._connection.close()
-                self._connection = None
+                connection, self._connection = self._connection, None
+                try:
+                    connection.close()
+                except BaseException:
+                    pass    # it is gone already; the next run opens a new one
                 raise
             try:
                 self._connection.rollback()
@@ -384,7 +387,7 @@ class MysqlEngine(Engine):
     def was_not_sent(exc):
         """True if `exc` says the statement never reached the server: the client could
         not send it (CR_SERVER_GONE_ERROR; a reply lost after sending is 2013)."""
-        return getattr(exc, "args", None) and exc.args[0] == 2006
+        return bool(getattr(exc, "args", None)) and exc.args[0] == 2006
 
     def is_connection_error(self, exc):
         MySQLdb = self.module

@@ -540,7 +540,8 @@ class MessageLog(Draining):
 
     def _committed(self, result, batch):
         """The answers [(deferred, result)] to give for a committed batch."""
-        (first, self._next_id), stored, block = result
+        (first, end), stored, block = result
+        self._next_id = max(self._next_id, end)     # a batch of resends only takes none
         if block is not None:
             self.block = list(block)
         next_id, answers = first, []
