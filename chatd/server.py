@@ -209,6 +209,7 @@ class ChatServer(service.Service):
         # returns, the reactor stops and drops unsent output.
         closed = self.connections.until_empty(SHUTDOWN_WAIT)
         self.hub.presence.stop()
+        self.hasher.stop()
         if self.cluster is not None:
             yield self.cluster.stop()
         yield self.store.stop()
