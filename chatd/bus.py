@@ -23,6 +23,10 @@ them as they are:
         once per publish, and each subscriber gets the same bytes through
         `subscriber.deliver(topic, line)`; `exclude` is a subscriber id that
         is skipped (the session whose own change it announces).
+    publish_many(topic, payloads)           several lines in order (a commit's
+        messages to one channel): a subscriber may get them in one call,
+        `subscriber.deliver_many(topic, lines, chunk)` (`chunk` the lines
+        joined), so a viewer costs one call per commit, not one per message.
     control(topic, action, data)            an instruction: each subscriber's
         `control(topic, action, data)` acts on it (`action` a string, `data`
         a dict).
@@ -112,6 +116,18 @@ class LocalBus:
         for subscriber in list(subscribers.values()):
             if subscriber.id != exclude:
                 subscriber.deliver(topic, line)
+
+    def publish_many(self, topic, payloads):
+        subscribers = self._topics.get(topic)
+        if not subscribers:
+            return
+        if len(payloads) == 1:
+            self.publish(topic, payloads[0])
+            return
+        lines = [encode(payload) for payload in payloads]
+        chunk = b"".join(lines)
+        for subscriber in list(subscribers.values()):
+            subscriber.deliver_many(topic, lines, chunk)
 
     def control(self, topic, action, data):
         for subscriber in list(self._topics.get(topic, {}).values()):

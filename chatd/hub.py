@@ -48,6 +48,11 @@ def _channel_text(line):
     return json.loads(line)["channel_message"]
 
 
+def _as_stored(stored):
+    """A save's (message as stored, is_new): the message (a resend's is the original)."""
+    return stored[0]
+
+
 def unread_line(channel, count):
     """Same bytes as encode({"event": "unread", "channel": channel, "count": count})."""
     return b"%s%d}\n" % (_unread_prefix(channel), count)
@@ -132,6 +137,13 @@ class Session:
             else:
                 self.connection.write_line(unread_line(channel, count))
 
+    def deliver_many(self, topic, lines, chunk):
+        if topic == self._showing or topic[0] != "members":
+            self.connection.write_lines(lines, chunk)
+        else:
+            for line in lines:
+                self.deliver(topic, line)
+
     def control(self, topic, action, data):
         getattr(self, "control_" + action)(**data)
 
@@ -196,6 +208,8 @@ class Hub:
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
+        if store is not None:
+            store.messages.on_stored = self.relay
         self.accounts = accounts    # chatd.accounts.Accounts: names and roles
         accounts.role_changes.append(self.role_changed)
         self.clock = clock
@@ -420,13 +434,7 @@ class Hub:
         channel = self.readable_channel(session, channel_name)
         message = Message(None, session.name, text, utcnow(), channel=channel.name,
                           channel_id=channel.id, nonce=nonce, resend=resend)
-        return self.store.save_message(message).addCallback(
-            self._deliver_new, self.deliver_channel_message)
-
-    def deliver_channel_message(self, message):
-        """To the channel's online members: those looking at it get the message,
-        the others an `unread` event (each session decides, see Session)."""
-        self.bus.publish(members_topic(message.channel), message.to_wire())
+        return self.store.save_message(message).addCallback(_as_stored)
 
     def private_message(self, session, other_user, text, nonce=None, resend=False):
         """Store, then deliver to the recipient (and echo to the sender)."""
@@ -437,20 +445,24 @@ class Hub:
             raise ChatError(f"{recipient} is banned and cannot receive messages.")
         message = Message(None, session.name, text, utcnow(), recipient=recipient, nonce=nonce,
                           resend=resend)
-        return self.store.save_message(message).addCallback(
-            self._deliver_new, self.deliver_private_message)
+        return self.store.save_message(message).addCallback(_as_stored)
 
-    @staticmethod
-    def _deliver_new(stored, deliver):
-        """A message seen for the first time is delivered; a resend (same nonce) is not."""
-        message, is_new = stored
-        if is_new:
-            deliver(message)
-        return message
-
-    def deliver_private_message(self, message):
-        """To the recipient's sessions, and the sender's (every client renders from relays)."""
-        payload = message.to_wire()
-        self.bus.publish(user_topic(message.recipient), payload)
-        if message.sender != message.recipient:
-            self.bus.publish(user_topic(message.sender), payload)
+    def relay(self, messages):
+        """Messages just made durable (the message log calls this before it answers their
+        senders; a resend of a stored nonce is not among them), in id order. A channel
+        message goes to the channel's online members: those looking at it get it, the
+        others an `unread` event (each session decides, see Session). A private message
+        goes to the recipient's sessions and the sender's (every client renders from
+        relays). One topic's messages are published together, so a viewer of a busy
+        channel gets a commit's messages in one write."""
+        topics = {}
+        for message in messages:
+            payload = message.to_wire()
+            if message.channel is not None:
+                topics.setdefault(members_topic(message.channel), []).append(payload)
+            else:
+                topics.setdefault(user_topic(message.recipient), []).append(payload)
+                if message.sender != message.recipient:
+                    topics.setdefault(user_topic(message.sender), []).append(payload)
+        for topic, payloads in topics.items():
+            self.bus.publish_many(topic, payloads)

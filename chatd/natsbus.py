@@ -138,6 +138,11 @@ class NatsBus:
     def publish(self, topic, payload, exclude=None):
         self._send(topic, {"n": self.node, "t": topic, "p": payload, "x": exclude})
 
+    def publish_many(self, topic, payloads):
+        """One envelope each: the other nodes apply them in stream order, one by one."""
+        for payload in payloads:
+            self.publish(topic, payload)
+
     def control(self, topic, action, data):
         """`s`: the stream sequence this node had applied when it sent it (a late `close`
         acts only on sessions whose login it knew of: chatd/cluster.py)."""

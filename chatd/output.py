@@ -88,6 +88,11 @@ class Output:
         self._queued = queued = queued + len(line)
         return HELD if buffered + queued > self.limit else None
 
+    def fits(self, size):
+        """True if `size` more bytes keep the unsent output within the limit."""
+        unsent = self.unsent()
+        return unsent is not None and unsent + size <= self.limit
+
     def flush(self):
         """Send the queued lines: on the socket if Twisted holds nothing, else after it."""
         if not self._lines:

@@ -192,6 +192,15 @@ class ChatProtocol(Protocol):
             self._drain_call = self.clock.callLater(self.server.config.drain_timeout,
                                                     self._check_drained)
 
+    def write_lines(self, lines, chunk):
+        """Several lines (`chunk` the same joined): one write while they fit within
+        --max-output-buffer, else one by one, so the limit stays exact."""
+        if self.output.fits(len(chunk)):
+            self.write_line(chunk)
+        else:
+            for line in lines:
+                self.write_line(line)
+
     def _check_drained(self):
         self._drain_call = None
         held = self.output.held()

@@ -289,6 +289,9 @@ class MessageLog(Draining):
         self._retry_delay = 0.1
         self._stopped = False
         self._drain_waiters = []
+        # Told the messages made durable (not the resends of stored ones), in id order,
+        # before their saves are answered: the hub relays them (Hub.relay).
+        self.on_stored = lambda messages: None
 
     # -- accepting ---------------------------------------------------------
 
@@ -409,8 +412,12 @@ class MessageLog(Draining):
         self._schedule()
         self._check_drained()
 
-    @staticmethod
-    def _answer(answers):
+    def _answer(self, answers):
+        """Relay the new messages among `answers` [(deferred, (message, is_new))] all at
+        once, then answer each save (so a sender hears its message before the ok)."""
+        new = [message for _, (message, is_new) in answers if is_new]
+        if new:
+            self.on_stored(new)
         for d, result in answers:
             d.callback(result)
         answers.clear()
@@ -603,8 +610,7 @@ class MessageLog(Draining):
             self.block[0] += 1
         self.spool.append([m.row() for m, _ in fits])
         self.spooled.extend(m for m, _ in fits)
-        for message, d in fits:
-            d.callback((message, True))
+        self._answer([(d, (message, True)) for message, d in fits])
 
     @defer.inlineCallbacks
     def _recover(self):
@@ -641,13 +647,14 @@ class MessageLog(Draining):
                 "SELECT " + MESSAGE_COLUMNS + " FROM messages WHERE " + where, params)
             found.append(tuple(rows[0]) if rows else None)
         self.in_doubt = []
-        again = []
+        again, answers = [], []
         for (message, d), row in zip(batch, found):
             if row is None:
                 again.append((message, d))
             else:
                 stored = Message.from_row(row, message.channel)
-                d.callback((stored, db_time(stored.time) == db_time(message.time)))
+                answers.append((d, (stored, db_time(stored.time) == db_time(message.time))))
+        self._answer(answers)
         self.queue[:0] = again
         self._schedule()
 

@@ -46,6 +46,24 @@ def test_a_publish_is_encoded_once_and_the_same_bytes_reach_everyone_but_the_exc
     assert len(first.got) == 1
 
 
+class ManySubscriber(Subscriber):
+    def deliver_many(self, topic, lines, chunk):
+        self.got.append(("deliver_many", topic, lines, chunk))
+
+
+def test_publish_many_hands_each_subscriber_the_lines_once_and_joined():
+    bus = LocalBus()
+    subscribers = [ManySubscriber(f"s{n}") for n in range(2)]
+    for subscriber in subscribers:
+        bus.subscribe(("members", "general"), subscriber)
+    bus.publish_many(("members", "general"), [{"n": 1}, {"n": 2}, {"n": 3}])
+    (kind, _, lines, chunk), = subscribers[0].got
+    assert kind == "deliver_many" and lines == [encode({"n": n}) for n in (1, 2, 3)]
+    assert chunk == b"".join(lines) and subscribers[1].got[0][3] is chunk
+    bus.publish_many(("members", "general"), [{"n": 4}])     # one line: a plain deliver
+    assert subscribers[0].got[-1] == ("deliver", ("members", "general"), encode({"n": 4}))
+
+
 def test_publish_and_control_keep_their_order_on_a_topic():
     bus = LocalBus()
     subscriber = Subscriber("s", bus)
@@ -98,6 +116,10 @@ class WireBus(LocalBus):
         self.sent.append(("publish", topic, payload))
         super().publish(tuple(self._wire(topic)), self._wire(payload), self._wire(exclude))
 
+    def publish_many(self, topic, payloads):
+        self.sent.append(("publish_many", topic, payloads))
+        super().publish_many(tuple(self._wire(topic)), self._wire(payloads))
+
     def control(self, topic, action, data):
         self.sent.append(("control", topic, action))
         super().control(tuple(self._wire(topic)), self._wire(action), self._wire(data))
@@ -134,27 +156,40 @@ def test_the_hub_runs_unchanged_on_a_bus_that_serialises_everything(wire_hub):
     carol, carol_out = log_in(hub, "carol", member=False)
     hub.presence.heartbeat(alice, "online", channel="general")
 
-    hub.deliver_channel_message(message(1, "alice", channel="general"))
+    hub.relay([message(1, "alice", channel="general")])
     assert alice_out.events()[-1]["channel_message"] == "text 1"
     assert bob_out.events()[-1] == {"event": "unread", "channel": "general", "count": 1}
     assert not any("channel_message" in e or e.get("event") == "unread"
                    for e in carol_out.events())
 
-    hub.deliver_private_message(message(2, "carol", recipient="bob"))
+    hub.relay([message(2, "carol", recipient="bob")])
     assert bob_out.events()[-1]["private_message"] == "text 2"
     assert carol_out.events()[-1]["private_message"] == "text 2"
 
     hub.add_member(hub.channels["general"], "carol")
-    hub.deliver_channel_message(message(3, "alice", channel="general"))
+    hub.relay([message(3, "alice", channel="general")])
     assert carol_out.events()[-1] == {"event": "unread", "channel": "general", "count": 1}
     hub.remove_member(hub.channels["general"], "carol")
-    hub.deliver_channel_message(message(4, "alice", channel="general"))
+    hub.relay([message(4, "alice", channel="general")])
     assert [e["count"] for e in carol_out.events() if e.get("event") == "unread"] == [1]
 
     bus.control(user_topic("bob"), "role", {"role": "admin"})
     bus.publish(ADMINS, {"event": "join_request", "channel": "secret", "user": "x", "id": 1})
     assert bob_out.events()[-1]["event"] == alice_out.events()[-1]["event"] == "join_request"
     assert carol_out.events()[-1]["event"] != "join_request"
+
+    # A commit's messages: a viewer gets them in one write, a member looking elsewhere
+    # one unread count per message, and each private message reaches both ends.
+    alice_writes, bob_seen = len(alice_out.lines), len(bob_out.events())
+    unread = bob.unread["general"]
+    hub.relay([message(5, "alice", channel="general"), message(6, "bob", recipient="carol"),
+               message(7, "bob", channel="general")])
+    assert len(alice_out.lines) == alice_writes + 1
+    assert [e["channel_message"] for e in alice_out.events()[-2:]] == ["text 5", "text 7"]
+    bob_new = bob_out.events()[bob_seen:]
+    assert [e["count"] for e in bob_new if e.get("event") == "unread"] == [unread + 1, unread + 2]
+    assert [e["private_message"] for e in bob_new if "private_message" in e] == ["text 6"]
+    assert carol_out.events()[-1]["private_message"] == "text 6"
 
     newer, newer_out = log_in(hub, "bob")               # newest login wins
     assert ("disconnect", "replaced") in bob_out.lines and hub.sessions["bob"] is newer

@@ -143,11 +143,16 @@ class RecordingConnection:
     def write_line(self, line):
         self.lines.append(line)
 
+    def write_lines(self, lines, chunk):
+        self.lines.append(chunk)
+
     def disconnect(self, kind, reason):
         self.lines.append(("disconnect", kind))
 
     def events(self):
-        return [json.loads(line) for line in self.lines if isinstance(line, bytes)]
+        """Every line written, decoded (one write may hold several: Hub.relay)."""
+        return [json.loads(one) for line in self.lines if isinstance(line, bytes)
+                for one in line.splitlines()]
 
     def bytes_written(self):
         return sum(len(line) for line in self.lines if isinstance(line, bytes))
