@@ -5,13 +5,16 @@ End to end over real sockets on loopback; "several addresses" are 127.0.0.2,
 structures of chatd/admission.py are also unit-tested on a task.Clock.
 """
 
+import time
+
+import bcrypt
 import pytest
 from twisted.internet import defer, task
 
 from chatd import rules
 from chatd.addresses import address_group
 from chatd.admission import KnownLogins, RegistrationLimit
-from chatd.auth import BUSY, ChatError
+from chatd.auth import BUSY, ChatError, PasswordHasher
 from chatd.bus import encode
 from chatd.limits import TOO_FAST
 from chatd.registry import DIRECTORY_COST
@@ -267,6 +270,26 @@ def test_past_the_bcrypt_queue_logins_are_busy_and_known_ones_go_first(sqlite_da
         assert server.hasher.running == 0 and server.hasher.queued == 0
     finally:
         stop_server(server)
+
+
+@defer.inlineCallbacks
+def test_bcrypt_threads_take_the_next_waiter_while_the_reactor_is_busy():
+    """A finished check starts the next waiter in its thread: with the reactor blocked
+    (as in a login storm, only longer), the waiting line still drains."""
+    hasher = PasswordHasher(rounds=4, concurrency=1)
+    password_hash = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
+    try:
+        checks = [hasher.check(password, password_hash) for password in
+                  ("right", "wrong", "right", "wrong", "right")]
+        assert hasher.running == 1 and hasher.queued == 4
+        deadline = time.monotonic() + 10
+        while hasher.queued and time.monotonic() < deadline:
+            time.sleep(0.001)   # the reactor does not run meanwhile
+        assert hasher.queued == 0
+        assert (yield defer.gatherResults(checks)) == [True, False, True, False, True]
+        assert hasher.running == 0
+    finally:
+        hasher.stop()
 
 
 @pytest.mark.timeout(120)
