@@ -21,6 +21,7 @@ from chatd.accounts import Credentials
 from chatd.addresses import address_group, plain_address
 from chatd.auth import ChatError
 from chatd.bus import encode
+from chatd.deadlines import Deadlines
 from chatd.limits import TOO_FAST, FloodGuard
 from chatd.output import HELD, UNREAD, FlushQueue, Output
 from chatd.moderation.commands import actor_of, check_access
@@ -83,11 +84,12 @@ def _decode(line):
 class ChatProtocol(Protocol):
     """One client connection: lines in (split in one pass per read), JSON lines out."""
 
-    def __init__(self, server, clock, flushes):
+    def __init__(self, server, clock, flushes, deadlines):
         self.server = server
         self.hub = server.hub
         self.clock = clock
         self.flushes = flushes  # the FlushQueue this connection's Output joins (chatd.output)
+        self.deadlines = deadlines  # chatd.deadlines.Deadlines: the login, then idle, deadline
         self.output = None
         config = server.config
         self.MAX_LENGTH = config.max_line
@@ -102,7 +104,6 @@ class ChatProtocol(Protocol):
         self._offset = 0
         self._splitting = False
         self._abort_call = None
-        self._deadline_call = None  # login deadline, then idle timeout
         self._drain_call = None     # set while the unsent output is over the limit
         self._last_heard = None
         self._anonymous_since = None
@@ -124,8 +125,7 @@ class ChatProtocol(Protocol):
         self.hub.add_connection(self)
         self.server.connections.add(self.group)
         self._last_heard = self._anonymous_since = self.clock.seconds()
-        self._deadline_call = self.clock.callLater(self.server.config.login_timeout,
-                                                   self._check_deadline)
+        self.deadlines.set(self, self.server.config.login_timeout, self._check_deadline)
         refusal = self.server.refuse_connection(self)
         if refusal is not None:
             kind, reason = refusal
@@ -135,7 +135,8 @@ class ChatProtocol(Protocol):
         self.output.discard()
         self.hub.remove_connection(self)
         self.server.connections.remove(self.group)
-        for call in (self._abort_call, self._deadline_call, self._drain_call):
+        self.deadlines.cancel(self)
+        for call in (self._abort_call, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
         if self.session is not None:
@@ -145,9 +146,7 @@ class ChatProtocol(Protocol):
     def _check_deadline(self):
         """Close a connection that has not logged in within --login-timeout, or that
         (logged in) sent nothing for --idle-timeout; else look again when it could be due."""
-        if self._deadline_call is not None and self._deadline_call.active():
-            self._deadline_call.cancel()
-        self._deadline_call = None
+        self.deadlines.cancel(self)
         if self.closing:
             return
         now = self.clock.seconds()
@@ -164,7 +163,7 @@ class ChatProtocol(Protocol):
             reason = (f"Nothing heard from you for {timeout:g} s (a client sends a heartbeat "
                       "every few seconds); this connection is closed.")
         if left > 0:
-            self._deadline_call = self.clock.callLater(left, self._check_deadline)
+            self.deadlines.set(self, left, self._check_deadline)
         else:
             log.info("closing {who} from {ip}: {reason}", who=self._who(), ip=self.ip,
                      reason=reason)
@@ -686,8 +685,9 @@ class ChatFactory(Factory):
         self.server = server
         self.clock = server.reactor if clock is None else clock
         self.flushes = FlushQueue(self.clock)
+        self.deadlines = Deadlines(self.clock)
 
     def buildProtocol(self, addr):
-        protocol = ChatProtocol(self.server, self.clock, self.flushes)
+        protocol = ChatProtocol(self.server, self.clock, self.flushes, self.deadlines)
         protocol.factory = self
         return protocol
