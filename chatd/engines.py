@@ -257,11 +257,11 @@ class SqliteEngine(Engine):
         # so the two wait for each other (busy_timeout) instead of failing with
         # "database is locked"; reads begin deferred and, in WAL mode, wait for nobody.
         # isolation_level=None: transactions are opened by begin(), never implicitly.
-        # The message log's commits, one at a time, go to a thread of their own.
-        if for_messages:
-            return ConnectionThread(self._connect, self.on_connect, "chatd-message-log")
-        return ConnectionPool("sqlite3", self.path, cp_min=1, cp_max=1,
-                              cp_openfun=self.on_connect, **self.CONNECT_OPTIONS)
+        # The message log's commits, one at a time, go to a thread of their own; so
+        # does everything else (one connection: adbapi's pool would only add its
+        # thread pool's hand-offs, about as much reactor CPU as a login's reads).
+        return ConnectionThread(self._connect, self.on_connect,
+                                "chatd-message-log" if for_messages else "chatd-sqlite")
 
     def _connect(self):
         return sqlite3.connect(self.path, **self.CONNECT_OPTIONS)

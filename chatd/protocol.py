@@ -100,6 +100,7 @@ class ChatProtocol(Protocol):
         self.closing = False    # said goodbye or aborted: read and send nothing more
         self.aborted = False    # dropped without a goodbye
         self.paused = False     # a Deferred reply is pending: handle no further line yet
+        self._reads_paused = False  # the transport is paused too (data came while paused)
         self._buffer = b""      # received bytes not yet handled (from _offset on)
         self._offset = 0
         self._splitting = False
@@ -263,13 +264,17 @@ class ChatProtocol(Protocol):
         """Split what arrived into lines in one pass (bytes.find from an offset).
 
         A line is at most --max-line bytes, not counting its end (`\\n` or `\\r\\n`).
-        While a reply is pending (`paused`) lines stay in the buffer, and the
-        transport is paused, so at most one read waits here.
+        While a reply is pending (`paused`) lines stay in the buffer; a read that
+        comes meanwhile pauses the transport, so at most that read and the rest of
+        the one before wait here.
         """
         if self.closing:
             return
         self._buffer = self._buffer[self._offset:] + data if self._buffer else data
         self._offset = 0
+        if self.paused and not self._reads_paused:
+            self._reads_paused = True
+            self.transport.pauseProducing()
         self._split()
 
     def _split(self):
@@ -300,13 +305,16 @@ class ChatProtocol(Protocol):
             self._splitting = False
 
     def pauseProducing(self):
+        """Handle no further line until resumed. The transport is paused only if data
+        comes meanwhile (dataReceived): a client that waits for the answer, as most
+        do, costs no epoll changes (two system calls per login)."""
         self.paused = True
-        self.transport.pauseProducing()
 
     def resumeProducing(self):
         self.paused = False
         self._split()
-        if not self.paused and not self.closing:
+        if not self.paused and not self.closing and self._reads_paused:
+            self._reads_paused = False
             self.transport.resumeProducing()
 
     def lineLengthExceeded(self):

@@ -1367,14 +1367,26 @@ class Store:
         return summaries
 
     def _unread(self, cursor, name, place, marker):
-        """(unread, mentions) in `place` after `marker`."""
+        """(unread, mentions) in `place` after `marker`: one pass counts the unread and
+        the candidates for a mention (LIKE '%@name%', any case on both engines); only
+        if there are any does a second pass fetch them for the rule to decide
+        (chatd.rules.is_mentioned). Most unread messages name nobody, so a login
+        reads each conversation's unread messages once."""
         value = self._place(*place)[2]
-        cursor.execute(f"SELECT COUNT(*) FROM ({self._unread_sql(place)}) unread",
-                       (value, marker, name))
-        unread = cursor.fetchone()[0]
-        if not unread or place[1]:
+        if place[1]:
+            cursor.execute(f"SELECT COUNT(*) FROM ({self._unread_sql(place)}) unread",
+                           (value, marker, name))
+            return cursor.fetchone()[0], 0
+        pattern = self._mention_pattern(name)
+        cursor.execute("SELECT COUNT(*), COALESCE(SUM(CASE WHEN body LIKE ? ESCAPE '!'"
+                       f" THEN 1 ELSE 0 END), 0) FROM ({self._unread_sql(place)}) unread",
+                       (pattern, value, marker, name))
+        unread, candidates = cursor.fetchone()
+        if not candidates:
             return unread, 0
-        return unread, self._mentions(cursor, name, place, marker)
+        cursor.execute(f"SELECT body FROM ({self._unread_sql(place)}) unread"
+                       " WHERE body LIKE ? ESCAPE '!'", (value, marker, name, pattern))
+        return unread, sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
 
     def _unread_sql(self, place):
         """The newest UNREAD_COUNTED messages of others in `place` after a marker
@@ -1384,13 +1396,10 @@ class Store:
                 f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
                 f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
 
-    def _mentions(self, cursor, name, place, marker):
-        """How many of the unread messages of the channel `place` name @name."""
-        # LIKE finds the candidates (any case on both engines); the rule decides.
-        pattern = "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-        cursor.execute(f"SELECT body FROM ({self._unread_sql(place)}) unread"
-                       " WHERE body LIKE ? ESCAPE '!'", (place[0], marker, name, pattern))
-        return sum(1 for (body,) in cursor.fetchall() if is_mentioned(body, name))
+    @staticmethod
+    def _mention_pattern(name):
+        """LIKE pattern (escape '!') of the messages that may mention @name."""
+        return "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------
     # (used by chatd/moderation.py; times are written with db_time, read with parse_db_time)

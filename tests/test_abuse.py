@@ -104,12 +104,16 @@ def test_a_paused_connection_keeps_its_lines_and_answers_them_in_order(sqlite_se
     connection.makeConnection(transport)
     connection.dataReceived(b'{"user:pwd": "alice:whatever pass", "ref": 1}\n'
                             b'{"list_channels": "", "ref": 2}\r\n{"list_')
-    # The login waits for SQL (a thread), so nothing after it is handled yet.
+    # The login waits for SQL (a thread), so nothing after it is handled yet; reading
+    # goes on until more comes (a client that waits for its answer costs no epoll change).
     assert connection.paused and transport.value() == b""
+    assert transport.producerState == "producing"
     connection.dataReceived(b'users": "", "ref": 3}\n')
+    assert transport.producerState == "paused"     # more came: now reading waits too
     support.wait(until(lambda: transport.value().count(b"\n") == 3))
     replies = [json.loads(line) for line in transport.value().splitlines()]
     assert [r["ref"] for r in replies] == [1, 2, 3] and all("error" in r for r in replies)
+    assert not connection.paused and transport.producerState == "producing"
     connection.connectionLost(None)
 
 
