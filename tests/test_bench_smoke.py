@@ -261,6 +261,29 @@ def chatd(workdir, *options):
     return ChatdTarget("sqlite", workdir, options)
 
 
+def test_deliveries_pair_each_send_time_with_the_arrival_of_its_chunk():
+    """Stamps are kept raw while a run receives; each latency is its chunk's arrival
+    minus its own send time, and a phase selects by send time."""
+    import time
+    from bench.clients import Deliveries
+    deliveries = Deliveries()
+    start = time.monotonic_ns()
+    early, late = start - 5_000_000, start - 1_000_000
+    assert deliveries.record(b'{"channel_message":"a1 ~%d~"}\n{"channel_message":"a2 ~%d~"}\n'
+                             % (early, late)) == 2
+    assert deliveries.record(b'{"reply_to":"presence","ok":true}\n') == 0
+    assert deliveries.record(b'{"channel_message":"a3 ~%d~"}\n' % late) == 1
+    ended = time.monotonic_ns()
+    assert len(deliveries) == 3
+    first, second, third = deliveries.latency()
+    assert start - early <= first <= ended - early and start - late <= second <= ended - late
+    assert first - second == late - early      # one chunk: one arrival time
+    assert third >= second
+    assert deliveries.summary()["count"] == 3
+    assert deliveries.summary(since_ns=late)["count"] == 2
+    assert deliveries.summary(until_ns=late)["count"] == 1
+
+
 def test_heartbeats_start_at_login_and_a_lapse_is_reported(bench_users):
     """Clients wait through a setup longer than --presence-timeout and still get every
     message; the one that stops heartbeating is reported, with when it went offline."""
