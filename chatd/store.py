@@ -1279,17 +1279,21 @@ class Store:
                         readonly=True)
 
     def _conversations(self, cursor, name, channel_ids):
+        # One query (a login runs it): the read markers (last_read not NULL), then the
+        # private conversations, as recipient and as sender (last_read NULL).
         cursor.execute("SELECT channel_id, peer_key, last_read FROM read_markers"
-                       " WHERE user_name = ?", (name,))
-        markers = {(channel_id, key): last for channel_id, key, last in cursor.fetchall()}
-        cursor.execute("SELECT DISTINCT peer_key FROM messages"
-                       f" {self.engine.use_index('messages_by_recipient')} WHERE recipient = ?",
-                       (name,))
-        keys = {row[0] for row in cursor.fetchall()}
-        cursor.execute("SELECT DISTINCT peer_key FROM messages"
+                       " WHERE user_name = ?"
+                       " UNION ALL SELECT DISTINCT 0, peer_key, NULL FROM messages"
+                       f" {self.engine.use_index('messages_by_recipient')} WHERE recipient = ?"
+                       " UNION ALL SELECT DISTINCT 0, peer_key, NULL FROM messages"
                        f" {self.engine.use_index('messages_by_sender')}"
-                       " WHERE sender = ? AND peer_key IS NOT NULL", (name,))
-        keys.update(row[0] for row in cursor.fetchall())
+                       " WHERE sender = ? AND peer_key IS NOT NULL", (name, name, name))
+        markers, keys = {}, set()
+        for channel_id, key, last in cursor.fetchall():
+            if last is None:
+                keys.add(key)
+            else:
+                markers[(channel_id, key)] = last
         places = [(channel_id, "") for channel_id in channel_ids] + [(0, k) for k in sorted(keys)]
         return [place + summary for place, summary
                 in zip(places, self._summaries(cursor, name, places, markers))]
