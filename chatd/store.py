@@ -1381,7 +1381,7 @@ class Store:
             cursor.execute(f"SELECT COUNT(*) FROM ({self._unread_sql(place)}) unread",
                            (value, marker, name))
             return cursor.fetchone()[0], 0
-        pattern = self._mention_pattern(name)
+        pattern = "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
         cursor.execute("SELECT COUNT(*), COALESCE(SUM(CASE WHEN body LIKE ? ESCAPE '!'"
                        f" THEN 1 ELSE 0 END), 0) FROM ({self._unread_sql(place)}) unread",
                        (pattern, value, marker, name))
@@ -1399,11 +1399,6 @@ class Store:
         return (f"SELECT body FROM messages {hint}"
                 f" WHERE {where} AND id > ? AND sender <> ? AND deleted_at IS NULL"
                 f" ORDER BY id DESC LIMIT {UNREAD_COUNTED}")
-
-    @staticmethod
-    def _mention_pattern(name):
-        """LIKE pattern (escape '!') of the messages that may mention @name."""
-        return "%@" + name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
 
     # -- moderation: join requests, bans, kicks, audit log, message log ------
     # (used by chatd/moderation.py; times are written with db_time, read with parse_db_time)
