@@ -404,7 +404,9 @@ class ChatProtocol(Protocol):
         if not isinstance(request, dict):
             return (None, None, None,
                     "Each line must be a JSON object, like {\"list_channels\": \"\"}.")
-        if not _is_unicode(request):
+        # In UTF-8 a lone surrogate comes from a \u escape or raw bytes 0xED 0xA0-0xBF
+        # ("surrogatepass" lets them through); UTF-16 and UTF-32 lines have zero bytes.
+        if (b"\\u" in line or b"\xed" in line or b"\x00" in line) and not _is_unicode(request):
             # json.loads turns an escape like "\ud800" into a lone surrogate, which
             # can be neither relayed (UTF-8) nor stored.
             return (None, None, None, "That line has a \\u escape of half a character "

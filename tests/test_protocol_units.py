@@ -73,3 +73,19 @@ def test_oversized_line_is_refused_before_parsing(connection):
     out = [json.loads(line) for line in transport.value().splitlines()]
     assert out[0]["event"] == "disconnect" and out[0]["kind"] == "abuse"
     assert transport.disconnecting
+
+
+@pytest.mark.parametrize("line", [
+    '{"channel_message": "half \\ud800", "channel": "general"}'.encode(),
+    b'{"channel_message": "half \xed\xa0\x80", "channel": "general"}',     # raw, in UTF-8
+    '{"channel_message": "half \\udfff", "channel": "general"}'.encode("utf-16-le"),
+    '{"channel_message": "half \ud800", "channel": "general"}'.encode("utf-16-le",
+                                                                       "surrogatepass"),
+    '{"channel_message": "half \ud800", "channel": "general"}'.encode("utf-32",
+                                                                       "surrogatepass"),
+])
+def test_a_lone_surrogate_is_refused_however_the_line_spells_it(connection, line):
+    """The look for one is skipped only on a UTF-8 line with no escape and no 0xED byte."""
+    protocol, transport = connection
+    out = feed(protocol, transport, line + b"\n")
+    assert "lone surrogate" in out[0]["error"], line
