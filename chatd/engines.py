@@ -7,12 +7,10 @@ What the engines share lives in `Engine`.
 """
 
 import importlib.resources
-import os
 import queue
 import re
 import sqlite3
 import threading
-from collections import deque
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -65,17 +63,15 @@ class ConnectionPool(adbapi.ConnectionPool):
 class ConnectionThread:
     """One connection in one thread of its own, for functions that end their transaction
     themselves, as ConnectionPool with one connection but lighter: a run is handed
-    over with one queue put and answered through a pipe of its own (Twisted's thread
+    over with one queue put and answered with one callFromThread (Twisted's thread
     pool and Deferred plumbing around a commit of one message on SQLite cost about
-    as much CPU as the commit; `callFromThread`, a write to the reactor's waker and a
-    lookup through a deprecated module's proxy for every answer, about a tenth).
+    as much CPU as the commit).
 
     `runWithConnection(function, *args)` runs function(connection, *args) in the thread,
     rolls back if it raises, and fires on the reactor with its result or failure. The
     connection is opened (`connect()`, then `on_connect(connection)`) at the first run,
     or at the next if that failed or `is_lost(error)` says the last one lost it.
-    Runs handed over while one runs follow it at once, with no wait for the reactor,
-    and answers that pile up while the reactor is busy cost one wake-up for all.
+    Runs handed over while one runs follow it at once, with no wait for the reactor.
     """
 
     def __init__(self, connect, on_connect, name, is_lost=lambda error: False):
@@ -84,12 +80,6 @@ class ConnectionThread:
         self._connect, self._on_connect, self._is_lost = connect, on_connect, is_lost
         self._connection = None
         self._runs = queue.SimpleQueue()    # (function, args, deferred); None stops
-        self._answers = deque()             # (deferred, succeeded, result or failure)
-        self._wake_pending = False          # a byte is in the pipe that the reactor has not read
-        self._wake_read, self._wake_write = os.pipe()
-        for fd in (self._wake_read, self._wake_write):
-            os.set_blocking(fd, False)
-        reactor.addReader(self)
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -99,61 +89,24 @@ class ConnectionThread:
         return d
 
     def close(self):
-        """Finish the runs handed over and answer them, then close the connection
-        (blocks until then, as adbapi's close does)."""
+        """Finish the runs handed over, then close the connection (blocks until then,
+        as adbapi's close does)."""
         if self._thread is not None:
             self._runs.put(None)
             self._thread.join()
             self._thread = None
-            self._reactor.removeReader(self)
-            self._answer()
-            os.close(self._wake_read)
-            os.close(self._wake_write)
 
     def _work(self):
         while (run := self._runs.get()) is not None:
             function, args, d = run
             try:
-                answer = (d, True, self._run(function, args))
+                result = self._run(function, args)
             except BaseException:
-                answer = (d, False, Failure())
-            self._answers.append(answer)
-            # Set, the flag says the reactor has yet to take the answers (doRead).
-            if not self._wake_pending:
-                self._wake_pending = True
-                os.write(self._wake_write, b"x")
+                self._reactor.callFromThread(d.errback, Failure())
+            else:
+                self._reactor.callFromThread(d.callback, result)
         if self._connection is not None:
             self._connection.close()
-
-    # The reactor's side: the pipe's read end is a reader (IReadDescriptor).
-
-    def fileno(self):
-        return self._wake_read
-
-    def logPrefix(self):
-        return self._thread.name if self._thread is not None else "ConnectionThread"
-
-    def doRead(self):
-        try:
-            os.read(self._wake_read, 4096)
-        except BlockingIOError:
-            pass
-        # Cleared once the pipe is empty, before the answers are taken: an answer the
-        # thread adds after this writes a byte again, one added before is taken below.
-        self._wake_pending = False
-        self._answer()
-
-    def connectionLost(self, reason):
-        """The reactor drops its readers when it stops; close() still answers."""
-
-    def _answer(self):
-        answers = self._answers
-        while answers:
-            d, succeeded, result = answers.popleft()
-            if succeeded:
-                d.callback(result)
-            else:
-                d.errback(result)
 
     def _run(self, function, args):
         if self._connection is None:
