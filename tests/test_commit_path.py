@@ -104,6 +104,38 @@ def test_sqlite_message_commits_run_in_a_thread_of_their_own(tmp_path):
 
 
 @defer.inlineCallbacks
+def test_answers_that_pile_up_while_the_reactor_is_busy_all_arrive_in_order():
+    """The thread answers through its pipe with one byte until the reactor reads it:
+    answers made meanwhile (here while the reactor sleeps) come with that read, and
+    one made after it writes again, so none waits for a wake-up that never comes."""
+    import time
+    from twisted.internet import reactor
+    from chatd.engines import ConnectionThread
+    pool = ConnectionThread(lambda: sqlite3.connect(":memory:", check_same_thread=False),
+                            lambda connection: None, "test-answers")
+    try:
+        for burst in (1, 5, 40):
+            fired = []
+            runs = [pool.runWithConnection(lambda connection, i=i: i) for i in range(burst)]
+            for run in runs:
+                run.addCallback(fired.append)
+            time.sleep(0.05)    # the reactor is busy: every run is answered meanwhile
+            failed = pool.runWithConnection(lambda connection: 1 / 0).addTimeout(5, reactor)
+            yield defer.gatherResults(runs).addTimeout(5, reactor)
+            assert fired == list(range(burst))
+            try:
+                yield failed
+            except ZeroDivisionError:
+                pass
+            else:
+                raise AssertionError("the failure was not passed on")
+            after = pool.runWithConnection(lambda connection: "after").addTimeout(5, reactor)
+            assert (yield after) == "after"
+    finally:
+        pool.close()
+
+
+@defer.inlineCallbacks
 def test_sqlite_message_connection_that_cannot_open_is_an_outage_then_opens(tmp_path):
     """A file that cannot be opened is "unavailable" (the messages go to the spool), and
     the connection is opened at a later run once it can be."""
