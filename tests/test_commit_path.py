@@ -6,11 +6,12 @@ a thread of the message log's own.
 import gc
 import sqlite3
 import threading
+import time
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 
-from chatd.engines import SqliteEngine, engine_from_url
+from chatd.engines import ConnectionThread, SqliteEngine, engine_from_url
 from chatd.store import Message, Store, _CommitTurn, utcnow
 from support import mysql_database
 
@@ -105,12 +106,10 @@ def test_sqlite_message_commits_run_in_a_thread_of_their_own(tmp_path):
 
 @defer.inlineCallbacks
 def test_answers_that_pile_up_while_the_reactor_is_busy_all_arrive_in_order():
-    """The thread answers through its pipe with one byte until the reactor reads it:
-    answers made meanwhile (here while the reactor sleeps) come with that read, and
-    one made after it writes again, so none waits for a wake-up that never comes."""
-    import time
-    from twisted.internet import reactor
-    from chatd.engines import ConnectionThread
+    """Runs a ConnectionThread answers while the reactor is busy (here asleep) all
+    reach their callers once it runs again, in order, a failure as a failure, and
+    the thread answers the next run after them: none waits for a wake-up that
+    never comes."""
     pool = ConnectionThread(lambda: sqlite3.connect(":memory:", check_same_thread=False),
                             lambda connection: None, "test-answers")
     try:
